@@ -1,0 +1,3 @@
+from llmport.cli import main
+
+main()

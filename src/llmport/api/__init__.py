@@ -1,0 +1,1 @@
+"""HTTP only: parse wire JSON into the domain, call the gateway, encode JSON or SSE."""

@@ -1,0 +1,117 @@
+"""Bare-ASGI primitives for the hot proxy routes.
+
+Starlette's Request/Response objects cost about 40 µs per request on this
+project's benchmark (see docs/architecture.md), more than every gateway
+feature together, so the proxy routes speak ASGI directly through these few
+helpers. Admin and documentation routes stay on FastAPI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from itertools import count
+from typing import Any
+
+from llmport.errors import LLMPortError, PayloadTooLargeError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+RawHeaders = list[tuple[bytes, bytes]]
+
+JSON = b"application/json"
+SSE_HEADERS: RawHeaders = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+_PROCESS_TAG = os.urandom(5).hex()
+_SEQUENCE = count(1)
+
+
+def new_request_id() -> str:
+    """Unique across processes (random per-process tag) and cheap (a counter)."""
+    return f"req_{_PROCESS_TAG}{next(_SEQUENCE):x}"
+
+
+def request_id_from(headers: RawHeaders) -> str:
+    """The client's ``x-request-id`` when it is sane, else a new one."""
+    for key, value in headers:
+        if key == b"x-request-id":
+            if 0 < len(value) <= 128 and value.isascii() and value.decode().isprintable():
+                return value.decode()
+            break
+    return new_request_id()
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"Request body exceeds {limit} bytes.")
+        return body
+    parts = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError("client disconnected while sending the body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"Request body exceeds {limit} bytes.")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def send_response(send: Send, status: int, body: bytes, headers: RawHeaders,
+                        content_type: bytes = JSON) -> None:
+    headers.append((b"content-type", content_type))
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_headers(error: LLMPortError) -> RawHeaders:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
+
+
+class DisconnectGuard:
+    """Cancels the handler's task when the client goes away, so upstream work stops at once.
+
+    One watcher task per request, not per chunk. Uvicorn does not cancel an
+    application when its client disconnects; it only answers ``receive()``
+    with ``http.disconnect``, which this guard waits for.
+    """
+
+    __slots__ = ("_task", "_watcher", "disconnected")
+
+    def __init__(self, receive: Receive) -> None:
+        self.disconnected = False
+        self._task = asyncio.current_task()
+        self._watcher = asyncio.ensure_future(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                if self._task is not None:
+                    self._task.cancel()
+                return
+
+    def close(self) -> None:
+        self._watcher.cancel()
+
+    def absorb(self) -> bool:
+        """After a CancelledError: True (and the cancel undone) if the client caused it."""
+        if self.disconnected and self._task is not None:
+            self._task.uncancel()
+            return True
+        return False

@@ -1,0 +1,1 @@
+"""The OpenAI wire API: the gateway's native dialect."""

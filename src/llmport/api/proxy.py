@@ -1,0 +1,129 @@
+"""ProxyRoute: the one bare-ASGI handler behind every proxied endpoint.
+
+Authenticate, read and decode the body (through the client's dialect), run
+the gateway, encode the result as JSON or SSE, and render any error once, in
+the dialect's envelope. A client that disconnects cancels the work at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import structlog
+
+from llmport.api.asgi import (
+    SSE_HEADERS,
+    DisconnectGuard,
+    RawHeaders,
+    Receive,
+    Scope,
+    Send,
+    error_headers,
+    read_body,
+    request_id_from,
+    send_response,
+)
+from llmport.errors import LLMPortError
+from llmport.gateway.context import CallContext
+from llmport.gateway.gateway import Gateway
+from llmport.types import Chunk, Endpoint, JSONResult
+
+log = structlog.get_logger("llmport.proxy")
+CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
+
+
+class Dialect(Protocol):
+    """How one wire API (OpenAI, Anthropic) maps onto the gateway's OpenAI-form domain."""
+
+    name: str
+
+    def decode(self, ctx: CallContext, raw: bytes) -> None:
+        """Parse and check ``raw``; set ``ctx.body``, ``raw_body``, ``model`` and ``stream``."""
+
+    def encode(self, ctx: CallContext, result: JSONResult) -> bytes: ...
+
+    def encode_stream(self, ctx: CallContext,
+                      chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]: ...
+
+    def stream_error(self, error: LLMPortError) -> bytes: ...
+
+    def error_body(self, error: LLMPortError) -> bytes: ...
+
+
+class ProxyRoute:
+    def __init__(self, gateway: Gateway, endpoint: Endpoint, dialect: Dialect) -> None:
+        self.gateway = gateway
+        self.endpoint = endpoint
+        self.dialect = dialect
+        self.max_body = int(gateway.config.server.max_request_mb * 1024 * 1024)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        ctx = CallContext(request_id_from(scope["headers"]), self.endpoint, {}, None, "",
+                          headers=scope["headers"], client_ip=client[0] if client else None,
+                          dialect=self.dialect.name)
+        status, error, guard = 200, None, None
+        try:
+            await self.gateway.authenticator.authenticate(ctx)
+            self.dialect.decode(ctx, await read_body(receive, self.max_body))
+            guard = DisconnectGuard(receive)
+            result = await self.gateway.handle(ctx)
+            if isinstance(result, JSONResult):
+                status = result.status
+                await send_response(send, status, self.dialect.encode(ctx, result),
+                                    self._headers(ctx))
+            else:
+                error = await self._relay(send, ctx, result.chunks)
+                status = error.status_code if error else 200
+        except LLMPortError as exc:
+            status, error = exc.status_code, exc
+            await send_response(send, status, self.dialect.error_body(exc),
+                                self._headers(ctx) + error_headers(exc))
+        except asyncio.CancelledError as exc:
+            if guard is None or not guard.absorb():
+                raise
+            status, error = CLIENT_CLOSED, exc
+        except Exception as exc:  # the boundary: a bug must still answer in the envelope
+            log.exception("unhandled error", request_id=ctx.request_id)
+            status, error = 500, exc
+            internal = LLMPortError("The gateway failed to process the request.",
+                                    code="internal_error")
+            await send_response(send, 500, self.dialect.error_body(internal),
+                                self._headers(ctx))
+        finally:
+            if guard is not None:
+                guard.close()
+            self.gateway.finish(ctx, status, error)
+
+    def _headers(self, ctx: CallContext) -> RawHeaders:
+        headers = [(b"x-request-id", ctx.request_id.encode()),
+                   (b"x-llmport-overhead-ms", b"%.3f" % ctx.overhead_ms())]
+        if ctx.response_headers:
+            headers += ctx.response_headers
+        return headers
+
+    async def _relay(self, send: Send, ctx: CallContext,
+                     chunks: AsyncIterator[Chunk]) -> LLMPortError | None:
+        """Relay a primed stream. An error after the first byte ends it with an error event."""
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": self._headers(ctx) + SSE_HEADERS})
+        encoded = self.dialect.encode_stream(ctx, chunks)
+        failure: LLMPortError | None = None
+        try:
+            async for data in encoded:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+        except LLMPortError as exc:
+            failure = exc
+        except Exception as exc:
+            log.exception("stream failed", request_id=ctx.request_id)
+            failure = LLMPortError(f"The stream failed: {type(exc).__name__}",
+                                   code="internal_error")
+        finally:
+            await encoded.aclose()  # type: ignore[attr-defined]
+        if failure is not None:
+            await send({"type": "http.response.body", "body": self.dialect.stream_error(failure),
+                        "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return failure

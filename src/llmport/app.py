@@ -1,0 +1,94 @@
+"""create_app(config): the ASGI application.
+
+The hot proxy routes are bare-ASGI handlers looked up in a dict by
+(method, path); everything else (health, readiness, docs, admin, and the
+errors for unknown routes) is a FastAPI application behind them, which also
+runs the lifespan that starts and stops the gateway.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from llmport.api.asgi import ASGIApp, Receive, Scope, Send
+from llmport.api.management import management_app
+from llmport.api.openai.dialect import OpenAIDialect
+from llmport.api.openai.models import PREFIX as MODELS_PREFIX
+from llmport.api.openai.models import ModelsRoute
+from llmport.api.openai.validation import validate_chat, validate_completion, validate_embedding
+from llmport.api.proxy import ProxyRoute
+from llmport.config import Config, load_config
+from llmport.gateway.gateway import Gateway
+from llmport.observability.logging import AccessLog, configure_logging
+from llmport.types import Endpoint
+
+
+class LLMPortApp:
+    """Dispatches hot routes directly; hands the rest to the FastAPI app."""
+
+    def __init__(self, gateway: Gateway, fallback: FastAPI) -> None:
+        self.gateway = gateway
+        self.fallback = fallback
+        self.routes: dict[tuple[str, str], ASGIApp] = {}
+        self.prefixes: list[tuple[str, str, ASGIApp]] = []
+
+    def route(self, method: str, path: str, handler: ASGIApp, *, v1_optional: bool = True) -> None:
+        self.routes[(method, path)] = handler
+        if v1_optional and path.startswith("/v1/"):
+            self.routes[(method, path[3:])] = handler
+
+    def prefix(self, method: str, prefix: str, handler: ASGIApp) -> None:
+        self.prefixes.append((method, prefix, handler))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self.routes.get((scope["method"], scope["path"]))
+            if handler is None:
+                for method, prefix, candidate in self.prefixes:
+                    if scope["method"] == method and scope["path"].startswith(prefix):
+                        handler = candidate
+                        break
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+        await self.fallback(scope, receive, send)
+
+
+def create_app(config: Config | None = None) -> LLMPortApp:
+    config = config or load_config(None)
+    gateway = Gateway(config)
+    if config.logging.access_log:
+        gateway.events.subscribe(AccessLog())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.aclose()
+
+    app = LLMPortApp(gateway, management_app(gateway, lifespan))
+    openai_routes = {
+        "/v1/chat/completions": (Endpoint.CHAT, validate_chat),
+        "/v1/completions": (Endpoint.COMPLETIONS, validate_completion),
+        "/v1/embeddings": (Endpoint.EMBEDDINGS, validate_embedding),
+    }
+    for path, (endpoint, validate) in openai_routes.items():
+        app.route("POST", path, ProxyRoute(gateway, endpoint, OpenAIDialect(validate)))
+    models = ModelsRoute(gateway)
+    app.route("GET", "/v1/models", models)
+    app.prefix("GET", MODELS_PREFIX, models)
+    app.prefix("GET", MODELS_PREFIX[3:], models)
+    return app
+
+
+def app_from_env() -> LLMPortApp:
+    """Factory for ``uvicorn --factory`` and worker processes: config from ``LLMPORT_CONFIG``."""
+    config = load_config(os.environ.get("LLMPORT_CONFIG") or None)
+    configure_logging(config.logging.level, config.logging.format)
+    return create_app(config)

@@ -1,0 +1,97 @@
+"""The ``llmport`` command: ``serve`` and ``config check``."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmport.config import Config, ConfigError, load_config
+
+cli = typer.Typer(help="llmport: one OpenAI- and Anthropic-compatible API for every model.",
+                  no_args_is_help=True, add_completion=False)
+config_cli = typer.Typer(help="Work with configuration files.", no_args_is_help=True)
+cli.add_typer(config_cli, name="config")
+
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="YAML config file (default: $LLMPORT_CONFIG, else embedded defaults)",
+    exists=False, dir_okay=False)]
+
+
+def _load(path: Path | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        typer.echo(exc.render(), err=True)
+        raise typer.Exit(2) from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@cli.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default from config)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default from config, 8000)")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes")] = None,
+) -> None:
+    """Start the gateway."""
+    import uvicorn
+
+    from llmport.app import create_app
+    from llmport.observability.logging import configure_logging
+
+    path = config or (Path(os.environ["LLMPORT_CONFIG"]) if os.environ.get("LLMPORT_CONFIG")
+                      else None)
+    settings = _load(path)
+    bind = host or settings.server.host
+    listen_port = settings.server.port if port is None else port
+    processes = workers or settings.server.workers
+    if settings.auth.master_key is None:
+        if not _is_loopback(bind):
+            typer.echo(f"Refusing to listen on {bind} without auth.master_key: anyone could use "
+                       "your models. Set a master key (or LLMPORT_MASTER_KEY), or bind to "
+                       "127.0.0.1.", err=True)
+            raise typer.Exit(2)
+        typer.secho("WARNING: no master key configured: llmport accepts ANY API key and listens "
+                    f"on {bind} only. Set auth.master_key before exposing it.",
+                    fg=typer.colors.YELLOW, bold=True, err=True)
+    configure_logging(settings.logging.level, settings.logging.format)
+    models = ", ".join(settings.model_names)
+    typer.echo(f"llmport serving {models} on http://{bind}:{listen_port}/v1", err=True)
+    common = {"host": bind, "port": listen_port, "loop": "uvloop", "http": "httptools",
+              "log_level": "warning", "access_log": False, "timeout_keep_alive": 30,
+              "timeout_graceful_shutdown": 30}
+    if processes > 1:
+        if path is not None:
+            os.environ["LLMPORT_CONFIG"] = str(path)
+        uvicorn.run("llmport.app:app_from_env", factory=True, workers=processes, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)
+
+
+@config_cli.command("check")
+def config_check(file: Annotated[Path, typer.Argument(help="the YAML file to validate")]) -> None:
+    """Validate a config file and print every problem with its location."""
+    settings = _load(file)
+    deployments = len(settings.models)
+    typer.echo(f"{file}: OK ({len(settings.model_names)} models, {deployments} deployments)")
+
+
+def main() -> None:
+    cli(prog_name="llmport")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

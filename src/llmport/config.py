@@ -1,0 +1,241 @@
+"""Configuration: a YAML file, validated strictly, built once and passed down.
+
+Values may reference the environment as ``${VAR}`` or ``${VAR:-default}``.
+Unknown keys and bad values are errors that name their location
+(``models[1].timeout (line 9)``); secrets are ``SecretStr`` and never printed.
+Provider-specific keys of a model entry (``api_base``, ``device``…) are
+validated by that provider's own ``Options`` model, so the flat YAML shape
+operators write stays strict too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from llmport.providers.registry import provider_class
+
+DEFAULT_DEMO_MODEL = "llmport-demo"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuthConfig(StrictModel):
+    master_key: SecretStr | None = None
+
+    @field_validator("master_key")
+    @classmethod
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 8:
+            raise ValueError("master_key must be at least 8 characters")
+        return value
+
+
+class ModelConfig(BaseModel):
+    """One deployment: a public model name served by one provider instance.
+
+    Entries sharing a ``name`` are deployments of one model.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[^\s]+$")
+    provider: str
+    model: str | None = None  # the upstream's id; defaults to ``name``
+    timeout: float = Field(default=600.0, gt=0, description="total seconds for one attempt")
+    connect_timeout: float = Field(default=10.0, gt=0)
+    first_token_timeout: float | None = Field(default=None, gt=0)
+    stream_idle_timeout: float | None = Field(default=None, gt=0)
+    weight: float = Field(default=1.0, ge=0)
+    priority: int = Field(default=1, ge=1)
+    _options: BaseModel | None = PrivateAttr(default=None)
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model or self.name
+
+    @property
+    def options(self) -> Any:
+        """The provider-specific options, validated by the provider's ``Options`` model."""
+        return self._options
+
+
+class RouterConfig(StrictModel):
+    num_retries: int = Field(default=2, ge=0, le=10)
+
+
+class ServerConfig(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=256)
+    max_request_mb: float = Field(default=32.0, gt=0)
+
+
+class LoggingConfig(StrictModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+    access_log: bool = True
+
+
+class Config(StrictModel):
+    auth: AuthConfig = AuthConfig()
+    models: list[ModelConfig] = Field(
+        default_factory=lambda: [ModelConfig(name=DEFAULT_DEMO_MODEL, provider="demo")]
+    )
+    router: RouterConfig = RouterConfig()
+    server: ServerConfig = ServerConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(dict.fromkeys(m.name for m in self.models))
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``problems`` lists each one with its location."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def render(self) -> str:
+        lines = [f"{self.source}: {len(self.problems)} problem(s)"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def load_config(path: str | os.PathLike[str] | None,
+                environ: dict[str, str] | None = None) -> Config:
+    """Read, expand and validate a config file; ``None`` gives the embedded defaults."""
+    env = dict(os.environ if environ is None else environ)
+    if path is None:
+        return _from_tree({}, "<defaults>", {}, env)
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read: {exc.strerror}"]) from None
+    try:
+        tree = yaml.safe_load(text) or {}
+        lines = _line_numbers(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    if not isinstance(tree, dict):
+        raise ConfigError(source, ["the top level must be a mapping"])
+    return _from_tree(tree, source, lines, env)
+
+
+def _from_tree(tree: dict[str, Any], source: str, lines: dict[tuple[Any, ...], int],
+               env: dict[str, str]) -> Config:
+    problems: list[str] = []
+    expanded = _expand(tree, (), env, problems, lines)
+    if "master_key" not in (expanded.get("auth") or {}) and env.get("LLMPORT_MASTER_KEY"):
+        expanded.setdefault("auth", {})
+        if isinstance(expanded["auth"], dict):
+            expanded["auth"]["master_key"] = env["LLMPORT_MASTER_KEY"]
+    if problems:
+        raise ConfigError(source, problems)
+    try:
+        config = Config.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(err, lines) for err in exc.errors()]) from None
+    for index, model in enumerate(config.models):
+        problems += _validate_provider_options(model, ("models", index), lines)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _validate_provider_options(model: ModelConfig, loc: tuple[Any, ...],
+                               lines: dict[tuple[Any, ...], int]) -> list[str]:
+    """Check a model entry's provider-specific keys against that provider's ``Options``."""
+    try:
+        cls = provider_class(model.provider)
+    except LookupError as exc:
+        return [f"{_where((*loc, 'provider'), lines)}: {exc}"]
+    try:
+        model._options = cls.Options.model_validate(model.model_extra or {})
+    except ValidationError as exc:
+        return [_describe({**err, "loc": (*loc, *err["loc"])}, lines) for err in exc.errors()]
+    return []
+
+
+def _expand(node: Any, loc: tuple[Any, ...], env: dict[str, str], problems: list[str],
+            lines: dict[tuple[Any, ...], int]) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand(v, (*loc, k), env, problems, lines) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, (*loc, i), env, problems, lines) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(f"{_where(loc, lines)}: environment variable {name} is not set")
+        return ""
+
+    # Kept a string: pydantic's lax mode reads "30" as a number where a number is expected,
+    # and a secret that looks like a number stays a string.
+    return _ENV_REF.sub(substitute, node)
+
+
+def _describe(err: Any, lines: dict[tuple[Any, ...], int]) -> str:
+    loc = tuple(err["loc"])
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    # Provider options are validated inside the model entry: their errors name the entry only.
+    return f"{_where(loc, lines)}: {message}"
+
+
+def _where(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    text = text or "<top level>"
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return f"{text} (line {lines[loc[:n]]})"
+    return text
+
+
+def _line_numbers(node: yaml.Node | None, loc: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Map each key path of a YAML document to its 1-based line."""
+    out: dict[tuple[Any, ...], int] = {}
+    if node is None:
+        return out
+    out[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = (*loc, key.value)
+            out.update(_line_numbers(value, child))
+            out[child] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            out.update(_line_numbers(value, (*loc, i)))
+    return out

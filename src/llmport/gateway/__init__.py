@@ -1,0 +1,1 @@
+"""The gateway core: the call context, the policy pipeline and the object that owns them."""

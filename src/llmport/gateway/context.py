@@ -1,0 +1,59 @@
+"""CallContext: everything one request carries through the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any
+
+from llmport.types import ANONYMOUS, Endpoint, Principal, Usage
+
+
+@dataclass(slots=True, eq=False)
+class CallContext:
+    """One request's state, created by the API layer and read by every policy.
+
+    ``body`` is the request in OpenAI wire form. ``raw_body`` is the client's
+    exact bytes for it, kept so an unchanged body is forwarded without
+    re-serialising; whoever changes ``body`` must set ``raw_body`` to ``None``.
+    """
+
+    request_id: str
+    endpoint: Endpoint
+    body: dict[str, Any]
+    raw_body: bytes | None
+    model: str
+    stream: bool = False
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    client_ip: str | None = None
+    dialect: str = "openai"  # the wire API the client speaks: "openai" | "anthropic"
+    principal: Principal = ANONYMOUS
+    started: float = field(default_factory=perf_counter)
+    # Filled in as the call proceeds:
+    deployment: str | None = None  # the deployment that answered (or last tried)
+    served_model: str | None = None  # the public model name that answered (after fallbacks)
+    attempts: int = 0
+    upstream_s: float = 0.0  # time spent waiting on upstreams, for the overhead header
+    first_token_at: float | None = None
+    usage: Usage | None = None
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # policies add
+    state: dict[str, Any] = field(default_factory=dict)  # scratch space for policies
+
+    def header(self, name: bytes) -> bytes | None:
+        """A request header by lower-case name (ASGI keeps them lower-case)."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether the client asked for the final usage chunk of a stream."""
+        options = self.body.get("stream_options")
+        return isinstance(options, dict) and options.get("include_usage") is True
+
+    def elapsed(self) -> float:
+        return perf_counter() - self.started
+
+    def overhead_ms(self) -> float:
+        return max(0.0, (self.elapsed() - self.upstream_s) * 1000.0)

@@ -1,0 +1,58 @@
+"""Gateway: owns the router, the policies and the event bus, built once from the config."""
+
+from __future__ import annotations
+
+from llmport.config import Config
+from llmport.errors import LLMPortError
+from llmport.gateway.context import CallContext
+from llmport.gateway.pipeline import Handler, Policy, fold
+from llmport.observability.events import EventBus, RequestFinished
+from llmport.policies.auth import Authenticator
+from llmport.routing.router import Router
+
+
+class Gateway:
+    """The request path without HTTP: authenticate, run the pipeline, report the outcome.
+
+    Policy order is declared here, in one place::
+
+        authenticate → [policies …] → router → provider
+    """
+
+    def __init__(self, config: Config, policies: list[Policy] | None = None) -> None:
+        self.config = config
+        self.events = EventBus()
+        self.router = Router(config)
+        master = config.auth.master_key
+        self.authenticator = Authenticator(master.get_secret_value() if master else None)
+        self.handle: Handler = fold(policies or [], self.router)
+        self.ready = False
+
+    async def start(self) -> None:
+        await self.router.start()
+        self.ready = True
+
+    async def aclose(self) -> None:
+        self.ready = False
+        await self.router.aclose()
+
+    def finish(self, ctx: CallContext, status: int, error: BaseException | None = None) -> None:
+        """Report a finished request to the subscribers (logs, metrics, spend)."""
+        if not self.events.active:
+            return
+        latency = ctx.elapsed()
+        if isinstance(error, LLMPortError):
+            error_type: str | None = type(error).__name__
+            message: str | None = error.message
+        elif error is not None:
+            error_type, message = type(error).__name__, str(error)
+        else:
+            error_type = message = None
+        self.events.emit(RequestFinished(
+            request_id=ctx.request_id, endpoint=ctx.endpoint, dialect=ctx.dialect,
+            model=ctx.model, served_model=ctx.served_model, deployment=ctx.deployment,
+            principal_id=ctx.principal.id, stream=ctx.stream, status=status,
+            error_type=error_type, error_message=message, attempts=ctx.attempts,
+            latency_s=latency, overhead_s=max(0.0, latency - ctx.upstream_s),
+            ttft_s=(ctx.first_token_at - ctx.started) if ctx.first_token_at else None,
+            usage=ctx.usage))

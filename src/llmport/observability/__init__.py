@@ -1,0 +1,1 @@
+"""Observability: subscribers to the events the gateway emits. No policy imports these."""

@@ -1,0 +1,54 @@
+"""Typed events the gateway emits, and the bus subscribers attach to.
+
+Logging, metrics, tracing and spend accounting subscribe; nothing on the
+request path calls them directly. An event is built only when someone listens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from llmport.types import Endpoint, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFinished:
+    """One per request, whatever its outcome (success, error, client gone)."""
+
+    request_id: str
+    endpoint: Endpoint
+    dialect: str
+    model: str  # as requested
+    served_model: str | None  # the model that answered, after fallbacks
+    deployment: str | None
+    principal_id: str
+    stream: bool
+    status: int  # HTTP status sent; 499 when the client went away first
+    error_type: str | None
+    error_message: str | None
+    attempts: int
+    latency_s: float
+    overhead_s: float
+    ttft_s: float | None
+    usage: Usage | None
+
+
+Subscriber = Callable[[Any], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._subscribers)
+
+    def emit(self, event: Any) -> None:
+        for subscriber in self._subscribers:
+            subscriber(event)

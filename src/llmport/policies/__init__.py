@@ -1,0 +1,1 @@
+"""Pipeline policies: each one concern, each the same shape (see gateway/pipeline.py)."""

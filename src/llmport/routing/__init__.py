@@ -1,0 +1,1 @@
+"""Choosing where a request goes: deployments, strategies, retries, fallbacks."""
