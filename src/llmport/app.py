@@ -11,10 +11,19 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from time import perf_counter
 
 from fastapi import FastAPI
 
-from llmport.api.asgi import ASGIApp, Receive, Scope, Send
+from llmport.api.asgi import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    request_id_from,
+    send_response,
+)
 from llmport.api.management import management_app
 from llmport.api.openai.dialect import OpenAIDialect
 from llmport.api.openai.models import PREFIX as MODELS_PREFIX
@@ -22,6 +31,7 @@ from llmport.api.openai.models import ModelsRoute
 from llmport.api.openai.validation import validate_chat, validate_completion, validate_embedding
 from llmport.api.proxy import ProxyRoute
 from llmport.config import Config, load_config
+from llmport.errors import InvalidRequestError
 from llmport.gateway.gateway import Gateway
 from llmport.observability.logging import AccessLog, configure_logging
 from llmport.types import Endpoint
@@ -55,7 +65,36 @@ class LLMPortApp:
             if handler is not None:
                 await handler(scope, receive, send)
                 return
+            allowed = [m for (m, path) in self.routes if path == scope["path"]]
+            if allowed:
+                await _method_not_allowed(scope, send, allowed)
+                return
+            await self.fallback(scope, receive, _with_request_headers(scope, send))
+            return
         await self.fallback(scope, receive, send)
+
+
+async def _method_not_allowed(scope: Scope, send: Send, allowed: list[str]) -> None:
+    error = InvalidRequestError(f"Method {scope['method']} is not allowed for {scope['path']}; "
+                                f"use {', '.join(allowed)}.", code="method_not_allowed")
+    headers = [(b"x-request-id", request_id_from(scope["headers"]).encode()),
+               (b"allow", ", ".join(allowed).encode())]
+    await send_response(send, 405, error.openai_json(), headers)
+
+
+def _with_request_headers(scope: Scope, send: Send) -> Send:
+    """Give non-proxy responses the same ``x-request-id`` and overhead headers."""
+    request_id = request_id_from(scope["headers"]).encode()
+    started = perf_counter()
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            overhead = b"%.3f" % ((perf_counter() - started) * 1000)
+            message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id),
+                                  (b"x-llmport-overhead-ms", overhead)]
+        await send(message)
+
+    return send_with_headers
 
 
 def create_app(config: Config | None = None) -> LLMPortApp:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -70,9 +69,10 @@ def serve(
     configure_logging(settings.logging.level, settings.logging.format)
     models = ", ".join(settings.model_names)
     typer.echo(f"llmport serving {models} on http://{bind}:{listen_port}/v1", err=True)
-    common = {"host": bind, "port": listen_port, "loop": "uvloop", "http": "httptools",
-              "log_level": "warning", "access_log": False, "timeout_keep_alive": 30,
-              "timeout_graceful_shutdown": 30}
+    common: dict[str, Any] = {
+        "host": bind, "port": listen_port, "loop": "uvloop", "http": "httptools",
+        "log_level": "warning", "access_log": False, "timeout_keep_alive": 30,
+        "timeout_graceful_shutdown": 30}
     if processes > 1:
         if path is not None:
             os.environ["LLMPORT_CONFIG"] = str(path)
@@ -94,4 +94,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -154,29 +154,39 @@ def _from_tree(tree: dict[str, Any], source: str, lines: dict[tuple[Any, ...], i
             expanded["auth"]["master_key"] = env["LLMPORT_MASTER_KEY"]
     if problems:
         raise ConfigError(source, problems)
+    models = expanded.get("models")
+    if isinstance(models, list):  # provider options are checked even when other keys are wrong
+        for index, entry in enumerate(models):
+            if isinstance(entry, dict) and isinstance(entry.get("provider"), str):
+                extras = {k: v for k, v in entry.items() if k not in ModelConfig.model_fields}
+                problems += _check_options(entry["provider"], extras, ("models", index), lines)[1]
     try:
         config = Config.model_validate(expanded)
     except ValidationError as exc:
-        raise ConfigError(source, [_describe(err, lines) for err in exc.errors()]) from None
-    for index, model in enumerate(config.models):
-        problems += _validate_provider_options(model, ("models", index), lines)
+        problems += [_describe(err, lines) for err in exc.errors()]
     if problems:
         raise ConfigError(source, problems)
+    for index, model in enumerate(config.models):
+        options, _ = _check_options(model.provider, model.model_extra or {}, ("models", index),
+                                    lines)
+        model._options = options
+        # The raw extras become the validated values: secrets are SecretStr in repr and dumps.
+        object.__setattr__(model, "__pydantic_extra__", dict(options or {}))
     return config
 
 
-def _validate_provider_options(model: ModelConfig, loc: tuple[Any, ...],
-                               lines: dict[tuple[Any, ...], int]) -> list[str]:
-    """Check a model entry's provider-specific keys against that provider's ``Options``."""
+def _check_options(provider: str, extras: dict[str, Any], loc: tuple[Any, ...],
+                   lines: dict[tuple[Any, ...], int]) -> tuple[BaseModel | None, list[str]]:
+    """Validate a model entry's provider-specific keys against that provider's ``Options``."""
     try:
-        cls = provider_class(model.provider)
+        cls = provider_class(provider)
     except LookupError as exc:
-        return [f"{_where((*loc, 'provider'), lines)}: {exc}"]
+        return None, [f"{_where((*loc, 'provider'), lines)}: {exc}"]
     try:
-        model._options = cls.Options.model_validate(model.model_extra or {})
+        return cls.Options.model_validate(extras), []
     except ValidationError as exc:
-        return [_describe({**err, "loc": (*loc, *err["loc"])}, lines) for err in exc.errors()]
-    return []
+        return None, [_describe({**err, "loc": (*loc, *err["loc"])}, lines)
+                      for err in exc.errors()]
 
 
 def _expand(node: Any, loc: tuple[Any, ...], env: dict[str, str], problems: list[str],

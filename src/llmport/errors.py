@@ -197,7 +197,8 @@ class UpstreamProtocolError(UpstreamError):
 class UpstreamStatusError(UpstreamError):
     """The upstream answered with an error status; its status, type and message are kept."""
 
-    RETRYABLE_STATUSES: ClassVar[frozenset[int]] = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+    RETRYABLE_STATUSES: ClassVar[frozenset[int]] = frozenset(
+        {408, 409, 429, 500, 502, 503, 504, 529})
 
     def __init__(self, status: int, message: str, *, error_type: str | None = None,
                  code: str | None = None, param: str | None = None,
@@ -231,7 +232,8 @@ def is_retryable(error: BaseException) -> bool:
     return isinstance(error, LLMPortError) and error.retryable
 
 
-_OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 402: "insufficient_quota",
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error",
+                 402: "insufficient_quota",
                  403: "permission_error", 404: "invalid_request_error", 409: "conflict_error",
                  413: "invalid_request_error", 422: "invalid_request_error",
                  429: "rate_limit_error"}

@@ -64,7 +64,9 @@ class ProxyRoute:
         ctx = CallContext(request_id_from(scope["headers"]), self.endpoint, {}, None, "",
                           headers=scope["headers"], client_ip=client[0] if client else None,
                           dialect=self.dialect.name)
-        status, error, guard = 200, None, None
+        status: int = 200
+        error: BaseException | None = None
+        guard: DisconnectGuard | None = None
         try:
             await self.gateway.authenticator.authenticate(ctx)
             self.dialect.decode(ctx, await read_body(receive, self.max_body))
@@ -99,7 +101,7 @@ class ProxyRoute:
 
     def _headers(self, ctx: CallContext) -> RawHeaders:
         headers = [(b"x-request-id", ctx.request_id.encode()),
-                   (b"x-llmport-overhead-ms", b"%.3f" % ctx.overhead_ms())]
+                   (b"x-llmport-overhead-ms", b"%.3f" % (ctx.mark_response_start() * 1000))]
         if ctx.response_headers:
             headers += ctx.response_headers
         return headers

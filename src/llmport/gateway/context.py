@@ -34,6 +34,7 @@ class CallContext:
     served_model: str | None = None  # the public model name that answered (after fallbacks)
     attempts: int = 0
     upstream_s: float = 0.0  # time spent waiting on upstreams, for the overhead header
+    overhead_s: float | None = None  # the gateway's own time, fixed when the response starts
     first_token_at: float | None = None
     usage: Usage | None = None
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # policies add
@@ -55,5 +56,7 @@ class CallContext:
     def elapsed(self) -> float:
         return perf_counter() - self.started
 
-    def overhead_ms(self) -> float:
-        return max(0.0, (self.elapsed() - self.upstream_s) * 1000.0)
+    def mark_response_start(self) -> float:
+        """Fix the overhead (time not spent waiting on an upstream) as the response starts."""
+        self.overhead_s = max(0.0, self.elapsed() - self.upstream_s)
+        return self.overhead_s

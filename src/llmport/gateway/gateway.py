@@ -53,6 +53,7 @@ class Gateway:
             model=ctx.model, served_model=ctx.served_model, deployment=ctx.deployment,
             principal_id=ctx.principal.id, stream=ctx.stream, status=status,
             error_type=error_type, error_message=message, attempts=ctx.attempts,
-            latency_s=latency, overhead_s=max(0.0, latency - ctx.upstream_s),
+            latency_s=latency,
+            overhead_s=ctx.overhead_s if ctx.overhead_s is not None else latency - ctx.upstream_s,
             ttft_s=(ctx.first_token_at - ctx.started) if ctx.first_token_at else None,
             usage=ctx.usage))

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmport.gateway.context import CallContext
 from llmport.providers.base import Capabilities, Provider
-from llmport.providers.embedding_format import encode_embedding, embedding_inputs
+from llmport.providers.embedding_format import embedding_inputs, encode_embedding
 from llmport.types import Chunk, Endpoint, JSONResult, Usage
 
 TOKEN = re.compile(r"\s*\S+")
@@ -289,7 +289,7 @@ def _example_for(schema: dict[str, Any]) -> Any:
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
-    if "enum" in schema and schema["enum"]:
+    if schema.get("enum"):
         return schema["enum"][0]
     if kind == "object" or "properties" in schema:
         properties = schema.get("properties") or {}

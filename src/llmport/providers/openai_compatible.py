@@ -143,6 +143,9 @@ class OpenAICompatibleProvider(Provider):
     async def stream(self, ctx: CallContext, endpoint: Endpoint,
                      request: dict[str, Any]) -> AsyncIterator[Chunk]:
         payload = self._payload(ctx, request, stream=True)
+        # When the gateway asked for usage on the client's behalf, the upstream adds
+        # `"usage": null` to every chunk; strip it so the client sees what it asked for.
+        strip_usage = self.options.stream_usage and not _asks_usage(request)
         response: aiohttp.ClientResponse | None = None
         finished = False
         try:
@@ -158,8 +161,13 @@ class OpenAICompatibleProvider(Provider):
                         finished = True
                         continue
                     chunk = _parse_chunk(event.data, event.raw)
-                    if chunk is not None:
-                        yield chunk
+                    if chunk is None:
+                        continue
+                    if strip_usage and chunk.data.get("usage", 0) is None:
+                        del chunk.data["usage"]
+                        chunk.raw = chunk.raw.replace(b',"usage":null', b"", 1) \
+                            if chunk.raw is not None and b',"usage":null' in chunk.raw else None
+                    yield chunk
             if not finished:
                 raise UpstreamProtocolError(f"{self.name} closed the stream before [DONE]")
         except aiohttp.ClientPayloadError as exc:
@@ -200,7 +208,8 @@ def translate_status(status: int, body: bytes, headers: Any) -> LLMPortError:
     try:
         parsed = orjson.loads(body)
         if isinstance(parsed, dict):
-            error = parsed.get("error") if isinstance(parsed.get("error"), dict) else parsed
+            nested = parsed.get("error")
+            error = nested if isinstance(nested, dict) else parsed
     except orjson.JSONDecodeError:
         pass
     message = str(error.get("message") or body[:500].decode("utf-8", "replace")

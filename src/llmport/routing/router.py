@@ -106,18 +106,18 @@ class Router:
             ctx.upstream_s += perf_counter() - started
 
 
-async def _prime(iterator: AsyncIterator[Chunk], timeout: float | None,
+async def _prime(iterator: AsyncIterator[Chunk], limit: float | None,
                  name: str) -> list[Chunk]:
     """Read chunks until the first one with output (or the end of the stream)."""
     first: list[Chunk] = []
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit):
             async for chunk in iterator:
                 first.append(chunk)
                 if chunk.has_output:
                     break
     except TimeoutError:
-        raise UpstreamTimeoutError(f"{name} sent no first token within {timeout:g}s") from None
+        raise UpstreamTimeoutError(f"{name} sent no first token within {limit:g}s") from None
     return first
 
 

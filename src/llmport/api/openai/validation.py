@@ -16,9 +16,15 @@ from llmport.errors import InvalidRequestError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
-_INT, _NUM, _BOOL, _STR = (int,), (int, float), (bool,), (str,)
+Kinds = tuple[type, ...]
+_INT: Kinds = (int,)
+_NUM: Kinds = (int, float)
+_BOOL: Kinds = (bool,)
+_STR: Kinds = (str,)
+_KIND_NAMES: dict[Kinds, str] = {_INT: "an integer", _NUM: "a number", _BOOL: "a boolean",
+                                 _STR: "a string"}
 # field -> (accepted types, minimum, maximum); bool is excluded from numbers below.
-_CHAT_FIELDS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
+_CHAT_FIELDS: dict[str, tuple[Kinds, float | None, float | None]] = {
     "n": (_INT, 1, 128),
     "max_tokens": (_INT, 1, None),
     "max_completion_tokens": (_INT, 1, None),
@@ -147,17 +153,17 @@ def _check_message(index: int, message: Any) -> None:
 
 
 def _check_fields(body: dict[str, Any],
-                  fields: dict[str, tuple[tuple[type, ...], float | None, float | None]]) -> None:
+                  fields: dict[str, tuple[Kinds, float | None, float | None]]) -> None:
     for name, (types, low, high) in fields.items():
-        value = body.get(name)
+        value: Any = body.get(name)
         if value is None:
             continue
         numeric = types is not _BOOL and types is not _STR
         if not isinstance(value, types) or (numeric and isinstance(value, bool)):
-            kind = {_INT: "an integer", _NUM: "a number", _BOOL: "a boolean",
-                    _STR: "a string"}[types]
-            raise _bad(name, kind)
-        if low is not None and value < low or high is not None and value > high:
+            raise _bad(name, _KIND_NAMES[types])
+        if not numeric:
+            continue
+        if (low is not None and value < low) or (high is not None and value > high):
             bounds = (f"between {low:g} and {high:g}" if low is not None and high is not None
                       else f"at least {low:g}" if low is not None else f"at most {high:g}")
             raise InvalidRequestError(f"Invalid '{name}': must be {bounds}, got {value}.",

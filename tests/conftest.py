@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.servers import GatewayServer
+
+MASTER_KEY = "sk-test-master-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake(upstream: FakeOpenAI) -> FakeOpenAI:
+    """The session's fake upstream, emptied of earlier tests' history and script."""
+    upstream.reset()
+    return upstream
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], GatewayServer]]:
+    servers: list[GatewayServer] = []
+
+    def start(config: dict[str, Any]) -> GatewayServer:
+        config = {"logging": {"access_log": False}, **config}
+        server = GatewayServer(config, tmp_path).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def demo_config(**overrides: Any) -> dict[str, Any]:
+    return {"models": [{"name": "demo", "provider": "demo", "first_token_ms": 0,
+                        "token_delay_ms": 0, **overrides}]}
+
+
+def upstream_config(fake: FakeOpenAI, **overrides: Any) -> dict[str, Any]:
+    return {"auth": {"master_key": MASTER_KEY},
+            "models": [{"name": "gpt-4o-mini", "provider": "openai", "model": "fake-model",
+                        "api_base": fake.url, "api_key": "sk-upstream-secret", **overrides},
+                       {"name": "demo", "provider": "demo", "first_token_ms": 0,
+                        "token_delay_ms": 0}]}
+
+
+@pytest.fixture
+def proxied(fake: FakeOpenAI, start_gateway: Callable[[dict[str, Any]], GatewayServer]
+            ) -> GatewayServer:
+    """llmport with a master key, serving gpt-4o-mini from the fake upstream, and demo."""
+    return start_gateway(upstream_config(fake))
+
+
+@pytest.fixture
+def client(proxied: GatewayServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=proxied.url + "/v1", api_key=MASTER_KEY, max_retries=0)
