@@ -159,3 +159,13 @@ def test_oversized_body_is_413(start_gateway: Any) -> None:
                           json={"model": "demo", "messages": [{"role": "user",
                                                                "content": "x" * 5000}]})
     assert envelope(response, 413)["code"] == "request_too_large"
+
+
+def test_openapi_docs_describe_the_proxy_routes(proxied: GatewayServer) -> None:
+    document = httpx.get(proxied.url + "/openapi.json").json()
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models",
+                 "/healthz", "/readyz"):
+        assert path in document["paths"], path
+    chat = document["components"]["schemas"]["ChatCompletionRequest"]
+    assert {"model", "messages"} <= set(chat["required"])
+    assert httpx.get(proxied.url + "/docs").status_code == 200

@@ -8,10 +8,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import ORJSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from llmport import __version__
+from llmport.api.openapi_docs import add_proxy_routes
 from llmport.errors import InvalidRequestError, LLMPortError, NotFoundError
 from llmport.gateway.gateway import Gateway
 
@@ -37,6 +39,15 @@ def management_app(gateway: Gateway, lifespan: Lifespan) -> FastAPI:
                             for d in gateway.router.deployments],
         }
         return ORJSONResponse(body, status_code=200 if ready else 503)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_proxy_routes(get_openapi(
+                title=app.title, version=app.version, routes=app.routes,
+                description="OpenAI-compatible LLM gateway"))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

@@ -8,7 +8,7 @@ through: upstreams have extensions (``top_k``, ``guided_json``…).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -163,7 +163,8 @@ def _check_fields(body: dict[str, Any],
             raise _bad(name, _KIND_NAMES[types])
         if not numeric:
             continue
-        if (low is not None and value < low) or (high is not None and value > high):
+        number = cast(float, value)
+        if (low is not None and number < low) or (high is not None and number > high):
             bounds = (f"between {low:g} and {high:g}" if low is not None and high is not None
                       else f"at least {low:g}" if low is not None else f"at most {high:g}")
             raise InvalidRequestError(f"Invalid '{name}': must be {bounds}, got {value}.",
