@@ -24,9 +24,11 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from llmport.providers.registry import provider_class
+from llmport.routing.settings import RouterConfig
 
 DEFAULT_DEMO_MODEL = "llmport-demo"
 
@@ -46,6 +48,14 @@ class AuthConfig(StrictModel):
         return value
 
 
+class Pricing(StrictModel):
+    """US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+
+
 class ModelConfig(BaseModel):
     """One deployment: a public model name served by one provider instance.
 
@@ -61,8 +71,15 @@ class ModelConfig(BaseModel):
     connect_timeout: float = Field(default=10.0, gt=0)
     first_token_timeout: float | None = Field(default=None, gt=0)
     stream_idle_timeout: float | None = Field(default=None, gt=0)
+    headers_timeout: float | None = Field(default=None, gt=0, description=(
+        "seconds until the upstream's response headers"))
     weight: float = Field(default=1.0, ge=0)
-    priority: int = Field(default=1, ge=1)
+    priority: int = Field(default=1, ge=1, description="tier: 2 is used only when 1 is down")
+    max_concurrency: int | None = Field(default=None, ge=1, description=(
+        "requests in flight on this deployment; more wait in its priority queue"))
+    queue_size: int = Field(default=100, ge=0, description="requests that may wait")
+    queue_timeout: float = Field(default=30.0, gt=0, description="longest wait in the queue")
+    pricing: Pricing | None = None
     _options: BaseModel | None = PrivateAttr(default=None)
 
     @property
@@ -73,10 +90,6 @@ class ModelConfig(BaseModel):
     def options(self) -> Any:
         """The provider-specific options, validated by the provider's ``Options`` model."""
         return self._options
-
-
-class RouterConfig(StrictModel):
-    num_retries: int = Field(default=2, ge=0, le=10)
 
 
 class ServerConfig(StrictModel):
@@ -104,6 +117,13 @@ class Config(StrictModel):
     @property
     def model_names(self) -> list[str]:
         return list(dict.fromkeys(m.name for m in self.models))
+
+    @model_validator(mode="after")
+    def _router_names_exist(self) -> Config:
+        unknown = self.router.referenced_models() - set(self.model_names)
+        if unknown:
+            raise ValueError("router: unknown model name(s) " + ", ".join(sorted(unknown)))
+        return self
 
 
 class ConfigError(Exception):

@@ -47,6 +47,7 @@ class Answer:
     stall_after: int | None = None  # stream: go silent for good after this many tokens
     malformed_at: int | None = None  # stream: send one broken event before this token
     done: bool = True  # stream: send [DONE] at the end
+    hold_open: float = 0.0  # stream: seconds to keep the connection open after the last event
     model: str = "fake-model-2024"
 
     async def __call__(self, up: FakeOpenAI, request: web.Request, rec: Recorded) -> Any:
@@ -149,6 +150,7 @@ class Answer:
                 await response.write(event([], usage=usage))
             if self.done:
                 await response.write(b"data: [DONE]\n\n")
+            await asyncio.sleep(self.hold_open)
             await response.write_eof()
             rec.finished = True
         except ConnectionResetError:

@@ -35,8 +35,7 @@ def management_app(gateway: Gateway, lifespan: Lifespan) -> FastAPI:
         body: dict[str, Any] = {
             "status": "ready" if ready else "starting",
             "models": gateway.config.model_names,
-            "deployments": [{"name": d.name, "model": d.config.name, "in_flight": d.in_flight}
-                            for d in gateway.router.deployments],
+            "deployments": [d.health() for d in gateway.router.deployments],
         }
         return ORJSONResponse(body, status_code=200 if ready else 503)
 

@@ -77,7 +77,10 @@ class ProxyRoute:
                 await send_response(send, status, self.dialect.encode(ctx, result),
                                     self._headers(ctx))
             else:
-                error = await self._relay(send, ctx, result.chunks)
+                try:
+                    error = await self._relay(send, ctx, result.chunks)
+                finally:
+                    await result.aclose()
                 status = error.status_code if error else 200
         except LLMPortError as exc:
             status, error = exc.status_code, exc

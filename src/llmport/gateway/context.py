@@ -36,6 +36,7 @@ class CallContext:
     upstream_s: float = 0.0  # time spent waiting on upstreams, for the overhead header
     overhead_s: float | None = None  # the gateway's own time, fixed when the response starts
     first_token_at: float | None = None
+    skipped_chunks: int = 0  # malformed upstream stream events dropped
     usage: Usage | None = None
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # policies add
     state: dict[str, Any] = field(default_factory=dict)  # scratch space for policies

@@ -22,7 +22,7 @@ class Gateway:
     def __init__(self, config: Config, policies: list[Policy] | None = None) -> None:
         self.config = config
         self.events = EventBus()
-        self.router = Router(config)
+        self.router = Router(config, self.events)
         master = config.auth.master_key
         self.authenticator = Authenticator(master.get_secret_value() if master else None)
         self.handle: Handler = fold(policies or [], self.router)
@@ -56,4 +56,4 @@ class Gateway:
             latency_s=latency,
             overhead_s=ctx.overhead_s if ctx.overhead_s is not None else latency - ctx.upstream_s,
             ttft_s=(ctx.first_token_at - ctx.started) if ctx.first_token_at else None,
-            usage=ctx.usage))
+            usage=ctx.usage, skipped_chunks=ctx.skipped_chunks))

@@ -33,6 +33,7 @@ class RequestFinished:
     overhead_s: float
     ttft_s: float | None
     usage: Usage | None
+    skipped_chunks: int = 0  # malformed upstream stream events dropped
 
 
 Subscriber = Callable[[Any], None]
@@ -52,3 +53,44 @@ class EventBus:
     def emit(self, event: Any) -> None:
         for subscriber in self._subscribers:
             subscriber(event)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFinished:
+    """One call to one deployment, successful or not (a request may make several)."""
+
+    request_id: str
+    model: str
+    deployment: str
+    stream: bool
+    ok: bool
+    error_type: str | None
+    status: int | None
+    duration_s: float
+    hedged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackUsed:
+    request_id: str
+    from_model: str
+    to_model: str
+    reason: str  # "error" | "context_window" | "content_policy" | "stream_rescue"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerStateChanged:
+    deployment: str
+    model: str
+    previous: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueWaited:
+    """A request left a deployment's admission queue: admitted after a wait, or rejected."""
+
+    deployment: str
+    wait_s: float
+    admitted: bool
+    queued: int  # requests still waiting
