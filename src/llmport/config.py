@@ -24,7 +24,6 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from llmport.providers.registry import provider_class
@@ -118,13 +117,6 @@ class Config(StrictModel):
     def model_names(self) -> list[str]:
         return list(dict.fromkeys(m.name for m in self.models))
 
-    @model_validator(mode="after")
-    def _router_names_exist(self) -> Config:
-        unknown = self.router.referenced_models() - set(self.model_names)
-        if unknown:
-            raise ValueError("router: unknown model name(s) " + ", ".join(sorted(unknown)))
-        return self
-
 
 class ConfigError(Exception):
     """A configuration that cannot be used; ``problems`` lists each one with its location."""
@@ -184,6 +176,8 @@ def _from_tree(tree: dict[str, Any], source: str, lines: dict[tuple[Any, ...], i
         config = Config.model_validate(expanded)
     except ValidationError as exc:
         problems += [_describe(err, lines) for err in exc.errors()]
+    else:
+        problems += _check_router_names(config, lines)
     if problems:
         raise ConfigError(source, problems)
     for index, model in enumerate(config.models):
@@ -193,6 +187,23 @@ def _from_tree(tree: dict[str, Any], source: str, lines: dict[tuple[Any, ...], i
         # The raw extras become the validated values: secrets are SecretStr in repr and dumps.
         object.__setattr__(model, "__pydantic_extra__", dict(options or {}))
     return config
+
+
+def _check_router_names(config: Config, lines: dict[tuple[Any, ...], int]) -> list[str]:
+    """Every model the router section names must be a configured model."""
+    known = set(config.model_names)
+    problems = [f"{_where(('router', 'models', name), lines)}: unknown model {name!r}"
+                for name in config.router.models if name not in known]
+    router = config.router
+    for table_name in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
+        table: dict[str, list[str]] = getattr(router, table_name)
+        for source, chain in table.items():
+            loc: tuple[Any, ...] = ("router", table_name, source)
+            if source not in known:
+                problems.append(f"{_where(loc, lines)}: unknown model {source!r}")
+            problems += [f"{_where((*loc, i), lines)}: unknown model {name!r}"
+                         for i, name in enumerate(chain) if name not in known]
+    return problems
 
 
 def _check_options(provider: str, extras: dict[str, Any], loc: tuple[Any, ...],

@@ -13,7 +13,7 @@ import itertools
 import math
 from time import monotonic
 
-from llmport.errors import RateLimitError
+from llmport.errors import CapacityExceededError
 
 PRIORITY_NAMES = {"high": 10, "normal": 0, "low": -10}
 
@@ -49,8 +49,8 @@ class AdmissionQueue:
             self.in_flight += 1
             return 0.0
         if self.waiting >= self.size:
-            raise RateLimitError(f"{self.name} is at capacity and its queue is full.",
-                                 retry_after=self._retry_after(), code="queue_full")
+            raise CapacityExceededError(f"{self.name} is at capacity and its queue is full.",
+                                        retry_after=self._retry_after(), code="queue_full")
         started = monotonic()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._heap, (-priority, next(self._order), future))
@@ -60,8 +60,9 @@ class AdmissionQueue:
         except TimeoutError:
             if not self._withdraw(future):
                 return monotonic() - started  # the slot arrived as the wait ended
-            raise RateLimitError(f"Waited {self.timeout:g}s for {self.name} without a free slot.",
-                                 retry_after=self._retry_after(), code="queue_timeout") from None
+            raise CapacityExceededError(
+                f"Waited {self.timeout:g}s for {self.name} without a free slot.",
+                retry_after=self._retry_after(), code="queue_timeout") from None
         except asyncio.CancelledError:
             if not self._withdraw(future):
                 self.release()  # handed a slot while being cancelled: pass it on

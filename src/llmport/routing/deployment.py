@@ -49,7 +49,9 @@ class Deployment:
             self.latency_s = value
 
     def observe_error(self, error: BaseException) -> None:
-        self.last_error = f"{type(error).__name__}: {error}"[:300]
+        status = getattr(error, "status_code", None)
+        prefix = f"{type(error).__name__} {status}" if status else type(error).__name__
+        self.last_error = f"{prefix}: {error}"[:300]
         self.last_error_at = monotonic()
 
     def health(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from llmport.config import Config
 from llmport.errors import (
+    CapacityExceededError,
     ContentPolicyError,
     ContextLengthExceededError,
     LLMPortError,
@@ -98,23 +99,29 @@ class Router:
             model = chain[index]
             try:
                 return await self._serve(ctx, model)
-            except ContextLengthExceededError:
-                reason, extra = "context_window", self.config.context_window_fallbacks
-            except ContentPolicyError:
-                reason, extra = "content_policy", self.config.content_policy_fallbacks
             except LLMPortError as error:
-                if not is_retryable(error) or index + 1 >= len(chain):
+                special = self._special_fallbacks(error)
+                if special is not None:
+                    # Not retried on the same model: sent where the config says, if anywhere,
+                    # ahead of the ordinary fallbacks.
+                    reason, table = special
+                    ahead = [m for m in table.get(model, ()) if m not in chain[:index + 1]]
+                    if not ahead:
+                        raise
+                    chain = [*chain[:index + 1], *ahead]
+                elif not is_retryable(error) or index + 1 >= len(chain):
                     raise
-                reason, extra = "error", {}
-            if reason != "error":
-                # These are not retried on the same model; they go where the config says, if
-                # anywhere, ahead of the ordinary fallbacks.
-                ahead = [m for m in extra.get(model, ()) if m not in chain[:index + 1]]
-                if not ahead:
-                    raise
-                chain = [*chain[:index + 1], *ahead]
+                else:
+                    reason = "error"
             index += 1
             self.note_fallback(ctx, model, chain[index], reason)
+
+    def _special_fallbacks(self, error: LLMPortError) -> tuple[str, dict[str, list[str]]] | None:
+        if isinstance(error, ContextLengthExceededError):
+            return "context_window", self.config.context_window_fallbacks
+        if isinstance(error, ContentPolicyError):
+            return "content_policy", self.config.content_policy_fallbacks
+        return None
 
     async def _serve(self, ctx: CallContext, model: str) -> Result:
         pool = [d for d in self.pools[model] if d.provider.supports(ctx.endpoint)]
@@ -143,11 +150,12 @@ class Router:
                     raise
                 last = error
                 tried.add(deployment)
-                if isinstance(error, UpstreamTimeoutError):
-                    timed_out.add(deployment)
-            elsewhere = any(d not in tried and d not in timed_out and d.breaker.available()
-                            for d in pool)
-            delay = backoff_delay(self.config, retry, last, elsewhere)
+                if isinstance(error, UpstreamTimeoutError | CapacityExceededError):
+                    timed_out.add(deployment)  # silent, or full: not waited on again
+            left = [d for d in pool if d not in timed_out and d.breaker.available()]
+            if not left:
+                break
+            delay = backoff_delay(self.config, retry, last, any(d not in tried for d in left))
             if delay > self.config.max_retry_after:
                 break  # the upstream asks for a longer pause than we wait: move on
             if retry < self.config.num_retries and delay:
@@ -184,7 +192,8 @@ class Router:
         """Call one deployment whose breaker was claimed; primes streams."""
         ctx.attempts += 1
         ctx.deployment = deployment.name
-        priority = max(ctx.principal.priority, parse_priority(ctx.header(b"x-llmport-priority")))
+        asked = ctx.header(b"x-llmport-priority")
+        priority = ctx.principal.priority if asked is None else parse_priority(asked)
         queue = deployment.queue
         try:
             waited = await queue.acquire(priority)

@@ -53,11 +53,3 @@ class RouterConfig(_Strict):
 
     def for_model(self, name: str) -> ModelRouting:
         return self.models.get(name) or ModelRouting()
-
-    def referenced_models(self) -> set[str]:
-        names = set(self.models)
-        for table in (self.fallbacks, self.context_window_fallbacks,
-                      self.content_policy_fallbacks):
-            names |= set(table)
-            names |= {n for chain in table.values() for n in chain}
-        return names
