@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from llmport.observability.settings import ObservabilityConfig
 from llmport.providers.registry import provider_class
 from llmport.routing.settings import RouterConfig
 
@@ -102,6 +103,10 @@ class LoggingConfig(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
     access_log: bool = True
+    log_bodies: bool = Field(default=False, description=(
+        "log request and response bodies (secrets and `redact` patterns masked)"))
+    redact: list[str] = Field(default_factory=list, description=(
+        "regular expressions of personal data to mask in logged bodies"))
 
 
 class Config(StrictModel):
@@ -112,6 +117,7 @@ class Config(StrictModel):
     router: RouterConfig = RouterConfig()
     server: ServerConfig = ServerConfig()
     logging: LoggingConfig = LoggingConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
 
     @property
     def model_names(self) -> list[str]:

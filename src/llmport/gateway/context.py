@@ -39,6 +39,11 @@ class CallContext:
     skipped_chunks: int = 0  # malformed upstream stream events dropped
     usage: Usage | None = None
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # policies add
+    outbound_headers: dict[str, str] = field(default_factory=dict)  # e.g. the traceparent
+    trace_id: str | None = None
+    authenticated_at: float | None = None
+    finish_reason: str | None = None  # of the first choice, as the upstream reported it
+    marks: list[tuple[str, float, float]] | None = None  # policy timings, when traced
     state: dict[str, Any] = field(default_factory=dict)  # scratch space for policies
 
     def header(self, name: bytes) -> bytes | None:

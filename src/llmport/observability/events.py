@@ -8,9 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmport.types import Endpoint, Usage
+
+if TYPE_CHECKING:
+    from llmport.gateway.context import CallContext
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStarted:
+    """A request arrived (before authentication). Carries its live context for tracing."""
+
+    ctx: CallContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +44,7 @@ class RequestFinished:
     ttft_s: float | None
     usage: Usage | None
     skipped_chunks: int = 0  # malformed upstream stream events dropped
+    trace_id: str | None = None
 
 
 Subscriber = Callable[[Any], None]
@@ -56,8 +67,23 @@ class EventBus:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptStarted:
+    """A call to one deployment is about to be sent (admitted by its queue)."""
+
+    ctx: CallContext
+    attempt: int
+    model: str
+    deployment: str
+    upstream_model: str
+    provider: str
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptFinished:
-    """One call to one deployment, successful or not (a request may make several)."""
+    """One call to one deployment, successful or not (a request may make several).
+
+    For a stream, success means its first output arrived.
+    """
 
     request_id: str
     model: str
@@ -68,6 +94,14 @@ class AttemptFinished:
     status: int | None
     duration_s: float
     hedged: bool = False
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CacheLookup:
+    request_id: str
+    model: str
+    hit: bool
 
 
 @dataclass(frozen=True, slots=True)

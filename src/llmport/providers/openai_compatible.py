@@ -110,6 +110,8 @@ class OpenAICompatibleProvider(Provider):
         for key, value in ctx.headers:
             if key in FORWARDED_HEADERS:
                 headers[key.decode("latin-1")] = value.decode("latin-1")
+        if ctx.outbound_headers:  # the gateway's own (its trace span) win over the client's
+            headers.update(ctx.outbound_headers)
         return headers
 
     def _payload(self, ctx: CallContext, request: dict[str, Any], stream: bool) -> bytes:

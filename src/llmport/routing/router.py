@@ -35,6 +35,7 @@ from llmport.errors import (
 from llmport.gateway.context import CallContext
 from llmport.observability.events import (
     AttemptFinished,
+    AttemptStarted,
     BreakerStateChanged,
     EventBus,
     FallbackUsed,
@@ -204,6 +205,11 @@ class Router:
             raise
         if waited:
             self._emit_queue(deployment, waited, admitted=True)
+        number = ctx.attempts
+        if self.events.active:
+            config = deployment.config
+            self.events.emit(AttemptStarted(ctx, number, model, deployment.name,
+                                            config.upstream_model, config.provider))
         started = monotonic()
         provider = deployment.provider
         try:
@@ -221,26 +227,29 @@ class Router:
             elapsed = monotonic() - started
             queue.release(elapsed)
             ctx.upstream_s += elapsed
-            self._settle(ctx, model, deployment, error, elapsed, hedged)
+            self._settle(ctx, model, deployment, error, elapsed, hedged, number)
             raise
         elapsed = monotonic() - started
         ctx.upstream_s += elapsed
         deployment.breaker.record_success()
         deployment.observe_latency(elapsed, ctx.stream)
-        self._emit_attempt(ctx, model, deployment, None, elapsed, hedged)
+        self._emit_attempt(ctx, model, deployment, None, elapsed, hedged, number)
         ctx.served_model, ctx.deployment = model, deployment.name
         if not ctx.stream:
             queue.release(elapsed)
             ctx.usage = result.usage
+            choices = result.data.get("choices")
+            if choices and isinstance(choices[0], dict):
+                ctx.finish_reason = choices[0].get("finish_reason")
             return result
         if ctx.first_token_at is None:
             ctx.first_token_at = perf_counter()
-        lease = Lease(deployment, iterator, started)
+        lease = Lease(deployment, iterator, started, number)
         return StreamResult(self._relay(ctx, model, deployment, first, lease, rescuable),
                             close=lease.release)
 
     def _settle(self, ctx: CallContext, model: str, deployment: Deployment,
-                error: BaseException, elapsed: float, hedged: bool) -> None:
+                error: BaseException, elapsed: float, hedged: bool, number: int) -> None:
         """Book a failed (or abandoned) attempt against the deployment's health."""
         if isinstance(error, UpstreamError) and is_retryable(error):
             deployment.breaker.record_failure()
@@ -250,7 +259,7 @@ class Router:
         else:
             deployment.breaker.release()  # cancelled: no verdict
         if isinstance(error, Exception):
-            self._emit_attempt(ctx, model, deployment, error, elapsed, hedged)
+            self._emit_attempt(ctx, model, deployment, error, elapsed, hedged, number)
 
     async def _relay(self, ctx: CallContext, model: str, deployment: Deployment,
                      first: list[Chunk], lease: Lease, rescuable: bool) -> AsyncIterator[Chunk]:
@@ -270,7 +279,7 @@ class Router:
                     break
                 except LLMPortError as error:
                     await lease.release()
-                    self._settle(ctx, model, deployment, error, lease.held(), False)
+                    self._settle(ctx, model, deployment, error, lease.held(), False, lease.number)
                     if sent is None or not sent.rescuable:
                         raise
                     async for rescued in rescue(self, ctx, model, deployment, sent, error):
@@ -305,13 +314,15 @@ class Router:
             self.events.emit(FallbackUsed(ctx.request_id, from_model, to_model, reason))
 
     def _emit_attempt(self, ctx: CallContext, model: str, deployment: Deployment,
-                      error: BaseException | None, elapsed: float, hedged: bool) -> None:
+                      error: BaseException | None, elapsed: float, hedged: bool,
+                      number: int) -> None:
         if not self.events.active:
             return
         status = getattr(error, "status_code", None) if error is not None else 200
         self.events.emit(AttemptFinished(
             ctx.request_id, model, deployment.name, ctx.stream, error is None,
-            type(error).__name__ if error is not None else None, status, elapsed, hedged))
+            type(error).__name__ if error is not None else None, status, elapsed, hedged,
+            number))
 
     def _emit_queue(self, deployment: Deployment, waited: float, admitted: bool) -> None:
         if self.events.active:
@@ -334,13 +345,14 @@ class Lease:
     ran cannot clean up after itself).
     """
 
-    __slots__ = ("deployment", "iterator", "released", "started")
+    __slots__ = ("deployment", "iterator", "number", "released", "started")
 
     def __init__(self, deployment: Deployment, iterator: AsyncIterator[Chunk],
-                 started: float) -> None:
+                 started: float, number: int) -> None:
         self.deployment = deployment
         self.iterator = iterator
         self.started = started
+        self.number = number  # the attempt's number within its request
         self.released = False
 
     def held(self) -> float:
@@ -355,8 +367,11 @@ class Lease:
 
 
 def _note(ctx: CallContext, chunk: Chunk, sent: SentText | None) -> None:
-    usage = chunk.data.get("usage")
-    if usage:
+    data = chunk.data
+    if data.get("usage"):
         ctx.usage = chunk.usage
+    choices = data.get("choices")
+    if choices and choices[0].get("finish_reason"):
+        ctx.finish_reason = choices[0]["finish_reason"]
     if sent is not None:
-        sent.add(chunk.data)
+        sent.add(data)
