@@ -65,3 +65,15 @@ def proxied(fake: FakeOpenAI, start_gateway: Callable[[dict[str, Any]], GatewayS
 @pytest.fixture
 def client(proxied: GatewayServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=proxied.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+
+
+LOCAL_EXTRA_MISSING = "the local-model extra is not installed (pip install -e '.[local]')"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 and tokenizer trained on the spot and saved like any downloaded model."""
+    pytest.importorskip("torch", reason=LOCAL_EXTRA_MISSING)
+    from tests.support.tiny_models import build_tiny_chat_model
+
+    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-model"))

@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 ANSWER = "one two three four five six seven eight nine ten"
-CYCLE = "a b c d e f g h".split()
-WORDS = ANSWER.split() + CYCLE + "hello hi there how are you the quick brown fox".split()
+CYCLE = ["a", "b", "c", "d", "e", "f", "g", "h"]
+WORDS = [*ANSWER.split(), *CYCLE, "hello", "hi", "there", "how", "are", "you", "the", "fox"]
 SPECIALS = ["<pad>", "<eos>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"

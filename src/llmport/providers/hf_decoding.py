@@ -94,7 +94,7 @@ class TokenSink(StoppingCriteria):
     def completion_tokens(self) -> int:
         return sum(choice.tokens for choice in self.choices)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: Any,  # type: ignore[override]
+    def __call__(self, input_ids: torch.LongTensor, scores: Any,
                  **kwargs: Any) -> torch.BoolTensor:
         if self.cancel.is_set():
             self.steps_after_cancel += 1
@@ -121,7 +121,7 @@ class TokenSink(StoppingCriteria):
         if pieces:
             self.emit(pieces)
         done = [choice.done for choice in self.choices]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
     def finish_all(self) -> None:
         """After ``generate`` returned: close the choices it ended on its own (length)."""
@@ -165,4 +165,4 @@ class Penalties(LogitsProcessor):
         counts = torch.zeros_like(scores).scatter_add_(
             1, generated, torch.ones_like(generated, dtype=scores.dtype))
         penalty = counts * self.frequency + (counts > 0).to(scores.dtype) * self.presence
-        return scores - penalty  # type: ignore[return-value]
+        return scores - penalty

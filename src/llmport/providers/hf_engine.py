@@ -37,7 +37,7 @@ from llmport.providers.hf_decoding import LogitBias, Penalties, TokenSink
 from llmport.providers.hf_request import Counted, GenerationRequest, Piece
 from llmport.providers.local_runtime import DType, torch_device, torch_dtype
 
-Emit = Callable[[list[Piece] | None], None]  # None: the generation is over
+Emit = Callable[[list[Piece] | None], object]  # None: the generation is over
 
 
 class CausalLM:

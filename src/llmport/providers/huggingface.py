@@ -169,7 +169,11 @@ class HuggingFaceProvider(Provider):
         lm = await self.model()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[list[Piece] | None] = asyncio.Queue()
-        job = lm.job(spec, partial(loop.call_soon_threadsafe, queue.put_nowait))
+
+        def emit(pieces: list[Piece] | None) -> None:  # called from the generation thread
+            loop.call_soon_threadsafe(queue.put_nowait, pieces)
+
+        job = lm.job(spec, emit)
         self._jobs.add(job)
         future: asyncio.Future[Counted] | None = None
         try:

@@ -50,7 +50,7 @@ class CompletionWire:
     def body(self, texts: list[list[str]], finishes: list[str | None],
              counted: Counted) -> dict[str, Any]:
         """The non-streamed response: each choice's text and finish reason."""
-        choices = []
+        choices: list[dict[str, Any]] = []
         for index, (parts, finish) in enumerate(zip(texts, finishes, strict=True)):
             text = "".join(parts)
             if self.chat:

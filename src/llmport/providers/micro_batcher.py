@@ -11,6 +11,7 @@ function runs in one worker thread, so batches never compete for the device.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -85,10 +86,8 @@ class MicroBatcher(Generic[In, Out]):
         if self._queued >= self.max_batch or remaining <= 0:
             return
         self._full.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._full.wait(), remaining)
-        except TimeoutError:
-            pass
 
     def _take(self) -> list[_Waiting[In, Out]]:
         """Whole requests from the head of the line, up to ``max_batch`` items (at least one)."""
