@@ -19,6 +19,7 @@ ANSWER = "one two three four five six seven eight nine ten"
 CYCLE = ["a", "b", "c", "d", "e", "f", "g", "h"]
 WORDS = [*ANSWER.split(), *CYCLE, "hello", "hi", "there", "how", "are", "you", "the", "fox"]
 SPECIALS = ["<pad>", "<eos>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>"]
+EOS_ID = SPECIALS.index("<eos>")  # special tokens take the first ids, in order
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}")
