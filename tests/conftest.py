@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ from tests.support.fake_openai import FakeOpenAI
 from tests.support.servers import GatewayServer
 
 MASTER_KEY = "sk-test-master-key-0123456789"
+# Local models load from disk only: there is no model hub to reach from the tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

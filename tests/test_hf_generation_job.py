@@ -11,8 +11,8 @@ from tests.support.tiny_models import EOS_ID
 
 pytest.importorskip("torch", reason=LOCAL_EXTRA_MISSING)
 
-from llmport.providers.hf_engine import CausalLM  # noqa: E402
-from llmport.providers.hf_request import GenerationRequest, Piece  # noqa: E402
+from llmport.providers.hf_engine import CausalLM
+from llmport.providers.hf_request import GenerationRequest, Piece
 
 
 @pytest.fixture(scope="module")

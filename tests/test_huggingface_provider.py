@@ -7,7 +7,6 @@ continues a prompt of cycle letters forever, so outputs are exact.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,12 +18,9 @@ import httpx
 import openai
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-from tests.conftest import LOCAL_EXTRA_MISSING  # noqa: E402
-from tests.support.servers import GatewayServer  # noqa: E402
-from tests.support.tiny_models import ANSWER, EOS_ID  # noqa: E402
+from tests.conftest import LOCAL_EXTRA_MISSING
+from tests.support.servers import GatewayServer
+from tests.support.tiny_models import ANSWER, EOS_ID
 
 pytest.importorskip("torch", reason=LOCAL_EXTRA_MISSING)
 pytest.importorskip("transformers", reason=LOCAL_EXTRA_MISSING)
