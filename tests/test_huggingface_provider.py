@@ -7,6 +7,7 @@ continues a prompt of cycle letters forever, so outputs are exact.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -246,5 +247,42 @@ def test_a_model_that_cannot_load_is_a_502_naming_the_cause(tmp_path: Path) -> N
                            json={"model": "tiny", "messages": USER})
         assert reply.status_code == 502
         assert reply.json()["error"]["code"] == "model_load_failed"
+    finally:
+        server.stop()
+
+
+def test_a_model_without_chat_template_takes_one_from_the_config(tiny_model_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    bare = tmp_path / "bare-model"
+    shutil.copytree(tiny_model_dir, bare)
+    (bare / "chat_template.jinja").unlink()
+    template = ("{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}"
+                "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    config = tiny(bare)
+    config["models"].append({**config["models"][0], "name": "templated",
+                             "chat_template": template})
+    server = GatewayServer(config, tmp_path).start()
+    try:
+        body = {"model": "tiny", "messages": USER, "max_tokens": 2}
+        refused = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+        assert refused.status_code == 400
+        assert refused.json()["error"]["code"] == "no_chat_template"
+        body["model"] = "templated"
+        reply = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+        assert reply.json()["choices"][0]["message"]["content"] == "one two"
+    finally:
+        server.stop()
+
+
+def test_a_full_waiting_line_is_a_503(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = {**tiny(tiny_model_dir, max_concurrency=1, max_waiting=0),
+              "router": {"num_retries": 0}}
+    server = GatewayServer(config, tmp_path).start()
+    try:
+        with long_stream(server):
+            body = {"model": "tiny", "messages": USER}
+            busy = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+        assert busy.status_code == 503
+        assert busy.json()["error"]["code"] == "model_overloaded"
     finally:
         server.stop()

@@ -16,7 +16,8 @@ imports them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -135,13 +136,14 @@ class HuggingFaceProvider(Provider):
         texts: list[list[str]] = [[] for _ in range(spec.n)]
         finishes: list[str | None] = [None] * spec.n
         counted = Counted(0, 0)
-        async for event in self._generate(spec):
-            if isinstance(event, Counted):
-                counted = event
-                continue
-            for piece in event:
-                texts[piece.index].append(piece.text)
-                finishes[piece.index] = piece.finish_reason or finishes[piece.index]
+        async with aclosing(self._generate(spec)) as events:
+            async for event in events:
+                if isinstance(event, Counted):
+                    counted = event
+                    continue
+                for piece in event:
+                    texts[piece.index].append(piece.text)
+                    finishes[piece.index] = piece.finish_reason or finishes[piece.index]
         return JSONResult(wire.body(texts, finishes, counted))
 
     async def stream(self, ctx: CallContext, endpoint: Endpoint,
@@ -149,18 +151,21 @@ class HuggingFaceProvider(Provider):
         spec = self._request(endpoint, request)
         wire = CompletionWire(endpoint, self.config.name, spec.n)
         opened = False
-        async for event in self._generate(spec):
-            if not opened:  # after the slot and the prompt: errors before it are plain 4xx/5xx
-                opened = True
-                for chunk in wire.opening():
-                    yield chunk
-            if isinstance(event, Counted):
-                yield wire.usage_chunk(event)
-            else:
-                for chunk in wire.chunks(event):
-                    yield chunk
+        # aclosing: when the client goes, the generation is cancelled now, not at GC time.
+        async with aclosing(self._generate(spec)) as events:
+            async for event in events:
+                if not opened:  # after the slot and the prompt: earlier errors are plain 4xx/5xx
+                    opened = True
+                    for chunk in wire.opening():
+                        yield chunk
+                if isinstance(event, Counted):
+                    yield wire.usage_chunk(event)
+                else:
+                    for chunk in wire.chunks(event):
+                        yield chunk
 
-    async def _generate(self, spec: GenerationRequest) -> AsyncIterator[list[Piece] | Counted]:
+    async def _generate(self, spec: GenerationRequest
+                        ) -> AsyncGenerator[list[Piece] | Counted, None]:
         """Run one generation in a worker thread; yield its pieces as they come, then counts.
 
         Leaving early (the consumer closed or cancelled) cancels the job: the
