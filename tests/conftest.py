@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ from tests.support.fake_openai import FakeOpenAI
 from tests.support.servers import GatewayServer
 
 MASTER_KEY = "sk-test-master-key-0123456789"
+# Local models load from disk only: there is no model hub to reach from the tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +69,15 @@ def proxied(fake: FakeOpenAI, start_gateway: Callable[[dict[str, Any]], GatewayS
 @pytest.fixture
 def client(proxied: GatewayServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=proxied.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+
+
+LOCAL_EXTRA_MISSING = "the local-model extra is not installed (pip install -e '.[local]')"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 and tokenizer trained on the spot and saved like any downloaded model."""
+    pytest.importorskip("torch", reason=LOCAL_EXTRA_MISSING)
+    from tests.support.tiny_models import build_tiny_chat_model
+
+    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-model"))

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 BUILTIN_PROVIDERS = {
     "openai": "llmport.providers.openai_compatible:OpenAICompatibleProvider",
     "demo": "llmport.providers.demo:DemoProvider",
+    "huggingface": "llmport.providers.huggingface:HuggingFaceProvider",
+    "sentence-transformers": "llmport.providers.sentence_embeddings:SentenceEmbeddingsProvider",
 }
 
 
