@@ -146,6 +146,7 @@ def test_two_workers_add_up(fake: FakeOpenAI, tmp_path: Path) -> None:
             httpx.get(base + "/healthz")
         script = Script(base, fake)
         script.run()
+        time.sleep(1.5)  # live-state gauges of the other worker are refreshed every second
         # Each scrape lands on either worker; each must show the sum over both.
         for _ in range(6):
             check_counts(samples(httpx.get(base + "/metrics").text), script)

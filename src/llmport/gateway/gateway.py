@@ -57,13 +57,13 @@ class Gateway:
 
     def start_request(self, ctx: CallContext) -> None:
         self.in_flight += 1
-        if self.events.active:
+        if self.events.wants(RequestStarted):
             self.events.emit(RequestStarted(ctx))
 
     def finish(self, ctx: CallContext, status: int, error: BaseException | None = None) -> None:
         """Report a finished request to the subscribers (logs, metrics, spend)."""
         self.in_flight -= 1
-        if not self.events.active:
+        if not self.events.wants(RequestFinished):
             return
         latency = ctx.elapsed()
         if isinstance(error, LLMPortError):

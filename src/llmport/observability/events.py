@@ -51,18 +51,36 @@ Subscriber = Callable[[Any], None]
 
 
 class EventBus:
-    def __init__(self) -> None:
-        self._subscribers: list[Subscriber] = []
+    """Delivers each event to the subscribers of its type.
 
-    def subscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.append(subscriber)
+    A subscriber names the event types it handles in a ``handles`` attribute (or at
+    ``subscribe``); one without gets every event. Emitters ask ``wants(kind)`` before
+    building an event, so an event nobody handles is never built.
+    """
+
+    def __init__(self) -> None:
+        self._everything: list[Subscriber] = []
+        self._by_kind: dict[type, list[Subscriber]] = {}
+
+    def subscribe(self, subscriber: Subscriber, *kinds: type) -> None:
+        kinds = kinds or tuple(getattr(subscriber, "handles", ()))
+        if not kinds:
+            self._everything.append(subscriber)
+            for listeners in self._by_kind.values():
+                listeners.append(subscriber)
+            return
+        for kind in kinds:
+            self._by_kind.setdefault(kind, list(self._everything)).append(subscriber)
 
     @property
     def active(self) -> bool:
-        return bool(self._subscribers)
+        return bool(self._everything or self._by_kind)
+
+    def wants(self, kind: type) -> bool:
+        return bool(self._everything) or kind in self._by_kind
 
     def emit(self, event: Any) -> None:
-        for subscriber in self._subscribers:
+        for subscriber in self._by_kind.get(type(event), self._everything):
             subscriber(event)
 
 

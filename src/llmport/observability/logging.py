@@ -39,6 +39,8 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
 class AccessLog:
     """Subscriber: one line per finished request (never the key, never the body)."""
 
+    handles = (RequestFinished,)
+
     def __init__(self) -> None:
         self._log = structlog.get_logger("llmport.access")
 
@@ -72,6 +74,8 @@ class BodyLog:
 
     Bodies are read from the request's context, kept from its start to its finish.
     """
+
+    handles = (RequestStarted, RequestFinished)
 
     def __init__(self, redact: list[str]) -> None:
         self._patterns = [re.compile(p) for p in (*SECRET_PATTERNS, *redact)]

@@ -96,6 +96,7 @@ class Metrics:
             FallbackUsed: self._fallback, BreakerStateChanged: self._breaker,
             QueueWaited: self._queue, CacheLookup: self._cache,
         }
+        self.handles = tuple(self._handlers)
 
     def __call__(self, event: object) -> None:
         handler = self._handlers.get(type(event))

@@ -48,6 +48,8 @@ class _Request:
 
 
 class Tracing:
+    handles = (RequestStarted, AttemptStarted, AttemptFinished, RequestFinished)
+
     def __init__(self, settings: TracingConfig) -> None:
         sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
         self.provider = TracerProvider(

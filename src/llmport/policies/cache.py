@@ -114,7 +114,7 @@ class CachePolicy:
         self.store.put(key, kept)
 
     def _emit(self, ctx: CallContext, hit: bool) -> None:
-        if self.events.active:
+        if self.events.wants(CacheLookup):
             self.events.emit(CacheLookup(ctx.request_id, ctx.model, hit))
 
 

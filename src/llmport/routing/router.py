@@ -206,7 +206,7 @@ class Router:
         if waited:
             self._emit_queue(deployment, waited, admitted=True)
         number = ctx.attempts
-        if self.events.active:
+        if self.events.wants(AttemptStarted):
             config = deployment.config
             self.events.emit(AttemptStarted(ctx, number, model, deployment.name,
                                             config.upstream_model, config.provider))
@@ -310,13 +310,13 @@ class Router:
     # -- events --------------------------------------------------------------------------
     def note_fallback(self, ctx: CallContext, from_model: str, to_model: str,
                       reason: str) -> None:
-        if self.events.active:
+        if self.events.wants(FallbackUsed):
             self.events.emit(FallbackUsed(ctx.request_id, from_model, to_model, reason))
 
     def _emit_attempt(self, ctx: CallContext, model: str, deployment: Deployment,
                       error: BaseException | None, elapsed: float, hedged: bool,
                       number: int) -> None:
-        if not self.events.active:
+        if not self.events.wants(AttemptFinished):
             return
         status = getattr(error, "status_code", None) if error is not None else 200
         self.events.emit(AttemptFinished(
@@ -325,13 +325,13 @@ class Router:
             number))
 
     def _emit_queue(self, deployment: Deployment, waited: float, admitted: bool) -> None:
-        if self.events.active:
+        if self.events.wants(QueueWaited):
             self.events.emit(QueueWaited(deployment.name, waited, admitted,
                                          deployment.queue.waiting))
 
     def _breaker_hook(self, deployment: Deployment) -> Any:
         def changed(previous: BreakerState, state: BreakerState) -> None:
-            if self.events.active:
+            if self.events.wants(BreakerStateChanged):
                 self.events.emit(BreakerStateChanged(deployment.name, deployment.config.name,
                                                      previous.value, state.value))
         return changed
