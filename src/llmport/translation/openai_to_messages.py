@@ -1,0 +1,395 @@
+"""OpenAI chat → Messages API: requests (outbound), responses and stream events (inbound).
+
+``messages_request`` turns the gateway's OpenAI-form request into a Messages
+request for an upstream that speaks it; ``message_response`` and
+``MessageEvents`` turn any provider's OpenAI result into what a Messages
+client expects, event by event.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from llmport.errors import InvalidRequestError
+
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+                "function_call": "tool_use", "content_filter": "refusal"}
+DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[^,;]*)*;base64,(?P<data>.*)", re.S)
+
+
+# -- requests: OpenAI → Messages ---------------------------------------------------------------
+
+def messages_request(body: dict[str, Any], *, model: str,
+                     default_max_tokens: int) -> dict[str, Any]:
+    """An OpenAI chat request as a Messages request for the upstream ``model``."""
+    if (body.get("n") or 1) != 1:
+        raise _unsupported("n", "more than one choice (n > 1)")
+    if body.get("logprobs"):
+        raise _unsupported("logprobs", "log probabilities")
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+    for index, message in enumerate(body.get("messages") or ()):
+        where = f"messages[{index}]"
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.extend(_text_blocks(message.get("content"), f"{where}.content"))
+        elif role == "user":
+            _add(turns, "user", _user_blocks(message.get("content"), f"{where}.content"))
+        elif role == "assistant":
+            _add(turns, "assistant", _assistant_blocks(message, where))
+        elif role == "tool":
+            _add(turns, "user", [_tool_result(message, where)])
+        else:
+            raise _unsupported(f"{where}.role", f"the '{role}' role")
+    _trim_prefill(turns)
+    out: dict[str, Any] = {
+        "model": model, "messages": turns,
+        "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens")
+        or default_max_tokens}
+    if system:
+        out["system"] = system
+    if body.get("stream"):
+        out["stream"] = True
+    if body.get("temperature") is not None:  # OpenAI allows 0 to 2, Messages 0 to 1
+        out["temperature"] = min(float(body["temperature"]), 1.0)
+    for key in ("top_p", "top_k"):
+        if body.get(key) is not None:
+            out[key] = body[key]
+    stop = body.get("stop")
+    if stop:
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if isinstance(body.get("user"), str):
+        out["metadata"] = {"user_id": body["user"]}
+    if body.get("tools"):
+        out["tools"] = [_tool(t, f"tools[{i}]") for i, t in enumerate(body["tools"])]
+    choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+    if choice is not None and (body.get("tools") or choice["type"] == "none"):
+        out["tool_choice"] = choice
+    response_format = body.get("response_format") or {}
+    schema = (response_format.get("json_schema") or {}).get("schema") \
+        if response_format.get("type") == "json_schema" else None
+    if isinstance(schema, dict):
+        out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+    return out
+
+
+def _add(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
+    """Append a turn; consecutive turns of one role merge (tool results then the user's text)."""
+    if not blocks:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1]["content"].extend(blocks)
+    else:
+        turns.append({"role": role, "content": blocks})
+
+
+def _trim_prefill(turns: list[dict[str, Any]]) -> None:
+    """The Messages API refuses a final assistant turn that ends in whitespace."""
+    if turns and turns[-1]["role"] == "assistant":
+        last = turns[-1]["content"][-1]
+        if last["type"] == "text":
+            last["text"] = last["text"].rstrip()
+            if not last["text"]:
+                turns[-1]["content"].pop()
+                if not turns[-1]["content"]:
+                    turns.pop()
+
+
+def _text_blocks(content: Any, where: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks = []
+    for index, part in enumerate(content or ()):
+        if part.get("type") not in ("text", "input_text", "refusal"):
+            raise _unsupported(f"{where}[{index}].type", f"'{part.get('type')}' parts here")
+        text = part.get("text") if part["type"] != "refusal" else part.get("refusal")
+        if text:
+            blocks.append({"type": "text", "text": text})
+    return blocks
+
+
+def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
+    if isinstance(content, str) or content is None:
+        return _text_blocks(content, where)
+    blocks = []
+    for index, part in enumerate(content):
+        kind = part.get("type")
+        if kind == "image_url":
+            blocks.append(_image(part.get("image_url"), f"{where}[{index}].image_url"))
+        elif kind == "file":
+            blocks.append(_document(part.get("file") or {}, f"{where}[{index}].file"))
+        else:
+            blocks.extend(_text_blocks([part], where))
+    return blocks
+
+
+def _image(image: Any, where: str) -> dict[str, Any]:
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str):
+        raise InvalidRequestError(f"'{where}.url' must be a string.", param=f"{where}.url",
+                                  code="invalid_type")
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    match = DATA_URL.fullmatch(url)
+    if match is None:
+        raise InvalidRequestError(f"'{where}.url' must be an http(s) URL or a base64 data URL.",
+                                  param=f"{where}.url", code="invalid_value")
+    return {"type": "image", "source": {"type": "base64", "media_type": match["type"],
+                                        "data": match["data"]}}
+
+
+def _document(file: dict[str, Any], where: str) -> dict[str, Any]:
+    match = DATA_URL.fullmatch(file.get("file_data") or "")
+    if match is None:
+        raise _unsupported(where, "files other than inline base64 data (file_data)")
+    block: dict[str, Any] = {"type": "document", "source": {
+        "type": "base64", "media_type": match["type"], "data": match["data"]}}
+    if file.get("filename"):
+        block["title"] = file["filename"]
+    return block
+
+
+def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    blocks = _text_blocks(message.get("content"), f"{where}.content")
+    calls = list(message.get("tool_calls") or ())
+    if message.get("function_call"):
+        calls.append({"id": "call_legacy", "function": message["function_call"]})
+    for index, call in enumerate(calls):
+        function = call.get("function") or {}
+        arguments = function.get("arguments") or "{}"
+        try:
+            parsed = orjson.loads(arguments)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            param = f"{where}.tool_calls[{index}].function.arguments"
+            raise InvalidRequestError(f"'{param}' must be a JSON object.", param=param,
+                                      code="invalid_value")
+        blocks.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"),
+                       "input": parsed})
+    return blocks
+
+
+def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.get("tool_call_id")}
+    content = message.get("content")
+    if isinstance(content, list):
+        content = _text_blocks(content, f"{where}.content")
+    if content:
+        block["content"] = content
+    return block
+
+
+def _tool(tool: dict[str, Any], where: str) -> dict[str, Any]:
+    if tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
+        raise _unsupported(f"{where}.type", f"'{tool.get('type')}' tools")
+    function = tool["function"]
+    out: dict[str, Any] = {"name": function.get("name"), "input_schema": function.get(
+        "parameters") or {"type": "object", "properties": {}}}
+    if function.get("description"):
+        out["description"] = function["description"]
+    if function.get("strict") is True:
+        out["strict"] = True
+    return out
+
+
+def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    if choice is None:
+        out: dict[str, Any] | None = {"type": "auto"} if parallel is False else None
+    elif isinstance(choice, dict):
+        out = {"type": "tool", "name": (choice.get("function") or {}).get("name")}
+    else:
+        out = {"type": {"auto": "auto", "required": "any", "none": "none"}.get(choice, "auto")}
+    if out is not None and parallel is False and out["type"] != "none":
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def _unsupported(param: str, what: str) -> InvalidRequestError:
+    return InvalidRequestError(f"'{param}': {what} cannot be sent to a Messages API model.",
+                               param=param, code="unsupported_parameter")
+
+
+# -- responses: OpenAI → Messages --------------------------------------------------------------
+
+def message_id(completion_id: Any) -> str:
+    text = str(completion_id or "")
+    return text if text.startswith("msg_") else "msg_" + text.removeprefix("chatcmpl-")
+
+
+def message_usage(usage: Any) -> dict[str, int]:
+    """OpenAI usage (prompt includes cached tokens) as Messages usage (it excludes them)."""
+    usage = usage if isinstance(usage, dict) else {}
+    details = usage.get("prompt_tokens_details")
+    cached = int((details.get("cached_tokens") if isinstance(details, dict) else 0) or 0)
+    return {"input_tokens": max(0, int(usage.get("prompt_tokens") or 0) - cached),
+            "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached,
+            "output_tokens": int(usage.get("completion_tokens") or 0)}
+
+
+def stop_reason(choice: dict[str, Any], stop_sequences: list[str] | None,
+                tool_use: bool) -> tuple[str, str | None]:
+    """``(stop_reason, stop_sequence)`` for an OpenAI choice.
+
+    OpenAI does not say which stop sequence matched; vLLM-style servers do, in
+    ``stop_reason``, and then it is reported. A choice with tool calls is
+    ``tool_use`` whatever its finish reason (some servers say ``stop``).
+    """
+    if tool_use:
+        return "tool_use", None
+    finish = choice.get("finish_reason")
+    matched = choice.get("stop_reason")
+    if finish == "stop" and isinstance(matched, str) and matched in (stop_sequences or ()):
+        return "stop_sequence", matched
+    return STOP_REASONS.get(finish or "stop", "end_turn"), None
+
+
+def tool_input(arguments: Any) -> dict[str, Any]:
+    """Tool-call arguments as a Messages ``input`` object; what is not one is kept, wrapped."""
+    try:
+        parsed = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError:
+        return {"arguments": arguments}
+    return parsed if isinstance(parsed, dict) else {"arguments": parsed}
+
+
+def message_response(completion: dict[str, Any], *, model: str,
+                     stop_sequences: list[str] | None) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` (its first choice) as a Messages ``message``."""
+    choice = (completion.get("choices") or [{}])[0]
+    reply = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    text = reply.get("content")
+    if isinstance(text, list):
+        text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+    if not text and reply.get("refusal"):
+        text = reply["refusal"]
+    if text:
+        content.append({"type": "text", "text": text})
+    calls = list(reply.get("tool_calls") or ())
+    if reply.get("function_call"):
+        calls.append({"id": "call_legacy", "function": reply["function_call"]})
+    for call in calls:
+        function = call.get("function") or {}
+        content.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"),
+                        "input": tool_input(function.get("arguments"))})
+    reason, sequence = stop_reason(choice, stop_sequences, bool(calls))
+    if reply.get("refusal") and reason == "end_turn":
+        reason = "refusal"
+    return {"id": message_id(completion.get("id")), "type": "message", "role": "assistant",
+            "model": completion.get("model") or model, "content": content,
+            "stop_reason": reason, "stop_sequence": sequence,
+            "usage": message_usage(completion.get("usage"))}
+
+
+class MessageEvents:
+    """OpenAI chat chunks → Messages stream events, one chunk at a time.
+
+    ``feed`` returns the ``(event name, data)`` pairs a chunk makes: the
+    ``message_start`` (then a ``ping``, as the Messages API sends), a
+    ``content_block_start`` whenever output switches between text and a tool
+    call, ``text_delta`` and ``input_json_delta`` deltas, and the stop of the
+    block they close. ``close`` ends the message: ``message_delta`` with the
+    stop reason and the usage the provider reported, then ``message_stop``.
+    Only the first choice is translated (Messages has no ``n``).
+    """
+
+    __slots__ = ("_block", "_blocks", "_finish", "_matched", "_model", "_started",
+                 "_stop_sequences", "_tools", "_usage")
+
+    def __init__(self, model: str, stop_sequences: list[str] | None) -> None:
+        self._model = model
+        self._stop_sequences = stop_sequences
+        self._started = False
+        self._block: tuple[str, int] | None = None  # ("text", -1) or ("tool", call index)
+        self._blocks = 0  # content blocks started so far
+        self._tools: dict[int, int] = {}  # OpenAI tool call index → content block index
+        self._finish: str | None = None
+        self._matched: str | None = None
+        self._usage: Any = None
+
+    def feed(self, chunk: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        events: list[tuple[str, dict[str, Any]]] = []
+        if not self._started:
+            self._start(events, chunk)
+        if chunk.get("usage"):
+            self._usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or delta.get("refusal")
+            if text:
+                self._text(events, text)
+            for position, call in enumerate(delta.get("tool_calls") or ()):
+                self._tool(events, call, position)
+            if choice.get("finish_reason"):
+                self._finish = choice["finish_reason"]
+                self._matched = choice.get("stop_reason")
+        return events
+
+    def close(self) -> list[tuple[str, dict[str, Any]]]:
+        events: list[tuple[str, dict[str, Any]]] = []
+        if not self._started:
+            self._start(events, {})
+        self._stop_block(events)
+        reason, sequence = stop_reason({"finish_reason": self._finish,
+                                        "stop_reason": self._matched},
+                                       self._stop_sequences, bool(self._tools))
+        events.append(("message_delta", {"type": "message_delta", "delta": {
+            "stop_reason": reason, "stop_sequence": sequence},
+            "usage": message_usage(self._usage)}))
+        events.append(("message_stop", {"type": "message_stop"}))
+        return events
+
+    def _start(self, events: list[tuple[str, dict[str, Any]]], chunk: dict[str, Any]) -> None:
+        # Input tokens are known only at the end of an OpenAI stream: message_start says 0
+        # and message_delta carries the totals, which the Messages clients take as final.
+        self._started = True
+        events.append(("message_start", {"type": "message_start", "message": {
+            "id": message_id(chunk.get("id")), "type": "message", "role": "assistant",
+            "model": chunk.get("model") or self._model, "content": [], "stop_reason": None,
+            "stop_sequence": None, "usage": {"input_tokens": 0, "cache_creation_input_tokens": 0,
+                                             "cache_read_input_tokens": 0, "output_tokens": 0}}}))
+
+    def _open(self, events: list[tuple[str, dict[str, Any]]], block: dict[str, Any]) -> int:
+        self._stop_block(events)
+        index = self._blocks
+        self._blocks += 1
+        events.append(("content_block_start", {"type": "content_block_start", "index": index,
+                                               "content_block": block}))
+        if index == 0:
+            events.append(("ping", {"type": "ping"}))
+        return index
+
+    def _stop_block(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        if self._block is not None:
+            events.append(("content_block_stop", {"type": "content_block_stop",
+                                                  "index": self._blocks - 1}))
+            self._block = None
+
+    def _text(self, events: list[tuple[str, dict[str, Any]]], text: str) -> None:
+        if self._block != ("text", -1):
+            self._open(events, {"type": "text", "text": ""})
+            self._block = ("text", -1)
+        events.append(("content_block_delta", {"type": "content_block_delta",
+                                               "index": self._blocks - 1,
+                                               "delta": {"type": "text_delta", "text": text}}))
+
+    def _tool(self, events: list[tuple[str, dict[str, Any]]], call: dict[str, Any],
+              position: int) -> None:
+        call_index = call.get("index", position)
+        function = call.get("function") or {}
+        if call_index not in self._tools:
+            self._tools[call_index] = self._open(events, {
+                "type": "tool_use", "id": call.get("id") or f"toolu_{call_index}",
+                "name": function.get("name") or "", "input": {}})
+            self._block = ("tool", call_index)
+        arguments = function.get("arguments")
+        if arguments:
+            events.append(("content_block_delta", {
+                "type": "content_block_delta", "index": self._tools[call_index],
+                "delta": {"type": "input_json_delta", "partial_json": arguments}}))
