@@ -214,8 +214,8 @@ def test_client_disconnect_cancels_the_upstream(proxied: GatewayServer, fake: Fa
     body = {"model": "gpt-4o-mini", "max_tokens": 1000, "messages": USER, "stream": True}
     with httpx.stream("POST", proxied.url + "/v1/messages", json=body,
                       headers=HEADERS) as response:
-        lines = response.iter_lines()
-        assert [next(lines) for _ in range(9)][0] == "event: message_start"
+        received = [line for _, line in zip(range(9), response.iter_lines(), strict=False)]
+        assert received[0] == "event: message_start" and len(received) == 9
     assert fake.wait_for(lambda: fake.history[-1].disconnected, timeout=3)
     assert not fake.history[-1].finished
 
