@@ -249,6 +249,10 @@ def test_the_anthropic_client_through_llmport_to_a_messages_upstream(
     assert final.usage.input_tokens == 25 and final.usage.output_tokens == 10
     assert upstream.history[-1].body["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": USER[0]["content"]}]}]
+    stopped = claude.messages.create(model="claude", max_tokens=100, messages=USER,
+                                     stop_sequences=["upstream,"])
+    assert (stopped.stop_reason, stopped.stop_sequence) == ("stop_sequence", "upstream,")
+    assert stopped.content[0].text == "Hello from the fake Anthropic "  # type: ignore[union-attr]
 
 
 def test_count_tokens_asks_the_upstream(server: GatewayServer, upstream: FakeAnthropic) -> None:

@@ -285,6 +285,27 @@ def test_finish_reasons(reason: str, finish: str) -> None:
     assert chat_completion(message, 0)["choices"][0]["finish_reason"] == finish
 
 
+def test_the_matched_stop_sequence_is_kept_both_ways() -> None:
+    message = {**load("messages/message_tool_use.json"), "stop_reason": "stop_sequence",
+                "stop_sequence": "\n\nHuman:", "content": [{"type": "text", "text": "Hi"}]}
+    completion = chat_completion(message, 0)
+    spec.check(completion, "CreateChatCompletionResponse")
+    again = message_response(completion, model="m", stop_sequences=["\n\nHuman:"])
+    assert (again["stop_reason"], again["stop_sequence"]) == ("stop_sequence", "\n\nHuman:")
+    translator = ChunkStream(0)
+    chunks = [c for event in ({"type": "message_start", "message": message},
+                              {"type": "message_delta", "usage": {"output_tokens": 1},
+                               "delta": {"stop_reason": "stop_sequence",
+                                         "stop_sequence": "\n\nHuman:"}})
+              for c in translator.feed(event)]
+    events = MessageEvents("m", ["\n\nHuman:"])
+    for chunk in chunks:
+        spec.check(chunk, "CreateChatCompletionStreamResponse")
+        events.feed(chunk)
+    assert events.close()[-2][1]["delta"] == {"stop_reason": "stop_sequence",
+                                              "stop_sequence": "\n\nHuman:"}
+
+
 def test_arguments_that_are_not_an_object_are_kept() -> None:
     assert tool_input('{"a": 1}') == {"a": 1}
     assert tool_input("not json") == {"arguments": "not json"}

@@ -206,6 +206,8 @@ def chat_completion(message: dict[str, Any], created: int) -> dict[str, Any]:
         reply["reasoning_content"] = "".join(reasoning)  # the de-facto extension (vLLM, DeepSeek)
     choice = {"index": 0, "message": reply, "logprobs": None,
               "finish_reason": FINISH_REASONS.get(message.get("stop_reason") or "", "stop")}
+    if message.get("stop_sequence"):
+        choice["stop_reason"] = message["stop_sequence"]  # which one matched, as vLLM says it
     return {"id": message.get("id") or "msg", "object": "chat.completion", "created": created,
             "model": message.get("model") or "", "choices": [choice],
             "usage": usage(message.get("usage") or {}).to_openai()}
@@ -244,8 +246,11 @@ class ChunkStream:
             # Counts on message_delta are cumulative totals: they replace the start's values.
             self._usage.update({k: v for k, v in (event.get("usage") or {}).items()
                                 if v is not None})
-            reason = (event.get("delta") or {}).get("stop_reason")
-            return [self._chunk({}, FINISH_REASONS.get(reason or "", "stop"))]
+            delta = event.get("delta") or {}
+            chunk = self._chunk({}, FINISH_REASONS.get(delta.get("stop_reason") or "", "stop"))
+            if delta.get("stop_sequence"):
+                chunk["choices"][0]["stop_reason"] = delta["stop_sequence"]
+            return [chunk]
         if kind == "message_stop":
             self.done = True
             return [{**self._base, "choices": [], "usage": usage(self._usage).to_openai()}]
