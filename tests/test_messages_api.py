@@ -358,3 +358,10 @@ def test_count_tokens_errors(proxied: GatewayServer) -> None:
     anthropic_error(post(proxied, {"model": "demo"}, path=path), 400, "invalid_request_error")
     anthropic_error(post(proxied, {"model": "demo", "messages": USER}, path=path, headers={}),
                     401, "authentication_error")
+
+
+def test_openapi_docs_describe_the_messages_routes(proxied: GatewayServer) -> None:
+    document = httpx.get(proxied.url + "/openapi.json").json()
+    assert {"/v1/messages", "/v1/messages/count_tokens"} <= set(document["paths"])
+    request = document["components"]["schemas"]["MessagesRequest"]
+    assert {"model", "messages", "max_tokens"} <= set(request["required"])
