@@ -15,14 +15,15 @@ import pytest
 from llmport.api.anthropic.validation import validate_messages
 from llmport.api.openai.validation import validate_chat
 from llmport.errors import InvalidRequestError
-from llmport.translation.messages_to_openai import ChunkStream, chat_completion, chat_request
+from llmport.translation.messages_to_openai import chat_completion, chat_request
+from llmport.translation.messages_to_openai_stream import ChunkStream
 from llmport.translation.openai_to_messages import (
-    MessageEvents,
     message_response,
     messages_request,
     stop_reason,
     tool_input,
 )
+from llmport.translation.openai_to_messages_stream import MessageEvents
 from llmport.types import Usage
 from tests.support import spec
 from tests.support.fake_anthropic import semantic_problems
@@ -157,6 +158,20 @@ def test_tool_results_in_a_row_share_one_user_turn() -> None:
             {"type": "text", "text": "thanks"}]}]
 
 
+def test_legacy_function_messages_and_a_choice_without_tools() -> None:
+    result = to_messages({"tool_choice": "none", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None,
+         "function_call": {"name": "f", "arguments": '{"a": 1}'}},
+        {"role": "function", "name": "f", "content": "done"}]})
+    assert "tool_choice" not in result  # the Messages API wants tools with a tool_choice
+    assert result["messages"][1:] == [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "call_legacy",
+                                           "name": "f", "input": {"a": 1}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_legacy",
+                                      "content": "done"}]}]
+
+
 def test_prefill_loses_its_trailing_whitespace() -> None:
     result = to_messages({"messages": [{"role": "user", "content": "Pick (A) or (B)"},
                                        {"role": "assistant", "content": "The answer is ( \n"}]})
@@ -186,8 +201,13 @@ def test_pdf_files_become_documents_and_back() -> None:
     ({"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]},
      "messages[0].content[0].image_url.url"),
-    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
-     "messages[0].content[0].type"),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "listen"}, {"type": "input_audio", "input_audio": {}}]}]},
+     "messages[0].content[1].type"),
+    ({"messages": [{"role": "assistant", "content": None, "tool_calls": ["oops"]}]},
+     "messages[0].tool_calls[0].function"),
+    ({"tool_choice": {"type": "allowed_tools", "allowed_tools": {}},
+      "tools": [{"type": "function", "function": {"name": "f"}}]}, "tool_choice"),
     ({"messages": [{"role": "assistant", "content": None, "tool_calls": [
         {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]},
      "messages[0].tool_calls[0].function.arguments"),

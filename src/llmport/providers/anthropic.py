@@ -28,7 +28,8 @@ from llmport.errors import (
 from llmport.providers.base import Capabilities, Provider
 from llmport.providers.openai_compatible import retry_after, translate_client_error
 from llmport.providers.sse import SSEDecoder
-from llmport.translation.messages_to_openai import ChunkStream, chat_completion
+from llmport.translation.messages_to_openai import chat_completion
+from llmport.translation.messages_to_openai_stream import ChunkStream
 from llmport.translation.openai_to_messages import messages_request
 from llmport.types import Chunk, Endpoint, JSONResult
 

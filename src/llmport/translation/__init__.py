@@ -5,9 +5,11 @@ Written once and shared by both sides of the gateway: an inbound dialect
 same modules, one per direction:
 
 * ``messages_to_openai``: Messages requests → OpenAI chat requests (inbound);
-  Messages responses and stream events → OpenAI results (outbound).
+  Messages responses → OpenAI results (outbound); its ``_stream`` companion
+  turns Messages stream events into OpenAI chunks.
 * ``openai_to_messages``: OpenAI chat requests → Messages requests (outbound);
-  OpenAI results and chunks → Messages responses and stream events (inbound).
+  OpenAI results → Messages responses (inbound); its ``_stream`` companion
+  turns OpenAI chunks into Messages stream events.
 
 The functions are pure (dicts in, dicts out) and raise ``InvalidRequestError``
 for what one side can say and the other cannot.

@@ -1,9 +1,9 @@
-"""OpenAI chat → Messages API: requests (outbound), responses and stream events (inbound).
+"""OpenAI chat → Messages API: requests (outbound) and responses (inbound).
 
 ``messages_request`` turns the gateway's OpenAI-form request into a Messages
-request for an upstream that speaks it; ``message_response`` and
-``MessageEvents`` turn any provider's OpenAI result into what a Messages
-client expects, event by event.
+request for an upstream that speaks it; ``message_response`` turns any
+provider's OpenAI answer into what a Messages client expects. Streams go
+through ``openai_to_messages_stream``, which shares the helpers below.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def messages_request(body: dict[str, Any], *, model: str,
             _add(turns, "user", _user_blocks(message.get("content"), f"{where}.content"))
         elif role == "assistant":
             _add(turns, "assistant", _assistant_blocks(message, where))
-        elif role == "tool":
+        elif role in ("tool", "function"):  # legacy function results answer "call_legacy"
             _add(turns, "user", [_tool_result(message, where)])
         else:
             raise _unsupported(f"{where}.role", f"the '{role}' role")
@@ -66,7 +66,7 @@ def messages_request(body: dict[str, Any], *, model: str,
     if body.get("tools"):
         out["tools"] = [_tool(t, f"tools[{i}]") for i, t in enumerate(body["tools"])]
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
-    if choice is not None and (body.get("tools") or choice["type"] == "none"):
+    if choice is not None and body.get("tools"):
         out["tool_choice"] = choice
     response_format = body.get("response_format") or {}
     schema = (response_format.get("json_schema") or {}).get("schema") \
@@ -101,14 +101,16 @@ def _trim_prefill(turns: list[dict[str, Any]]) -> None:
 def _text_blocks(content: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
-    blocks = []
-    for index, part in enumerate(content or ()):
-        if part.get("type") not in ("text", "input_text", "refusal"):
-            raise _unsupported(f"{where}[{index}].type", f"'{part.get('type')}' parts here")
-        text = part.get("text") if part["type"] != "refusal" else part.get("refusal")
-        if text:
-            blocks.append({"type": "text", "text": text})
-    return blocks
+    blocks = [_text_block(part, f"{where}[{index}]") for index, part in enumerate(content or ())]
+    return [block for block in blocks if block["text"]]
+
+
+def _text_block(part: dict[str, Any], where: str) -> dict[str, Any]:
+    kind = part.get("type")
+    if kind not in ("text", "input_text", "refusal"):
+        raise _unsupported(f"{where}.type", f"'{kind}' parts here")
+    text = part.get("refusal" if kind == "refusal" else "text")
+    return {"type": "text", "text": text if isinstance(text, str) else ""}
 
 
 def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
@@ -121,8 +123,8 @@ def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
             blocks.append(_image(part.get("image_url"), f"{where}[{index}].image_url"))
         elif kind == "file":
             blocks.append(_document(part.get("file") or {}, f"{where}[{index}].file"))
-        else:
-            blocks.extend(_text_blocks([part], where))
+        elif (block := _text_block(part, f"{where}[{index}]"))["text"]:
+            blocks.append(block)
     return blocks
 
 
@@ -158,7 +160,11 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
     if message.get("function_call"):
         calls.append({"id": "call_legacy", "function": message["function_call"]})
     for index, call in enumerate(calls):
-        function = call.get("function") or {}
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            param = f"{where}.tool_calls[{index}].function"
+            raise InvalidRequestError(f"'{param}' must be an object with a name.", param=param,
+                                      code="invalid_value")
         arguments = function.get("arguments") or "{}"
         try:
             parsed = orjson.loads(arguments)
@@ -174,7 +180,8 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
 
 
 def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.get("tool_call_id")}
+    block: dict[str, Any] = {"type": "tool_result",
+                             "tool_use_id": message.get("tool_call_id") or "call_legacy"}
     content = message.get("content")
     if isinstance(content, list):
         content = _text_blocks(content, f"{where}.content")
@@ -200,7 +207,10 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     if choice is None:
         out: dict[str, Any] | None = {"type": "auto"} if parallel is False else None
     elif isinstance(choice, dict):
-        out = {"type": "tool", "name": (choice.get("function") or {}).get("name")}
+        name = (choice.get("function") or {}).get("name")
+        if not isinstance(name, str):
+            raise _unsupported("tool_choice", "a tool choice other than a named function")
+        out = {"type": "tool", "name": name}
     else:
         out = {"type": {"auto": "auto", "required": "any", "none": "none"}.get(choice, "auto")}
     if out is not None and parallel is False and out["type"] != "none":
@@ -272,9 +282,10 @@ def message_response(completion: dict[str, Any], *, model: str,
     calls = list(reply.get("tool_calls") or ())
     if reply.get("function_call"):
         calls.append({"id": "call_legacy", "function": reply["function_call"]})
-    for call in calls:
+    for index, call in enumerate(calls):
         function = call.get("function") or {}
-        content.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"),
+        content.append({"type": "tool_use", "id": call.get("id") or f"toolu_{index}",
+                        "name": function.get("name") or "",
                         "input": tool_input(function.get("arguments"))})
     reason, sequence = stop_reason(choice, stop_sequences, bool(calls))
     if reply.get("refusal") and reason == "end_turn":
@@ -284,112 +295,3 @@ def message_response(completion: dict[str, Any], *, model: str,
             "stop_reason": reason, "stop_sequence": sequence,
             "usage": message_usage(completion.get("usage"))}
 
-
-class MessageEvents:
-    """OpenAI chat chunks → Messages stream events, one chunk at a time.
-
-    ``feed`` returns the ``(event name, data)`` pairs a chunk makes: the
-    ``message_start`` (then a ``ping``, as the Messages API sends), a
-    ``content_block_start`` whenever output switches between text and a tool
-    call, ``text_delta`` and ``input_json_delta`` deltas, and the stop of the
-    block they close. ``close`` ends the message: ``message_delta`` with the
-    stop reason and the usage the provider reported, then ``message_stop``.
-    Only the first choice is translated (Messages has no ``n``).
-    """
-
-    __slots__ = ("_block", "_blocks", "_finish", "_matched", "_model", "_started",
-                 "_stop_sequences", "_tools", "_usage")
-
-    def __init__(self, model: str, stop_sequences: list[str] | None) -> None:
-        self._model = model
-        self._stop_sequences = stop_sequences
-        self._started = False
-        self._block: tuple[str, int] | None = None  # ("text", -1) or ("tool", call index)
-        self._blocks = 0  # content blocks started so far
-        self._tools: dict[int, int] = {}  # OpenAI tool call index → content block index
-        self._finish: str | None = None
-        self._matched: str | None = None
-        self._usage: Any = None
-
-    def feed(self, chunk: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        events: list[tuple[str, dict[str, Any]]] = []
-        if not self._started:
-            self._start(events, chunk)
-        if chunk.get("usage"):
-            self._usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            text = delta.get("content") or delta.get("refusal")
-            if text:
-                self._text(events, text)
-            for position, call in enumerate(delta.get("tool_calls") or ()):
-                self._tool(events, call, position)
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
-                self._matched = choice.get("stop_reason")
-        return events
-
-    def close(self) -> list[tuple[str, dict[str, Any]]]:
-        events: list[tuple[str, dict[str, Any]]] = []
-        if not self._started:
-            self._start(events, {})
-        self._stop_block(events)
-        reason, sequence = stop_reason({"finish_reason": self._finish,
-                                        "stop_reason": self._matched},
-                                       self._stop_sequences, bool(self._tools))
-        events.append(("message_delta", {"type": "message_delta", "delta": {
-            "stop_reason": reason, "stop_sequence": sequence},
-            "usage": message_usage(self._usage)}))
-        events.append(("message_stop", {"type": "message_stop"}))
-        return events
-
-    def _start(self, events: list[tuple[str, dict[str, Any]]], chunk: dict[str, Any]) -> None:
-        # Input tokens are known only at the end of an OpenAI stream: message_start says 0
-        # and message_delta carries the totals, which the Messages clients take as final.
-        self._started = True
-        events.append(("message_start", {"type": "message_start", "message": {
-            "id": message_id(chunk.get("id")), "type": "message", "role": "assistant",
-            "model": chunk.get("model") or self._model, "content": [], "stop_reason": None,
-            "stop_sequence": None, "usage": {"input_tokens": 0, "cache_creation_input_tokens": 0,
-                                             "cache_read_input_tokens": 0, "output_tokens": 0}}}))
-
-    def _open(self, events: list[tuple[str, dict[str, Any]]], block: dict[str, Any]) -> int:
-        self._stop_block(events)
-        index = self._blocks
-        self._blocks += 1
-        events.append(("content_block_start", {"type": "content_block_start", "index": index,
-                                               "content_block": block}))
-        if index == 0:
-            events.append(("ping", {"type": "ping"}))
-        return index
-
-    def _stop_block(self, events: list[tuple[str, dict[str, Any]]]) -> None:
-        if self._block is not None:
-            events.append(("content_block_stop", {"type": "content_block_stop",
-                                                  "index": self._blocks - 1}))
-            self._block = None
-
-    def _text(self, events: list[tuple[str, dict[str, Any]]], text: str) -> None:
-        if self._block != ("text", -1):
-            self._open(events, {"type": "text", "text": ""})
-            self._block = ("text", -1)
-        events.append(("content_block_delta", {"type": "content_block_delta",
-                                               "index": self._blocks - 1,
-                                               "delta": {"type": "text_delta", "text": text}}))
-
-    def _tool(self, events: list[tuple[str, dict[str, Any]]], call: dict[str, Any],
-              position: int) -> None:
-        call_index = call.get("index", position)
-        function = call.get("function") or {}
-        if call_index not in self._tools:
-            self._tools[call_index] = self._open(events, {
-                "type": "tool_use", "id": call.get("id") or f"toolu_{call_index}",
-                "name": function.get("name") or "", "input": {}})
-            self._block = ("tool", call_index)
-        arguments = function.get("arguments")
-        if arguments:
-            events.append(("content_block_delta", {
-                "type": "content_block_delta", "index": self._tools[call_index],
-                "delta": {"type": "input_json_delta", "partial_json": arguments}}))

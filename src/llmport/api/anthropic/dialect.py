@@ -18,7 +18,8 @@ from llmport.api.openai.validation import parse_json_object
 from llmport.errors import LLMPortError
 from llmport.gateway.context import CallContext
 from llmport.translation.messages_to_openai import chat_request
-from llmport.translation.openai_to_messages import MessageEvents, message_response
+from llmport.translation.openai_to_messages import message_response
+from llmport.translation.openai_to_messages_stream import MessageEvents
 from llmport.types import Chunk, JSONResult
 
 
