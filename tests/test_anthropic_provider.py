@@ -9,7 +9,6 @@ chat completions and chunks, checked against OpenAI's official schema.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -18,9 +17,9 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import MASTER_KEY
+from tests.conftest import MASTER_KEY, claude_config
 from tests.support import spec
-from tests.support.fake_anthropic import TEXT, Count, Fail, FakeAnthropic, Reply
+from tests.support.fake_anthropic import TEXT, Fail, FakeAnthropic, Reply
 from tests.support.fake_openai import Hang
 from tests.support.servers import GatewayServer
 
@@ -31,24 +30,9 @@ TOOLS: Any = [{"type": "function", "function": {"name": "get_weather", "descript
 AUTH = {"authorization": f"Bearer {MASTER_KEY}"}
 
 
-@pytest.fixture(scope="session")
-def messages_upstream() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic().start()
-    yield fake
-    fake.stop()
-
-
 @pytest.fixture
-def upstream(messages_upstream: FakeAnthropic) -> FakeAnthropic:
-    messages_upstream.reset()
-    return messages_upstream
-
-
-def claude_config(upstream: FakeAnthropic, **overrides: Any) -> dict[str, Any]:
-    return {"auth": {"master_key": MASTER_KEY}, "models": [
-        {"name": "claude", "provider": "anthropic", "model": "claude-sonnet-4-5",
-         "api_base": upstream.url, "api_key": "sk-ant-upstream",
-         "headers": {"x-team": "search"}, **overrides}]}
+def upstream(claude_upstream: FakeAnthropic) -> FakeAnthropic:
+    return claude_upstream
 
 
 @pytest.fixture
@@ -253,18 +237,6 @@ def test_the_anthropic_client_through_llmport_to_a_messages_upstream(
                                      stop_sequences=["upstream,"])
     assert (stopped.stop_reason, stopped.stop_sequence) == ("stop_sequence", "upstream,")
     assert stopped.content[0].text == "Hello from the fake Anthropic "  # type: ignore[union-attr]
-
-
-def test_count_tokens_asks_the_upstream(server: GatewayServer, upstream: FakeAnthropic) -> None:
-    upstream.enqueue(Count(tokens=1234))
-    claude = anthropic.Anthropic(base_url=server.url, api_key=MASTER_KEY, max_retries=0)
-    counted = claude.messages.count_tokens(model="claude", system="Be brief.", messages=USER)
-    assert counted.input_tokens == 1234
-    sent = upstream.history[-1]
-    assert sent.path == "/v1/messages/count_tokens"
-    assert sent.body == {"model": "claude-sonnet-4-5", "messages": [
-        {"role": "user", "content": [{"type": "text", "text": USER[0]["content"]}]}],
-        "system": [{"type": "text", "text": "Be brief."}]}
 
 
 def test_default_max_tokens_and_api_base_with_v1(upstream: FakeAnthropic,

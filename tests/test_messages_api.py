@@ -325,41 +325,6 @@ def test_wrong_method_and_oversized_body(proxied: GatewayServer, start_gateway: 
     anthropic_error(post(small, body), 413, "request_too_large")
 
 
-# -- count_tokens ------------------------------------------------------------------------------
-
-def test_count_tokens_is_exact_for_the_demo_model(proxied: GatewayServer,
-                                                  claude: anthropic.Anthropic) -> None:
-    request: Any = {"model": "demo", "system": "Be brief.",
-                    "messages": [{"role": "user", "content": "Count these words, please."}]}
-    counted = claude.messages.count_tokens(**request)
-    used = claude.messages.create(max_tokens=5, **request).usage.input_tokens
-    assert counted.input_tokens == used
-    response = post(proxied, request, path="/v1/messages/count_tokens")
-    assert response.headers["x-llmport-token-count"] == "exact"
-    assert response.json() == {"input_tokens": used}
-
-
-def test_count_tokens_estimates_otherwise(proxied: GatewayServer, fake: FakeOpenAI) -> None:
-    # 40 characters of text → 10 tokens, + 3 for the one message, + 1,600 for the image.
-    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "x" * 40},
-        {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]}]}
-    response = post(proxied, request, path="/v1/messages/count_tokens")
-    assert response.status_code == 200
-    assert response.headers["x-llmport-token-count"] == "estimate"
-    assert response.json() == {"input_tokens": 10 + 3 + 1600}
-    assert fake.history == []  # counting never calls an upstream that cannot count
-
-
-def test_count_tokens_errors(proxied: GatewayServer) -> None:
-    path = "/v1/messages/count_tokens"
-    anthropic_error(post(proxied, {"model": "nope", "messages": USER}, path=path), 404,
-                    "not_found_error")
-    anthropic_error(post(proxied, {"model": "demo"}, path=path), 400, "invalid_request_error")
-    anthropic_error(post(proxied, {"model": "demo", "messages": USER}, path=path, headers={}),
-                    401, "authentication_error")
-
-
 def test_openapi_docs_describe_the_messages_routes(proxied: GatewayServer) -> None:
     document = httpx.get(proxied.url + "/openapi.json").json()
     assert {"/v1/messages", "/v1/messages/count_tokens"} <= set(document["paths"])
