@@ -218,6 +218,21 @@ def test_thinking_becomes_reasoning_content(server: GatewayServer,
     assert "".join(d.get("reasoning_content") or "" for d in deltas) == "Six times seven."
 
 
+def test_upstream_thinking_reaches_a_client_that_asks(server: GatewayServer,
+                                                     upstream: FakeAnthropic) -> None:
+    upstream.enqueue(*[Reply(text="42", thinking="Six times seven.")] * 2)
+    claude = anthropic.Anthropic(base_url=server.url, api_key=MASTER_KEY, max_retries=0)
+    request: Any = {"model": "claude", "max_tokens": 100, "messages": USER,
+                    "thinking": {"type": "adaptive"}}
+    message = claude.messages.create(**request)
+    assert [(b.type, getattr(b, "thinking", None)) for b in message.content] == [
+        ("thinking", "Six times seven."), ("text", None)]
+    with claude.messages.stream(**request) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].type == "thinking" and final.content[1].type == "text"
+    assert final.content[0].thinking == "Six times seven."
+
+
 def test_the_anthropic_client_through_llmport_to_a_messages_upstream(
         server: GatewayServer, upstream: FakeAnthropic) -> None:
     claude = anthropic.Anthropic(base_url=server.url, api_key=MASTER_KEY, max_retries=0)

@@ -118,3 +118,36 @@ def test_the_matched_stop_sequence_is_kept_both_ways() -> None:
         events.feed(chunk)
     assert events.close()[-2][1]["delta"] == {"stop_reason": "stop_sequence",
                                               "stop_sequence": "\n\nHuman:"}
+
+
+def test_reasoning_becomes_thinking_when_the_client_asked() -> None:
+    base = {"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 0, "model": "r1"}
+    chunks = [{**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+              for delta, finish in [({"role": "assistant", "reasoning_content": "Six "}, None),
+                                    ({"reasoning": "sevens."}, None),  # vLLM's newer name
+                                    ({"content": "42"}, None), ({}, "stop")]]
+    events = MessageEvents("m", None, thinking=True)
+    out = [e for chunk in chunks for e in events.feed(chunk)] + events.close()
+    for _, data in out:
+        assert event_problems(data) == []
+    assert [(n, d.get("index"), d.get("delta") or d.get("content_block")) for n, d in out
+            if n.startswith("content_block")] == [
+        ("content_block_start", 0, {"type": "thinking", "thinking": "", "signature": ""}),
+        ("content_block_delta", 0, {"type": "thinking_delta", "thinking": "Six "}),
+        ("content_block_delta", 0, {"type": "thinking_delta", "thinking": "sevens."}),
+        ("content_block_stop", 0, None),
+        ("content_block_start", 1, {"type": "text", "text": ""}),
+        ("content_block_delta", 1, {"type": "text_delta", "text": "42"}),
+        ("content_block_stop", 1, None)]
+    hidden = MessageEvents("m", None)  # not asked for: not shown, as the Messages API does
+    names = [n for chunk in chunks for n, _ in hidden.feed(chunk)]
+    assert names.count("content_block_start") == 1
+    completion = {"choices": [{"message": {"role": "assistant", "content": "42",
+                                           "reasoning_content": "Six sevens."},
+                               "finish_reason": "stop"}]}
+    message = message_response(completion, model="m", stop_sequences=None, thinking=True)
+    assert message["content"] == [
+        {"type": "thinking", "thinking": "Six sevens.", "signature": ""},
+        {"type": "text", "text": "42"}]
+    assert message_response(completion, model="m", stop_sequences=None)["content"] == [
+        {"type": "text", "text": "42"}]

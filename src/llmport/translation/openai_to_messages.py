@@ -266,12 +266,25 @@ def tool_input(arguments: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"arguments": parsed}
 
 
-def message_response(completion: dict[str, Any], *, model: str,
-                     stop_sequences: list[str] | None) -> dict[str, Any]:
-    """An OpenAI ``chat.completion`` (its first choice) as a Messages ``message``."""
+def reasoning_text(message: dict[str, Any]) -> str | None:
+    """The reasoning of a reasoning model, as OpenAI-compatible servers name it."""
+    text = message.get("reasoning_content") or message.get("reasoning")
+    return text if isinstance(text, str) else None
+
+
+def message_response(completion: dict[str, Any], *, model: str, stop_sequences: list[str] | None,
+                     thinking: bool = False) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` (its first choice) as a Messages ``message``.
+
+    With ``thinking`` (the client asked for it) a reasoning model's reasoning
+    is a ``thinking`` block; it has no signature, which only Anthropic can make.
+    """
     choice = (completion.get("choices") or [{}])[0]
     reply = choice.get("message") or {}
     content: list[dict[str, Any]] = []
+    thought = reasoning_text(reply) if thinking else None
+    if thought:
+        content.append({"type": "thinking", "thinking": thought, "signature": ""})
     text = reply.get("content")
     if isinstance(text, list):
         text = "".join(p.get("text", "") for p in text if isinstance(p, dict))

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmport.translation.openai_to_messages import message_id, message_usage, stop_reason
+from llmport.translation.openai_to_messages import (
+    message_id,
+    message_usage,
+    reasoning_text,
+    stop_reason,
+)
 
 Event = tuple[str, dict[str, Any]]
 
@@ -14,21 +19,24 @@ class MessageEvents:
 
     ``feed`` returns the ``(event name, data)`` pairs a chunk makes: the
     ``message_start`` (then a ``ping``, as the Messages API sends), a
-    ``content_block_start`` whenever output switches between text and a tool
-    call, ``text_delta`` and ``input_json_delta`` deltas, and the stop of the
-    block they close. ``close`` ends the message: ``message_delta`` with the
+    ``content_block_start`` whenever output switches between thinking (shown
+    only if the client asked for it), text and a tool call, their
+    ``thinking_delta``, ``text_delta`` and ``input_json_delta`` deltas, and
+    the stop of the block they close. ``close`` ends the message: ``message_delta`` with the
     stop reason and the usage the provider reported, then ``message_stop``.
     Only the first choice is translated (Messages has no ``n``).
     """
 
     __slots__ = ("_block", "_blocks", "_finish", "_matched", "_model", "_started",
-                 "_stop_sequences", "_tools", "_usage")
+                 "_stop_sequences", "_thinking", "_tools", "_usage")
 
-    def __init__(self, model: str, stop_sequences: list[str] | None) -> None:
+    def __init__(self, model: str, stop_sequences: list[str] | None,
+                 thinking: bool = False) -> None:
         self._model = model
+        self._thinking = thinking
         self._stop_sequences = stop_sequences
         self._started = False
-        self._block: tuple[str, int] | None = None  # ("text", -1) or ("tool", call index)
+        self._block: tuple[str, int] | None = None  # ("text" | "thinking", -1), ("tool", i)
         self._blocks = 0  # content blocks started so far
         self._tools: dict[int, int] = {}  # OpenAI tool call index → content block index
         self._finish: str | None = None
@@ -45,9 +53,12 @@ class MessageEvents:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
+            thought = reasoning_text(delta) if self._thinking else None
+            if thought:
+                self._delta(events, "thinking", thought)
             text = delta.get("content") or delta.get("refusal")
             if text:
-                self._text(events, text)
+                self._delta(events, "text", text)
             for position, call in enumerate(delta.get("tool_calls") or ()):
                 self._tool(events, call, position)
             if choice.get("finish_reason"):
@@ -95,13 +106,14 @@ class MessageEvents:
                                                   "index": self._blocks - 1}))
             self._block = None
 
-    def _text(self, events: list[Event], text: str) -> None:
-        if self._block != ("text", -1):
-            self._open(events, {"type": "text", "text": ""})
-            self._block = ("text", -1)
+    def _delta(self, events: list[Event], kind: str, text: str) -> None:
+        if self._block != (kind, -1):
+            self._open(events, {"type": "text", "text": ""} if kind == "text"
+                       else {"type": "thinking", "thinking": "", "signature": ""})
+            self._block = (kind, -1)
         events.append(("content_block_delta", {"type": "content_block_delta",
                                                "index": self._blocks - 1,
-                                               "delta": {"type": "text_delta", "text": text}}))
+                                               "delta": {"type": f"{kind}_delta", kind: text}}))
 
     def _tool(self, events: list[Event], call: dict[str, Any],
               position: int) -> None:

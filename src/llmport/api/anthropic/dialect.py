@@ -22,6 +22,8 @@ from llmport.translation.openai_to_messages import message_response
 from llmport.translation.openai_to_messages_stream import MessageEvents
 from llmport.types import Chunk, JSONResult
 
+THINKING = "messages.thinking"  # ctx.state key: the client asked to see the model's reasoning
+
 
 def sse_event(name: str, data: dict[str, Any]) -> bytes:
     """One Messages stream event: its name line, then its data line."""
@@ -35,16 +37,20 @@ class MessagesDialect:
         body = parse_json_object(raw)
         ctx.model, ctx.stream = validate_messages(body)
         ctx.body, ctx.raw_body = chat_request(body), None
+        thinking = body.get("thinking")
+        if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
+            ctx.state[THINKING] = True
         # The Messages API names its request id header `request-id`; its clients read it.
         ctx.response_headers.append((b"request-id", ctx.request_id.encode()))
 
     def encode(self, ctx: CallContext, result: JSONResult) -> bytes:
         return orjson.dumps(message_response(result.data, model=ctx.model,
-                                             stop_sequences=ctx.body.get("stop")))
+                                             stop_sequences=ctx.body.get("stop"),
+                                             thinking=THINKING in ctx.state))
 
     async def encode_stream(self, ctx: CallContext,
                             chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:
-        events = MessageEvents(ctx.model, ctx.body.get("stop"))
+        events = MessageEvents(ctx.model, ctx.body.get("stop"), THINKING in ctx.state)
         try:
             async for chunk in chunks:
                 batch = events.feed(chunk.data)

@@ -46,9 +46,9 @@ def validate_messages(body: dict[str, Any], *, count_only: bool = False) -> tupl
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise _error("stream", "Input should be a valid boolean")
-    metadata = body.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise _error("metadata", "Input should be a valid dictionary")
+    for key in ("metadata", "thinking"):
+        if body.get(key) is not None and not isinstance(body[key], dict):
+            raise _error(key, "Input should be a valid dictionary")
     _tools(body.get("tools"))
     _tool_choice(body.get("tool_choice"))
     return model, bool(stream)
