@@ -288,16 +288,17 @@ def test_overloaded_reaches_a_messages_client_as_529(server: GatewayServer,
                                                           "message": "Overloaded"}}
 
 
-def test_rate_limits_keep_their_retry_hint(server: GatewayServer, client: openai.OpenAI,
-                                           upstream: FakeAnthropic) -> None:
-    limited = Fail(429, "rate_limit_error", "Number of requests has exceeded your rate limit",
-                   headers={"retry-after": "7"})
-    upstream.enqueue(limited, limited, limited)
+def test_rate_limits_keep_their_retry_hint(upstream: FakeAnthropic, start_gateway: Any) -> None:
+    # No retries here: the router would honour the hint by waiting 7 s before retrying.
+    server = start_gateway({**claude_config(upstream), "router": {"num_retries": 0}})
+    upstream.enqueue(Fail(429, "rate_limit_error", "Number of requests has exceeded your "
+                          "rate limit", headers={"retry-after": "7"}))
     response = httpx.post(server.url + "/v1/chat/completions", headers=AUTH,
                           json={"model": "claude", "messages": USER})
     assert response.status_code == 429 and response.headers["retry-after"] == "7"
     assert response.json()["error"]["type"] == "rate_limit_error"
-    upstream.enqueue(limited, limited, limited)
+    upstream.enqueue(Fail(429, "rate_limit_error", "slow down"))
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=MASTER_KEY, max_retries=0)
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="claude", messages=USER)
 
@@ -351,18 +352,25 @@ def test_overloaded_mid_stream(server: GatewayServer, upstream: FakeAnthropic) -
     assert orjson.loads(last[len("data: "):])["error"]["type"] == "overloaded_error"
 
 
-@pytest.mark.parametrize(("reply", "code"), [
-    (Reply(cut_after=3), "upstream_connection_error"),
-    (Reply(stop=False), "upstream_protocol_error"),
-])
-def test_broken_streams_never_look_complete(server: GatewayServer, upstream: FakeAnthropic,
-                                           reply: Reply, code: str) -> None:
-    upstream.enqueue(reply)
+def test_broken_streams_never_look_complete(server: GatewayServer,
+                                           upstream: FakeAnthropic) -> None:
+    upstream.enqueue(Reply(cut_after=3))
     response = httpx.post(server.url + "/v1/chat/completions", headers=AUTH,
                           json={"model": "claude", "messages": USER, "stream": True})
     assert "[DONE]" not in response.text
     last = response.text[:-2].split("\n\n")[-1]
-    assert orjson.loads(last[len("data: "):])["error"]["code"] == code
+    assert orjson.loads(last[len("data: "):])["error"]["code"] == "upstream_connection_error"
+
+
+def test_a_complete_answer_without_message_stop_is_complete(server: GatewayServer,
+                                                            upstream: FakeAnthropic) -> None:
+    upstream.enqueue(Reply(stop=False))  # message_delta said why it stopped, then EOF
+    chunks = chunks_of(httpx.post(server.url + "/v1/chat/completions", headers=AUTH, json={
+        "model": "claude", "messages": USER, "stream": True,
+        "stream_options": {"include_usage": True}}))
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
+                   if c["choices"]) == TEXT
+    assert chunks[-1]["usage"]["completion_tokens"] == 10
 
 
 def test_timeouts_and_disconnects(upstream: FakeAnthropic, start_gateway: Any) -> None:

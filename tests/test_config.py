@@ -118,3 +118,17 @@ def test_config_check_command(tmp_path: Path) -> None:
     assert "models[0].api_base (line 2): Field required" in result.stderr
     assert "models[0].timeout (line 5): Input should be a valid number" in result.stderr
     assert "secret-xyz" not in result.stderr + result.stdout
+
+
+def test_router_names_must_exist(tmp_path: Path) -> None:
+    text = ("models:\n  - name: a\n    provider: demo\nrouter:\n  fallbacks: {a: [b]}\n"
+            "  models: {c: {hedge_after: 1}}\n  strategy: fastest\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), {})
+    problems = info.value.problems
+    assert any("router.strategy (line 7): Input should be 'weighted'" in p for p in problems)
+    text = text.replace("  strategy: fastest\n", "")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), {})
+    assert info.value.problems == ["router.models.c (line 6): unknown model 'c'",
+                                   "router.fallbacks.a[0] (line 5): unknown model 'b'"]

@@ -10,6 +10,7 @@ import openai
 import orjson
 import pytest
 
+from llmport.observability.events import RequestFinished
 from tests.conftest import MASTER_KEY
 from tests.support.fake_openai import Answer, Fail, FakeOpenAI
 from tests.support.servers import GatewayServer
@@ -45,8 +46,9 @@ def test_client_disconnect_cancels_a_pending_non_stream_call(proxied: GatewaySer
 def test_disconnect_cancels_the_demo_generation(start_gateway: Any) -> None:
     server = start_gateway({"models": [{"name": "demo", "provider": "demo",
                                         "first_token_ms": 0, "token_delay_ms": 100}]})
-    finished: list[Any] = []
-    server.gateway.events.subscribe(finished.append)
+    finished: list[RequestFinished] = []
+    server.gateway.events.subscribe(
+        lambda e: finished.append(e) if isinstance(e, RequestFinished) else None)
     body = {"model": "demo", "messages": USER, "stream": True}
     with httpx.stream("POST", server.url + "/v1/chat/completions", json=body) as response:
         next(response.iter_lines())
@@ -83,10 +85,24 @@ def test_official_client_raises_on_a_broken_stream(client: openai.OpenAI,
     assert received and all(c.choices[0].finish_reason is None for c in received if c.choices)
 
 
-def test_stream_without_done_is_not_a_complete_answer(client: openai.OpenAI,
-                                                      fake: FakeOpenAI) -> None:
-    fake.enqueue(Answer(tokens=5, done=False), Answer(tokens=5, done=False),
-                 Answer(tokens=5, done=False))
+@pytest.mark.parametrize("hold_open", [0.0, 30.0])
+def test_stream_without_done_is_finalised_promptly_with_usage(
+        client: openai.OpenAI, fake: FakeOpenAI, hold_open: float) -> None:
+    # Complete answers from servers that forget [DONE]: one closes, one keeps the line open.
+    fake.enqueue(Answer(tokens=5, done=False, hold_open=hold_open))
+    started = time.monotonic()
+    chunks = list(client.chat.completions.create(
+        model="gpt-4o-mini", messages=USER, stream=True, stream_options={"include_usage": True}))
+    assert time.monotonic() - started < 5  # not the 30 s the upstream would hold it
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello from the fake upstream"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
+    assert len(fake.history) == 1
+
+
+def test_stream_closed_before_finishing_is_not_a_complete_answer(
+        client: openai.OpenAI, fake: FakeOpenAI) -> None:
+    fake.enqueue(Answer(tokens=8, cut_after=4))
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True)
     with pytest.raises(openai.APIError):
         list(stream)

@@ -27,6 +27,7 @@ from llmport.api.asgi import (
     send_response,
 )
 from llmport.api.management import management_app
+from llmport.api.metrics_route import MetricsRoute
 from llmport.api.openai.dialect import OpenAIDialect
 from llmport.api.openai.models import PREFIX as MODELS_PREFIX
 from llmport.api.openai.models import ModelsRoute
@@ -35,7 +36,8 @@ from llmport.api.proxy import ProxyRoute
 from llmport.config import Config, load_config
 from llmport.errors import InvalidRequestError
 from llmport.gateway.gateway import Gateway
-from llmport.observability.logging import AccessLog, configure_logging
+from llmport.observability.logging import configure_logging
+from llmport.observability.setup import Observability
 from llmport.types import Endpoint
 
 
@@ -45,6 +47,7 @@ class LLMPortApp:
     def __init__(self, gateway: Gateway, fallback: FastAPI) -> None:
         self.gateway = gateway
         self.fallback = fallback
+        self.observability: Observability | None = None
         self.routes: dict[tuple[str, str], ASGIApp] = {}
         self.prefixes: list[tuple[str, str, ASGIApp]] = []
 
@@ -104,18 +107,24 @@ def _with_request_headers(scope: Scope, send: Send) -> Send:
 def create_app(config: Config | None = None) -> LLMPortApp:
     config = config or load_config(None)
     gateway = Gateway(config)
-    if config.logging.access_log:
-        gateway.events.subscribe(AccessLog())
+    observability = Observability(gateway, config)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
+        await observability.start()
         try:
             yield
         finally:
+            await observability.stop()
             await gateway.aclose()
 
     app = LLMPortApp(gateway, management_app(gateway, lifespan))
+    app.observability = observability
+    metrics = config.observability.metrics
+    if observability.metrics is not None and metrics.port is None:
+        route = MetricsRoute(gateway, observability.metrics, metrics.require_auth)
+        app.route("GET", metrics.path, route, v1_optional=False)
     openai_routes = {
         "/v1/chat/completions": (Endpoint.CHAT, validate_chat),
         "/v1/completions": (Endpoint.COMPLETIONS, validate_completion),

@@ -26,7 +26,9 @@ from pydantic import (
     field_validator,
 )
 
+from llmport.observability.settings import ObservabilityConfig
 from llmport.providers.registry import provider_class
+from llmport.routing.settings import RouterConfig
 
 DEFAULT_DEMO_MODEL = "llmport-demo"
 
@@ -46,6 +48,14 @@ class AuthConfig(StrictModel):
         return value
 
 
+class Pricing(StrictModel):
+    """US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+
+
 class ModelConfig(BaseModel):
     """One deployment: a public model name served by one provider instance.
 
@@ -61,8 +71,15 @@ class ModelConfig(BaseModel):
     connect_timeout: float = Field(default=10.0, gt=0)
     first_token_timeout: float | None = Field(default=None, gt=0)
     stream_idle_timeout: float | None = Field(default=None, gt=0)
+    headers_timeout: float | None = Field(default=None, gt=0, description=(
+        "seconds until the upstream's response headers"))
     weight: float = Field(default=1.0, ge=0)
-    priority: int = Field(default=1, ge=1)
+    priority: int = Field(default=1, ge=1, description="tier: 2 is used only when 1 is down")
+    max_concurrency: int | None = Field(default=None, ge=1, description=(
+        "requests in flight on this deployment; more wait in its priority queue"))
+    queue_size: int = Field(default=100, ge=0, description="requests that may wait")
+    queue_timeout: float = Field(default=30.0, gt=0, description="longest wait in the queue")
+    pricing: Pricing | None = None
     _options: BaseModel | None = PrivateAttr(default=None)
 
     @property
@@ -73,10 +90,6 @@ class ModelConfig(BaseModel):
     def options(self) -> Any:
         """The provider-specific options, validated by the provider's ``Options`` model."""
         return self._options
-
-
-class RouterConfig(StrictModel):
-    num_retries: int = Field(default=2, ge=0, le=10)
 
 
 class ServerConfig(StrictModel):
@@ -90,6 +103,10 @@ class LoggingConfig(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
     access_log: bool = True
+    log_bodies: bool = Field(default=False, description=(
+        "log request and response bodies (secrets and `redact` patterns masked)"))
+    redact: list[str] = Field(default_factory=list, description=(
+        "regular expressions of personal data to mask in logged bodies"))
 
 
 class Config(StrictModel):
@@ -100,6 +117,7 @@ class Config(StrictModel):
     router: RouterConfig = RouterConfig()
     server: ServerConfig = ServerConfig()
     logging: LoggingConfig = LoggingConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
 
     @property
     def model_names(self) -> list[str]:
@@ -164,6 +182,8 @@ def _from_tree(tree: dict[str, Any], source: str, lines: dict[tuple[Any, ...], i
         config = Config.model_validate(expanded)
     except ValidationError as exc:
         problems += [_describe(err, lines) for err in exc.errors()]
+    else:
+        problems += _check_router_names(config, lines)
     if problems:
         raise ConfigError(source, problems)
     for index, model in enumerate(config.models):
@@ -173,6 +193,23 @@ def _from_tree(tree: dict[str, Any], source: str, lines: dict[tuple[Any, ...], i
         # The raw extras become the validated values: secrets are SecretStr in repr and dumps.
         object.__setattr__(model, "__pydantic_extra__", dict(options or {}))
     return config
+
+
+def _check_router_names(config: Config, lines: dict[tuple[Any, ...], int]) -> list[str]:
+    """Every model the router section names must be a configured model."""
+    known = set(config.model_names)
+    problems = [f"{_where(('router', 'models', name), lines)}: unknown model {name!r}"
+                for name in config.router.models if name not in known]
+    router = config.router
+    for table_name in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
+        table: dict[str, list[str]] = getattr(router, table_name)
+        for source, chain in table.items():
+            loc: tuple[Any, ...] = ("router", table_name, source)
+            if source not in known:
+                problems.append(f"{_where(loc, lines)}: unknown model {source!r}")
+            problems += [f"{_where((*loc, i), lines)}: unknown model {name!r}"
+                         for i, name in enumerate(chain) if name not in known]
+    return problems
 
 
 def _check_options(provider: str, extras: dict[str, Any], loc: tuple[Any, ...],

@@ -15,6 +15,7 @@ in the envelope of the API the client speaks::
     ├── ConflictError                       409    conflict_error
     ├── PayloadTooLargeError                413    request_too_large
     ├── RateLimitError                      429    rate_limit_error (carries retry_after)
+    │   └── CapacityExceededError           429    a deployment's admission queue is full
     ├── ServiceUnavailableError             503    service_unavailable / overloaded_error
     └── UpstreamError                       502    upstream_error / api_error
         ├── UpstreamConnectionError         502    the upstream could not be reached
@@ -159,6 +160,10 @@ class RateLimitError(LLMPortError):
             headers.setdefault("retry-after", str(max(1, round(retry_after + 0.499))))
         super().__init__(message, code=code, headers=headers)
         self.retry_after = retry_after
+
+
+class CapacityExceededError(RateLimitError):
+    """A deployment's admission queue is full, or a request waited in it too long."""
 
 
 class ServiceUnavailableError(LLMPortError):

@@ -7,7 +7,7 @@ dialect (Anthropic Messages, local models) translates to and from it once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -26,6 +26,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    estimated: bool = False  # the upstream reported none; counted by the gateway
 
     @property
     def total_tokens(self) -> int:
@@ -118,10 +119,18 @@ class JSONResult:
 class StreamResult:
     """A streamed response: chunks in OpenAI form, produced lazily.
 
-    Policies that must see output wrap ``chunks``; they never buffer it.
+    Policies that must see output wrap ``chunks`` (keeping ``close``); they never
+    buffer it. Whoever consumes it calls ``aclose()`` at the end, read or not:
+    that returns the upstream connection and the deployment's slot.
     """
 
     chunks: AsyncIterator[Chunk]
+    close: Callable[[], Awaitable[None]] | None = None
+
+    async def aclose(self) -> None:
+        await self.chunks.aclose()  # type: ignore[attr-defined]
+        if self.close is not None:
+            await self.close()
 
 
 Result = JSONResult | StreamResult
@@ -139,6 +148,7 @@ class Principal:
     user_id: str | None = None
     allowed_models: frozenset[str] | None = None  # None = every model
     is_admin: bool = False
+    priority: int = 0  # admission priority of this caller's requests (higher first)
 
 
 ANONYMOUS = Principal(id="anonymous", kind="anonymous")

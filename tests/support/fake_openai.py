@@ -47,6 +47,7 @@ class Answer:
     stall_after: int | None = None  # stream: go silent for good after this many tokens
     malformed_at: int | None = None  # stream: send one broken event before this token
     done: bool = True  # stream: send [DONE] at the end
+    hold_open: float = 0.0  # stream: seconds to keep the connection open after the last event
     model: str = "fake-model-2024"
 
     async def __call__(self, up: FakeOpenAI, request: web.Request, rec: Recorded) -> Any:
@@ -55,6 +56,13 @@ class Answer:
             return _embeddings(body)
         chat = request.path.endswith("/chat/completions")
         words = [(" " if i else "") + WORDS[i % len(WORDS)] for i in range(self.tokens)]
+        messages = body.get("messages") or []
+        if chat and messages and messages[-1].get("role") == "assistant":
+            if up.prefill == "reject":
+                return await Fail(400, "This model does not support assistant message prefill.",
+                                  "invalid_request_error", "unsupported_prefill")(up, request, rec)
+            if up.prefill == "continue":
+                words = _continuation(words, str(messages[-1].get("content") or ""))
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         finish = "stop"
         if isinstance(limit, int) and limit < len(words):
@@ -149,6 +157,7 @@ class Answer:
                 await response.write(event([], usage=usage))
             if self.done:
                 await response.write(b"data: [DONE]\n\n")
+            await asyncio.sleep(self.hold_open)
             await response.write_eof()
             rec.finished = True
         except ConnectionResetError:
@@ -201,6 +210,30 @@ class Reset:
         return web.Response()
 
 
+@dataclass
+class FailUntil:
+    """Fail with ``status`` until ``deadline`` (time.monotonic()), then answer normally."""
+
+    deadline: float
+    status: int = 503
+    answer: Answer = field(default_factory=Answer)
+
+    async def __call__(self, up: FakeOpenAI, request: web.Request, rec: Recorded) -> Any:
+        if time.monotonic() < self.deadline:
+            return await Fail(self.status, "down for maintenance")(up, request, rec)
+        return await self.answer(up, request, rec)
+
+
+def _continuation(words: list[str], prefix: str) -> list[str]:
+    """The words after an assistant prefill that matches the start of the answer."""
+    text = ""
+    for index, word in enumerate(words):
+        if text == prefix:
+            return words[index:]
+        text += word
+    return [] if text == prefix else words
+
+
 def _logprob(token: str) -> dict[str, Any]:
     return {"token": token, "logprob": -0.25, "bytes": list(token.encode()), "top_logprobs": []}
 
@@ -239,6 +272,7 @@ class FakeOpenAI:
         self.history: list[Recorded] = []
         self.queue: deque[Any] = deque()
         self.default: Any = Answer()
+        self.prefill = "ignore"  # a trailing assistant message: "ignore" | "continue" | "reject"
         self.ids = itertools.count(1)
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -256,6 +290,7 @@ class FakeOpenAI:
         self.history.clear()
         self.queue.clear()
         self.default = Answer()
+        self.prefill = "ignore"
 
     async def _handle(self, request: web.Request) -> Any:
         raw = await request.read()

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from llmport import __version__
@@ -21,8 +22,7 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def management_app(gateway: Gateway, lifespan: Lifespan) -> FastAPI:
-    app = FastAPI(title="llmport", version=__version__, lifespan=lifespan,
-                  default_response_class=ORJSONResponse)
+    app = FastAPI(title="llmport", version=__version__, lifespan=lifespan)
 
     @app.get("/healthz", tags=["health"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -35,10 +35,10 @@ def management_app(gateway: Gateway, lifespan: Lifespan) -> FastAPI:
         body: dict[str, Any] = {
             "status": "ready" if ready else "starting",
             "models": gateway.config.model_names,
-            "deployments": [{"name": d.name, "model": d.config.name, "in_flight": d.in_flight}
-                            for d in gateway.router.deployments],
+            "deployments": [d.health() for d in gateway.router.deployments],
         }
-        return ORJSONResponse(body, status_code=200 if ready else 503)
+        return Response(orjson.dumps(body), status_code=200 if ready else 503,
+                        media_type="application/json")
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from time import perf_counter
 from typing import Protocol
 
 import structlog
@@ -67,17 +68,24 @@ class ProxyRoute:
         status: int = 200
         error: BaseException | None = None
         guard: DisconnectGuard | None = None
+        self.gateway.start_request(ctx)
         try:
             await self.gateway.authenticator.authenticate(ctx)
+            ctx.authenticated_at = perf_counter()
             self.dialect.decode(ctx, await read_body(receive, self.max_body))
             guard = DisconnectGuard(receive)
             result = await self.gateway.handle(ctx)
             if isinstance(result, JSONResult):
                 status = result.status
-                await send_response(send, status, self.dialect.encode(ctx, result),
-                                    self._headers(ctx))
+                body = self.dialect.encode(ctx, result)
+                if ctx.state.get("capture_response"):  # body logging is on
+                    ctx.state["response_body"] = body
+                await send_response(send, status, body, self._headers(ctx))
             else:
-                error = await self._relay(send, ctx, result.chunks)
+                try:
+                    error = await self._relay(send, ctx, result.chunks)
+                finally:
+                    await result.aclose()
                 status = error.status_code if error else 200
         except LLMPortError as exc:
             status, error = exc.status_code, exc

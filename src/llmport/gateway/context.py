@@ -36,8 +36,14 @@ class CallContext:
     upstream_s: float = 0.0  # time spent waiting on upstreams, for the overhead header
     overhead_s: float | None = None  # the gateway's own time, fixed when the response starts
     first_token_at: float | None = None
+    skipped_chunks: int = 0  # malformed upstream stream events dropped
     usage: Usage | None = None
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # policies add
+    outbound_headers: dict[str, str] = field(default_factory=dict)  # e.g. the traceparent
+    trace_id: str | None = None
+    authenticated_at: float | None = None
+    finish_reason: str | None = None  # of the first choice, as the upstream reported it
+    marks: list[tuple[str, float, float]] | None = None  # policy timings, when traced
     state: dict[str, Any] = field(default_factory=dict)  # scratch space for policies
 
     def header(self, name: bytes) -> bytes | None:

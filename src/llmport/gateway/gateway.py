@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from llmport.config import Config
 from llmport.errors import LLMPortError
 from llmport.gateway.context import CallContext
 from llmport.gateway.pipeline import Handler, Policy, fold
-from llmport.observability.events import EventBus, RequestFinished
+from llmport.observability.events import EventBus, RequestFinished, RequestStarted
 from llmport.policies.auth import Authenticator
 from llmport.routing.router import Router
 
@@ -22,11 +24,13 @@ class Gateway:
     def __init__(self, config: Config, policies: list[Policy] | None = None) -> None:
         self.config = config
         self.events = EventBus()
-        self.router = Router(config)
+        self.router = Router(config, self.events)
         master = config.auth.master_key
         self.authenticator = Authenticator(master.get_secret_value() if master else None)
-        self.handle: Handler = fold(policies or [], self.router)
+        self.handle: Handler = fold(policies or [], self.router,
+                                    timed=config.observability.tracing.enabled)
         self.ready = False
+        self.in_flight = 0  # requests between arrival and finish()
 
     async def start(self) -> None:
         await self.router.start()
@@ -36,8 +40,20 @@ class Gateway:
         self.ready = False
         await self.router.aclose()
 
+    def live_state(self) -> dict[str, Any]:
+        """What is happening now, for gauges: requests in flight, queues, breakers."""
+        return {"in_flight": self.in_flight, "deployments": {
+            d.name: {"queued": d.queue.waiting, "breaker": d.breaker.state.value}
+            for d in self.router.deployments}}
+
+    def start_request(self, ctx: CallContext) -> None:
+        self.in_flight += 1
+        if self.events.active:
+            self.events.emit(RequestStarted(ctx))
+
     def finish(self, ctx: CallContext, status: int, error: BaseException | None = None) -> None:
         """Report a finished request to the subscribers (logs, metrics, spend)."""
+        self.in_flight -= 1
         if not self.events.active:
             return
         latency = ctx.elapsed()
@@ -56,4 +72,4 @@ class Gateway:
             latency_s=latency,
             overhead_s=ctx.overhead_s if ctx.overhead_s is not None else latency - ctx.upstream_s,
             ttft_s=(ctx.first_token_at - ctx.started) if ctx.first_token_at else None,
-            usage=ctx.usage))
+            usage=ctx.usage, skipped_chunks=ctx.skipped_chunks, trace_id=ctx.trace_id))

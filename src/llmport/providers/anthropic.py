@@ -9,6 +9,7 @@ framing and error helpers are shared, not copied.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -26,8 +27,8 @@ from llmport.errors import (
     UpstreamTimeoutError,
 )
 from llmport.providers.base import Capabilities, Provider
-from llmport.providers.openai_compatible import retry_after, translate_client_error
 from llmport.providers.sse import SSEDecoder
+from llmport.providers.upstream_errors import retry_after, translate_client_error
 from llmport.translation.messages_to_openai import chat_completion
 from llmport.translation.messages_to_openai_stream import ChunkStream
 from llmport.translation.openai_to_messages import messages_request
@@ -110,7 +111,23 @@ class AnthropicProvider(Provider):
         for key, value in ctx.headers:
             if key in FORWARDED_HEADERS:
                 headers[key.decode("latin-1")] = value.decode("latin-1")
+        if ctx.outbound_headers:  # the gateway's own (its trace span) win over the client's
+            headers.update(ctx.outbound_headers)
         return headers
+
+    async def _send(self, ctx: CallContext, url: str, payload: bytes,
+                    limits: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        """Send the request; ``headers_timeout`` bounds the wait for the response headers."""
+        call = self.session.post(url, data=payload, headers=self._request_headers(ctx),
+                                 timeout=limits)
+        if self.config.headers_timeout is None:
+            return await call
+        try:
+            async with asyncio.timeout(self.config.headers_timeout):
+                return await call
+        except TimeoutError:
+            raise UpstreamTimeoutError(f"{self.name} sent no response headers within "
+                                       f"{self.config.headers_timeout:g}s") from None
 
     def _payload(self, request: dict[str, Any]) -> dict[str, Any]:
         return messages_request(request, model=self.config.upstream_model,
@@ -119,8 +136,8 @@ class AnthropicProvider(Provider):
     async def _post(self, ctx: CallContext, url: str, payload: dict[str, Any]) -> Any:
         """POST and parse one JSON answer, translating every failure."""
         try:
-            async with self.session.post(url, data=orjson.dumps(payload),
-                                         headers=self._request_headers(ctx)) as response:
+            async with await self._send(ctx, url, orjson.dumps(payload),
+                                        self._timeout) as response:
                 body = await response.read()
                 if response.status >= 400:
                     raise translate_error(response.status, body, response.headers)
@@ -161,9 +178,7 @@ class AnthropicProvider(Provider):
         response: aiohttp.ClientResponse | None = None
         translator = ChunkStream(int(time.time()))
         try:
-            response = await self.session.post(self._url, data=payload,
-                                               headers=self._request_headers(ctx),
-                                               timeout=self._stream_timeout)
+            response = await self._send(ctx, self._url, payload, self._stream_timeout)
             if response.status >= 400:
                 raise translate_error(response.status, await response.read(), response.headers)
             decoder = SSEDecoder()
@@ -171,13 +186,18 @@ class AnthropicProvider(Provider):
                 for event in decoder.feed(piece):
                     data = _parse_event(event.data)
                     if data is None:
+                        ctx.skipped_chunks += 1  # one malformed event is skipped, not fatal
                         continue
                     if data.get("type") == "error":
                         raise _stream_error(data)
                     for chunk in translator.feed(data):
                         yield Chunk(chunk)
             if not translator.done:
-                raise UpstreamProtocolError(f"{self.name} closed the stream before message_stop")
+                if not translator.stopped:
+                    raise UpstreamConnectionError(
+                        f"{self.name} ended the stream before the answer was complete")
+                for data in translator.feed({"type": "message_stop"}):  # complete but unsaid
+                    yield Chunk(data)
         except aiohttp.ClientPayloadError as exc:
             raise UpstreamConnectionError(f"{self.name} broke off the stream: {exc}") from exc
         except aiohttp.ClientError as exc:
@@ -188,14 +208,15 @@ class AnthropicProvider(Provider):
             if response is not None:
                 # A finished body returns its connection to the pool; anything else closes it,
                 # so the upstream sees the disconnect and stops generating.
-                response.release() if translator.done else response.close()
+                response.release() if translator.done and response.content.at_eof() \
+                    else response.close()
 
 
 def _parse_event(data: bytes) -> dict[str, Any] | None:
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return None  # one malformed event is skipped, not fatal
+        return None
     return parsed if isinstance(parsed, dict) else None
 
 

@@ -43,7 +43,7 @@ class Provider:
     """Base class of every provider; subclasses override what they support."""
 
     Options: ClassVar[type[BaseModel]] = NoOptions
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    capabilities: Capabilities = Capabilities()  # per class; an instance may refine it
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config

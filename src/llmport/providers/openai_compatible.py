@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -18,9 +19,6 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from llmport.errors import (
-    ContentPolicyError,
-    ContextLengthExceededError,
-    LLMPortError,
     UpstreamConnectionError,
     UpstreamProtocolError,
     UpstreamStatusError,
@@ -28,6 +26,7 @@ from llmport.errors import (
 )
 from llmport.providers.base import Capabilities, Provider
 from llmport.providers.sse import SSEDecoder
+from llmport.providers.upstream_errors import translate_client_error, translate_status
 from llmport.types import Chunk, Endpoint, JSONResult
 
 if TYPE_CHECKING:
@@ -39,6 +38,7 @@ PATHS = {
     Endpoint.COMPLETIONS: "/completions",
     Endpoint.EMBEDDINGS: "/embeddings",
 }
+DONE_GRACE = 1.0  # seconds to wait for [DONE] once every choice has finished
 FORWARDED_HEADERS = (b"traceparent", b"tracestate", b"openai-organization", b"openai-project")
 
 
@@ -52,6 +52,11 @@ class OpenAICompatibleOptions(BaseModel):
     stream_usage: bool = Field(
         default=True,
         description="ask the upstream for usage at the end of streams (stream_options)")
+    supports_prefill: bool = Field(default=False, description=(
+        "the server continues a trailing assistant message (vLLM, Ollama, llama.cpp do)"))
+    prefill_extra_body: dict[str, Any] = Field(default_factory=dict, description=(
+        "merged into requests that end with an assistant message, e.g. vLLM's "
+        "{continue_final_message: true, add_generation_prompt: false}"))
 
     @field_validator("api_base")
     @classmethod
@@ -81,6 +86,7 @@ class OpenAICompatibleProvider(Provider):
             total=config.timeout, connect=config.connect_timeout,
             sock_read=config.stream_idle_timeout)
         self._session: aiohttp.ClientSession | None = None
+        self.capabilities = replace(self.capabilities, prefill=options.supports_prefill)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.options.max_connections,
@@ -104,15 +110,20 @@ class OpenAICompatibleProvider(Provider):
         for key, value in ctx.headers:
             if key in FORWARDED_HEADERS:
                 headers[key.decode("latin-1")] = value.decode("latin-1")
+        if ctx.outbound_headers:  # the gateway's own (its trace span) win over the client's
+            headers.update(ctx.outbound_headers)
         return headers
 
     def _payload(self, ctx: CallContext, request: dict[str, Any], stream: bool) -> bytes:
         """The bytes to send: the client's own when nothing needs to change."""
         wants_usage = stream and self.options.stream_usage and not _asks_usage(request)
+        prefill = self.options.prefill_extra_body if _ends_with_assistant(request) else None
         if (request is ctx.body and ctx.raw_body is not None and not wants_usage
-                and request.get("model") == self._upstream_model):
+                and not prefill and request.get("model") == self._upstream_model):
             return ctx.raw_body
         body = {**request, "model": self._upstream_model}
+        if prefill:
+            body.update(prefill)
         if wants_usage:
             body["stream_options"] = {**(request.get("stream_options") or {}),
                                       "include_usage": True}
@@ -122,8 +133,7 @@ class OpenAICompatibleProvider(Provider):
                        request: dict[str, Any]) -> JSONResult:
         payload = self._payload(ctx, request, stream=False)
         try:
-            async with self.session.post(self._urls[endpoint], data=payload,
-                                         headers=self._request_headers(ctx)) as response:
+            async with await self._post(endpoint, payload, ctx, self._timeout) as response:
                 body = await response.read()
                 if response.status >= 400:
                     raise translate_status(response.status, body, response.headers)
@@ -146,30 +156,34 @@ class OpenAICompatibleProvider(Provider):
         # When the gateway asked for usage on the client's behalf, the upstream adds
         # `"usage": null` to every chunk; strip it so the client sees what it asked for.
         strip_usage = self.options.stream_usage and not _asks_usage(request)
+        choices_left = set(range(int(request.get("n") or 1)))
         response: aiohttp.ClientResponse | None = None
-        finished = False
+        done = False  # [DONE] received: the connection can go back to the pool
         try:
-            response = await self.session.post(self._urls[endpoint], data=payload,
-                                               headers=self._request_headers(ctx),
-                                               timeout=self._stream_timeout)
+            response = await self._post(endpoint, payload, ctx, self._stream_timeout)
             if response.status >= 400:
                 raise translate_status(response.status, await response.read(), response.headers)
             decoder = SSEDecoder()
-            async for piece in response.content.iter_any():
+            while True:
+                piece = await _read(response.content, DONE_GRACE if not choices_left else None)
+                if not piece:
+                    break  # end of body, or the answer is complete and [DONE] is late
                 for event in decoder.feed(piece):
                     if event.data == b"[DONE]":
-                        finished = True
+                        done = True
                         continue
                     chunk = _parse_chunk(event.data, event.raw)
                     if chunk is None:
+                        ctx.skipped_chunks += 1  # one malformed event is skipped, not fatal
                         continue
                     if strip_usage and chunk.data.get("usage", 0) is None:
-                        del chunk.data["usage"]
-                        chunk.raw = chunk.raw.replace(b',"usage":null', b"", 1) \
-                            if chunk.raw is not None and b',"usage":null' in chunk.raw else None
+                        _drop_null_usage(chunk)
+                    if choices_left:
+                        _tick_finished(chunk.data, choices_left)
                     yield chunk
-            if not finished:
-                raise UpstreamProtocolError(f"{self.name} closed the stream before [DONE]")
+            if choices_left:
+                raise UpstreamConnectionError(
+                    f"{self.name} ended the stream before the answer was complete")
         except aiohttp.ClientPayloadError as exc:
             raise UpstreamConnectionError(f"{self.name} broke off the stream: {exc}") from exc
         except aiohttp.ClientError as exc:
@@ -179,8 +193,53 @@ class OpenAICompatibleProvider(Provider):
         finally:
             if response is not None:
                 # A finished body returns its connection to the pool; anything else (client
-                # gone, error) closes it, so the upstream sees the disconnect and stops.
-                response.release() if finished else response.close()
+                # gone, error, a server that never sent [DONE]) closes it, so the upstream
+                # sees the disconnect and stops.
+                response.release() if done and response.content.at_eof() else response.close()
+
+    async def _post(self, endpoint: Endpoint, payload: bytes, ctx: CallContext,
+                    limits: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        """Send the request; ``headers_timeout`` bounds the wait for the response headers."""
+        call = self.session.post(self._urls[endpoint], data=payload,
+                                 headers=self._request_headers(ctx), timeout=limits)
+        if self.config.headers_timeout is None:
+            return await call
+        try:
+            async with asyncio.timeout(self.config.headers_timeout):
+                return await call
+        except TimeoutError:
+            raise UpstreamTimeoutError(f"{self.name} sent no response headers within "
+                                       f"{self.config.headers_timeout:g}s") from None
+
+
+async def _read(reader: aiohttp.StreamReader, grace: float | None) -> bytes:
+    if grace is None:
+        return await reader.readany()
+    try:
+        async with asyncio.timeout(grace):
+            return await reader.readany()
+    except TimeoutError:
+        return b""
+
+
+def _tick_finished(data: dict[str, Any], choices_left: set[int]) -> None:
+    for choice in data.get("choices") or ():
+        if choice.get("finish_reason"):
+            choices_left.discard(choice.get("index", 0))
+
+
+def _drop_null_usage(chunk: Chunk) -> None:
+    del chunk.data["usage"]
+    raw = chunk.raw
+    chunk.raw = raw.replace(b',"usage":null', b"", 1) if raw and b',"usage":null' in raw else None
+
+
+def _ends_with_assistant(request: dict[str, Any]) -> bool:
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return False
+    last = messages[-1]
+    return isinstance(last, dict) and last.get("role") == "assistant"
 
 
 def _asks_usage(request: dict[str, Any]) -> bool:
@@ -199,48 +258,6 @@ def _parse_chunk(data: bytes, raw: bytes) -> Chunk | None:
         error = parsed["error"] if isinstance(parsed["error"], dict) else {}
         raise UpstreamStatusError(502, str(error.get("message") or "upstream stream error"),
                                   error_type=error.get("type"), code=error.get("code"))
+    if not isinstance(parsed.get("choices"), list):
+        return None  # not a chunk at all
     return Chunk(parsed, raw if raw.startswith(b"data: ") else None)
-
-
-def translate_status(status: int, body: bytes, headers: Any) -> LLMPortError:
-    """An upstream error response → the exception tree, keeping status, type and message."""
-    error: dict[str, Any] = {}
-    try:
-        parsed = orjson.loads(body)
-        if isinstance(parsed, dict):
-            nested = parsed.get("error")
-            error = nested if isinstance(nested, dict) else parsed
-    except orjson.JSONDecodeError:
-        pass
-    message = str(error.get("message") or body[:500].decode("utf-8", "replace")
-                  or f"upstream returned HTTP {status}")
-    code = error.get("code")
-    code = str(code) if code is not None else None
-    param = error.get("param") if isinstance(error.get("param"), str) else None
-    lowered = message.lower()
-    if status == 400 and (code == "context_length_exceeded" or "context length" in lowered
-                          or "context window" in lowered):
-        return ContextLengthExceededError(message, param=param or "messages")
-    if status == 400 and (code in ("content_policy_violation", "content_filter")
-                          or "content management policy" in lowered):
-        return ContentPolicyError(message, param=param)
-    return UpstreamStatusError(status, message, error_type=error.get("type"), code=code,
-                               param=param, retry_after=retry_after(headers))
-
-
-def retry_after(headers: Any) -> float | None:
-    """Seconds to wait as the upstream asked (``retry-after-ms`` wins over ``retry-after``)."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name) if headers is not None else None
-        if value:
-            try:
-                return max(0.0, float(value) * scale)
-            except ValueError:
-                continue
-    return None
-
-
-def translate_client_error(exc: aiohttp.ClientError, provider: Provider) -> LLMPortError:
-    if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
-        return UpstreamTimeoutError(f"{provider.name} timed out: {exc}")
-    return UpstreamConnectionError(f"{provider.name} could not be reached: {exc}")

@@ -12,10 +12,11 @@ class ChunkStream:
 
     ``feed`` takes each event's parsed data and returns the chunks it makes
     (often none); after ``message_stop`` the last one carries the usage, as
-    every provider's stream does, and ``done`` is true.
+    every provider's stream does, and ``done`` is true. ``stopped`` is true
+    once ``message_delta`` gave the stop reason: the answer is complete.
     """
 
-    __slots__ = ("_base", "_tools", "_usage", "done")
+    __slots__ = ("_base", "_tools", "_usage", "done", "stopped")
 
     def __init__(self, created: int) -> None:
         self._base: dict[str, Any] = {"id": "msg", "object": "chat.completion.chunk",
@@ -23,6 +24,7 @@ class ChunkStream:
         self._tools: dict[int, int] = {}  # content block index → OpenAI tool call index
         self._usage: dict[str, Any] = {}
         self.done = False
+        self.stopped = False
 
     def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         kind = event.get("type")
@@ -41,6 +43,7 @@ class ChunkStream:
             self._usage.update({k: v for k, v in (event.get("usage") or {}).items()
                                 if v is not None})
             delta = event.get("delta") or {}
+            self.stopped = True
             chunk = self._chunk({}, FINISH_REASONS.get(delta.get("stop_reason") or "", "stop"))
             if delta.get("stop_sequence"):
                 chunk["choices"][0]["stop_reason"] = delta["stop_sequence"]

@@ -1,0 +1,173 @@
+"""Prometheus metrics: a subscriber to the gateway's events.
+
+With several worker processes (``llmport serve --workers N``) the CLI points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers start;
+prometheus_client then keeps each worker's values in shared files and any
+worker (or the separate metrics port, served by the supervisor) exposes the
+sum over all of them. Gauges of live state (in flight, queue lengths, breaker
+states) are refreshed from that state at scrape time and once a second.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Hashable
+from typing import Any, Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from llmport.observability.events import (
+    AttemptFinished,
+    BreakerStateChanged,
+    CacheLookup,
+    FallbackUsed,
+    QueueWaited,
+    RequestFinished,
+)
+
+LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+           30.0, 60.0)
+OVERHEAD = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+REJECTIONS = {401: "unauthenticated", 402: "budget", 403: "forbidden", 429: "rate_limited"}
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    def __init__(self, live: Callable[[], dict[str, Any]], tenant_labels: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.tenant_labels = tenant_labels
+        self._live = live
+        self._children: dict[Hashable, Any] = {}
+        r = self.registry
+
+        def counter(name: str, doc: str, labels: list[str]) -> Counter:
+            return Counter(f"llmport_{name}", doc, labels, registry=r)
+
+        def histogram(name: str, doc: str, labels: list[str], buckets: tuple[float, ...]
+                      ) -> Histogram:
+            return Histogram(f"llmport_{name}", doc, labels, registry=r, buckets=buckets)
+
+        def gauge(name: str, doc: str, labels: list[str],
+                  mode: Literal["livesum", "livemax"]) -> Gauge:
+            return Gauge(f"llmport_{name}", doc, labels, registry=r, multiprocess_mode=mode)
+
+        self.requests = counter("requests_total", "Requests answered",
+                                ["endpoint", "model", "deployment", "status", "error_type"])
+        self.latency = histogram("request_duration_seconds", "Time to the whole answer",
+                                 ["endpoint", "model", "stream"], LATENCY)
+        self.ttft = histogram("time_to_first_token_seconds", "Time to the first streamed token",
+                              ["model"], LATENCY)
+        self.overhead = histogram("gateway_overhead_seconds",
+                                  "Time the gateway itself added to a request", ["endpoint"],
+                                  OVERHEAD)
+        self.tokens = counter("tokens_total", "Tokens used", ["model", "tenant", "kind"])
+        self.cost = counter("cost_usd_total", "Cost in US dollars", ["model", "tenant"])
+        self.rejections = counter("rejections_total", "Requests refused before any upstream",
+                                  ["reason"])
+        self.cache = counter("cache_lookups_total", "Response cache lookups", ["model", "result"])
+        self.attempts = counter("upstream_attempts_total", "Calls to upstream deployments",
+                                ["deployment", "outcome"])
+        self.attempt_latency = histogram("upstream_attempt_duration_seconds",
+                                         "Upstream call time (to first output for streams)",
+                                         ["deployment"], LATENCY)
+        self.retries = counter("retries_total", "Attempts beyond a request's first", ["model"])
+        self.fallbacks = counter("fallbacks_total", "Requests moved to another model",
+                                 ["from_model", "to_model", "reason"])
+        self.breaker_changes = counter("circuit_breaker_transitions_total",
+                                       "Circuit breaker state changes", ["deployment", "state"])
+        self.queue_wait = histogram("queue_wait_seconds", "Time waited for admission",
+                                    ["deployment"], LATENCY)
+        self.queue_rejected = counter("queue_rejections_total", "Requests refused by a full queue",
+                                      ["deployment"])
+        self.malformed = counter("malformed_chunks_total", "Upstream stream events skipped",
+                                 ["model"])
+        self.in_flight = gauge("in_flight_requests", "Requests being answered", [], "livesum")
+        self.queued = gauge("queue_length", "Requests waiting for admission", ["deployment"],
+                            "livesum")
+        self.breaker = gauge("circuit_breaker_state", "0 closed, 1 half-open, 2 open",
+                             ["deployment"], "livemax")
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            RequestFinished: self._finished, AttemptFinished: self._attempt,
+            FallbackUsed: self._fallback, BreakerStateChanged: self._breaker,
+            QueueWaited: self._queue, CacheLookup: self._cache,
+        }
+
+    def __call__(self, event: object) -> None:
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """A labelled child, cached: label resolution costs more than the update."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def _finished(self, e: RequestFinished) -> None:
+        model, endpoint = e.served_model or e.model, e.endpoint.value
+        status = str(e.status)
+        self.child(self.requests, endpoint, e.model, e.deployment or "", status,
+                   e.error_type or "").inc()
+        self.child(self.latency, endpoint, model, "true" if e.stream else "false").observe(
+            e.latency_s)
+        self.child(self.overhead, endpoint).observe(e.overhead_s)
+        if e.ttft_s is not None and e.stream:
+            self.child(self.ttft, model).observe(e.ttft_s)
+        if e.status in REJECTIONS and e.deployment is None:
+            self.child(self.rejections, REJECTIONS[e.status]).inc()
+        if e.skipped_chunks:
+            self.child(self.malformed, model).inc(e.skipped_chunks)
+        usage = e.usage
+        if usage is not None:
+            tenant = (getattr(e, "org_id", None) or e.principal_id) if self.tenant_labels else ""
+            self.child(self.tokens, model, tenant, "prompt").inc(usage.prompt_tokens)
+            self.child(self.tokens, model, tenant, "completion").inc(usage.completion_tokens)
+            cost = getattr(e, "cost", None)
+            if cost:
+                self.child(self.cost, model, tenant).inc(cost)
+
+    def _attempt(self, e: AttemptFinished) -> None:
+        self.child(self.attempts, e.deployment, "ok" if e.ok else e.error_type or "error").inc()
+        self.child(self.attempt_latency, e.deployment).observe(e.duration_s)
+        if e.attempt > 1:
+            self.child(self.retries, e.model).inc()
+
+    def _fallback(self, e: FallbackUsed) -> None:
+        self.child(self.fallbacks, e.from_model, e.to_model, e.reason).inc()
+
+    def _breaker(self, e: BreakerStateChanged) -> None:
+        self.child(self.breaker_changes, e.deployment, e.state).inc()
+        self.child(self.breaker, e.deployment).set(BREAKER_VALUES[e.state])
+
+    def _queue(self, e: QueueWaited) -> None:
+        if e.admitted:
+            self.child(self.queue_wait, e.deployment).observe(e.wait_s)
+        else:
+            self.child(self.queue_rejected, e.deployment).inc()
+
+    def _cache(self, e: CacheLookup) -> None:
+        self.child(self.cache, e.model, "hit" if e.hit else "miss").inc()
+
+    def refresh(self) -> None:
+        """Copy live state (in flight, queues, breakers) into the gauges."""
+        live = self._live()
+        self.in_flight.set(live["in_flight"])
+        for name, deployment in live["deployments"].items():
+            self.child(self.queued, name).set(deployment["queued"])
+            self.child(self.breaker, name).set(BREAKER_VALUES[deployment["breaker"]])
+
+    def exposition(self) -> bytes:
+        self.refresh()
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)

@@ -1,0 +1,66 @@
+"""Attach the observability subscribers a config asks for, and run their background parts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Any
+
+from llmport.config import Config
+from llmport.gateway.gateway import Gateway
+from llmport.observability.logging import AccessLog, BodyLog
+from llmport.observability.metrics import Metrics, multiprocess_dir
+
+REFRESH_SECONDS = 1.0
+
+
+class Observability:
+    def __init__(self, gateway: Gateway, config: Config) -> None:
+        settings = config.observability
+        self.metrics: Metrics | None = None
+        self.tracing: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._metrics_port = settings.metrics.port
+        if settings.tracing.enabled:
+            from llmport.observability.tracing import Tracing  # OpenTelemetry only when on
+
+            self.tracing = Tracing(settings.tracing)
+            gateway.events.subscribe(self.tracing)  # first: it names the trace others log
+        if settings.metrics.enabled:
+            self.metrics = Metrics(gateway.live_state, settings.metrics.tenant_labels)
+            gateway.events.subscribe(self.metrics)
+        if config.logging.access_log:
+            gateway.events.subscribe(AccessLog())
+        if config.logging.log_bodies:
+            gateway.events.subscribe(BodyLog(config.logging.redact))
+
+    async def start(self) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        if multiprocess_dir() is not None:
+            self._tasks.append(asyncio.create_task(self._refresh(metrics)))
+        elif self._metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            start_http_server(self._metrics_port, "127.0.0.1", registry=metrics.registry)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.metrics is not None and multiprocess_dir() is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+        if self.tracing is not None:
+            self.tracing.shutdown()
+
+    @staticmethod
+    async def _refresh(metrics: Metrics) -> None:
+        """In multiprocess mode a worker's gauges live in files: keep them current."""
+        while True:
+            metrics.refresh()
+            await asyncio.sleep(REFRESH_SECONDS)

@@ -1,0 +1,119 @@
+"""Circuit breaker per deployment: stop sending traffic to what is down, probe, recover.
+
+Closed → open after ``failure_threshold`` consecutive failures, or when the
+failure share over the last ``window`` seconds exceeds ``error_rate`` (with at
+least ``min_requests`` outcomes). Open for ``open_seconds``, then half-open:
+exactly one probe request is let through; its success closes the breaker,
+its failure opens it again. Only failures that say something about the
+deployment's health count (timeouts, connection errors, 429 and 5xx); a bad
+request is a healthy answer.
+
+State changes go to ``on_change`` so they can be exported and shared between
+replicas; ``force_open`` applies a state learned from elsewhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from enum import StrEnum
+
+from llmport.routing.settings import BreakerConfig
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    def __init__(self, config: BreakerConfig,
+                 on_change: Callable[[BreakerState, BreakerState], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.state = BreakerState.CLOSED
+        self.opened_until = 0.0
+        self.consecutive_failures = 0
+        self._outcomes: deque[tuple[float, bool]] = deque()
+        self._failures_in_window = 0
+        self._probing = False
+        self.on_change = on_change
+        self._clock = clock
+
+    def available(self) -> bool:
+        """Whether a request may be sent now (without claiming the half-open probe)."""
+        if self.state is BreakerState.CLOSED:
+            return True
+        if self.state is BreakerState.OPEN:
+            return self._clock() >= self.opened_until
+        return not self._probing
+
+    def acquire(self) -> bool:
+        """Claim the right to send one request; in half-open state only one probe at a time."""
+        if self.state is BreakerState.CLOSED:
+            return True
+        if self.state is BreakerState.OPEN:
+            if self._clock() < self.opened_until:
+                return False
+            self._set(BreakerState.HALF_OPEN)
+        if self._probing:
+            return False
+        self._probing = True
+        return True
+
+    def retry_after(self) -> float:
+        """Seconds until this breaker lets a probe through (0 when it already would)."""
+        if self.state is BreakerState.OPEN:
+            return max(0.0, self.opened_until - self._clock())
+        return 0.0
+
+    def record_success(self) -> None:
+        self._probing = False
+        self.consecutive_failures = 0
+        self._record(True)
+        if self.state is not BreakerState.CLOSED:
+            self._set(BreakerState.CLOSED)
+
+    def record_failure(self) -> None:
+        self._probing = False
+        self.consecutive_failures += 1
+        self._record(False)
+        if self.state is BreakerState.HALF_OPEN or self._tripped():
+            self.force_open(self.config.open_seconds)
+
+    def release(self) -> None:
+        """An attempt ended without a verdict (e.g. the client left): free the probe."""
+        self._probing = False
+
+    def force_open(self, seconds: float) -> None:
+        self.opened_until = self._clock() + seconds
+        if self.state is not BreakerState.OPEN:
+            self._set(BreakerState.OPEN)
+
+    def _tripped(self) -> bool:
+        if self.consecutive_failures >= self.config.failure_threshold:
+            return True
+        total = len(self._outcomes)
+        return (total >= self.config.min_requests
+                and self._failures_in_window / total > self.config.error_rate)
+
+    def _record(self, ok: bool) -> None:
+        now = self._clock()
+        self._outcomes.append((now, ok))
+        if not ok:
+            self._failures_in_window += 1
+        horizon = now - self.config.window
+        while self._outcomes and self._outcomes[0][0] < horizon:
+            _, old_ok = self._outcomes.popleft()
+            if not old_ok:
+                self._failures_in_window -= 1
+
+    def _set(self, state: BreakerState) -> None:
+        previous, self.state = self.state, state
+        if state is BreakerState.CLOSED:
+            self._outcomes.clear()
+            self._failures_in_window = 0
+        if self.on_change is not None:
+            self.on_change(previous, state)
