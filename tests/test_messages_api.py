@@ -325,6 +325,30 @@ def test_wrong_method_and_oversized_body(proxied: GatewayServer, start_gateway: 
     anthropic_error(post(small, body), 413, "request_too_large")
 
 
+def test_messages_clients_list_models_in_their_shape(proxied: GatewayServer,
+                                                    claude: anthropic.Anthropic) -> None:
+    listing = httpx.get(proxied.url + "/v1/models", headers=HEADERS).json()
+    assert set(listing) == {"data", "has_more", "first_id", "last_id"}
+    assert [m["id"] for m in listing["data"]] == ["gpt-4o-mini", "demo"]
+    for info in listing["data"]:
+        model = anthropic.types.ModelInfo.model_validate(info)
+        assert model.type == "model" and not model.model_extra
+    assert (listing["has_more"], listing["first_id"], listing["last_id"]) == (
+        False, "gpt-4o-mini", "demo")
+    assert [m.id for m in claude.models.list()] == ["gpt-4o-mini", "demo"]
+    assert claude.models.retrieve("demo").display_name == "demo"
+    with pytest.raises(anthropic.NotFoundError) as info:
+        claude.models.retrieve("nope")
+    assert info.value.body == {"type": "error", "error": {
+        "type": "not_found_error",
+        "message": "The model `nope` does not exist or you do not have access to it."}}
+    anthropic_error(httpx.get(proxied.url + "/v1/models",
+                              headers={"anthropic-version": "2023-06-01"}),
+                    401, "authentication_error")
+    assert httpx.get(proxied.url + "/v1/models", headers={"x-api-key": MASTER_KEY}).json()[
+        "object"] == "list"  # without anthropic-version: the OpenAI shape
+
+
 def test_openapi_docs_describe_the_messages_routes(proxied: GatewayServer) -> None:
     document = httpx.get(proxied.url + "/openapi.json").json()
     assert {"/v1/messages", "/v1/messages/count_tokens"} <= set(document["paths"])

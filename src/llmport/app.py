@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from llmport.api.anthropic.count_tokens import CountTokensRoute
 from llmport.api.anthropic.dialect import MessagesDialect
+from llmport.api.anthropic.models import MessagesModelsRoute
 from llmport.api.asgi import (
     ASGIApp,
     Message,
@@ -134,7 +135,7 @@ def create_app(config: Config | None = None) -> LLMPortApp:
         app.route("POST", path, ProxyRoute(gateway, endpoint, OpenAIDialect(validate)))
     app.route("POST", "/v1/messages", ProxyRoute(gateway, Endpoint.CHAT, MessagesDialect()))
     app.route("POST", "/v1/messages/count_tokens", CountTokensRoute(gateway))
-    models = ModelsRoute(gateway)
+    models = MessagesModelsRoute(ModelsRoute(gateway))  # Messages clients get their shape
     app.route("GET", "/v1/models", models)
     app.prefix("GET", MODELS_PREFIX, models)
     app.prefix("GET", MODELS_PREFIX[3:], models)
