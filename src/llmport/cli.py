@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -67,6 +70,8 @@ def serve(
                     f"on {bind} only. Set auth.master_key before exposing it.",
                     fg=typer.colors.YELLOW, bold=True, err=True)
     configure_logging(settings.logging.level, settings.logging.format)
+    settings = settings.model_copy(update={"server": settings.server.model_copy(
+        update={"host": bind, "port": listen_port, "workers": processes})})
     models = ", ".join(settings.model_names)
     typer.echo(f"llmport serving {models} on http://{bind}:{listen_port}/v1", err=True)
     common: dict[str, Any] = {
@@ -76,9 +81,30 @@ def serve(
     if processes > 1:
         if path is not None:
             os.environ["LLMPORT_CONFIG"] = str(path)
+        _share_metrics(settings, bind)
         uvicorn.run("llmport.app:app_from_env", factory=True, workers=processes, **common)
     else:
         uvicorn.run(create_app(settings), **common)
+
+
+def _share_metrics(settings: Config, bind: str) -> None:
+    """Workers keep their metrics in files of one fresh directory; scrapes add them up.
+
+    With a separate metrics port, this (supervisor) process serves the sum itself.
+    """
+    metrics = settings.observability.metrics
+    if not metrics.enabled:
+        return
+    directory = tempfile.mkdtemp(prefix="llmport-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    atexit.register(shutil.rmtree, directory, True)
+    if metrics.port is not None:
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, directory)  # type: ignore[no-untyped-call]
+        start_http_server(metrics.port, bind, registry=registry)
 
 
 @config_cli.command("check")

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from llmport.observability.settings import ObservabilityConfig
+from llmport.policies.cache import CacheConfig
 from llmport.providers.registry import provider_class
 from llmport.routing.settings import RouterConfig
 
@@ -118,6 +119,7 @@ class Config(StrictModel):
     server: ServerConfig = ServerConfig()
     logging: LoggingConfig = LoggingConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    cache: CacheConfig = CacheConfig()
 
     @property
     def model_names(self) -> list[str]:

@@ -10,27 +10,36 @@ from llmport.gateway.context import CallContext
 from llmport.gateway.pipeline import Handler, Policy, fold
 from llmport.observability.events import EventBus, RequestFinished, RequestStarted
 from llmport.policies.auth import Authenticator
+from llmport.policies.cache import CachePolicy
 from llmport.routing.router import Router
 
 
 class Gateway:
     """The request path without HTTP: authenticate, run the pipeline, report the outcome.
 
-    Policy order is declared here, in one place::
+    Policy order is declared here, in one place (``_policies``)::
 
-        authenticate → [policies …] → router → provider
+        authenticate → cache → router → provider
     """
 
-    def __init__(self, config: Config, policies: list[Policy] | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
         self.events = EventBus()
         self.router = Router(config, self.events)
         master = config.auth.master_key
         self.authenticator = Authenticator(master.get_secret_value() if master else None)
-        self.handle: Handler = fold(policies or [], self.router,
+        self.policies = self._policies()
+        self.handle: Handler = fold(self.policies, self.router,
                                     timed=config.observability.tracing.enabled)
         self.ready = False
         self.in_flight = 0  # requests between arrival and finish()
+
+    def _policies(self) -> list[Policy]:
+        """The pipeline, in order (authentication ran before it, the router ends it)."""
+        policies: list[Policy] = []
+        if self.config.cache.enabled:
+            policies.append(CachePolicy(self.config.cache, self.events))
+        return policies
 
     async def start(self) -> None:
         await self.router.start()

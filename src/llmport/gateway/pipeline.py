@@ -55,4 +55,4 @@ def _timed(policy: Policy) -> Policy:
             if not marked and ctx.marks is not None:  # it answered or refused by itself
                 ctx.marks.append((name, began, perf_counter()))
 
-    return timed  # type: ignore[return-value, unused-ignore]
+    return timed

@@ -26,7 +26,8 @@ class TracingConfig(_Strict):
 
     enabled: bool = False
     service_name: str = "llmport"
-    exporter: Literal["otlp", "console"] = "otlp"
+    exporter: Literal["otlp", "console", "none"] = Field(default="otlp", description=(
+        "none: spans go only to processors added in code (tests, embedding)"))
     sample_ratio: float = Field(default=1.0, ge=0, le=1)
 
 

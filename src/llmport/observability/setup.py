@@ -22,6 +22,7 @@ class Observability:
         self.tracing: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_port = settings.metrics.port
+        self._host = config.server.host
         if settings.tracing.enabled:
             from llmport.observability.tracing import Tracing  # OpenTelemetry only when on
 
@@ -44,7 +45,7 @@ class Observability:
         elif self._metrics_port is not None:
             from prometheus_client import start_http_server
 
-            start_http_server(self._metrics_port, "127.0.0.1", registry=metrics.registry)
+            start_http_server(self._metrics_port, self._host, registry=metrics.registry)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -56,7 +56,7 @@ class Tracing:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        else:
+        elif settings.exporter == "console":
             self.provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
         self.tracer = self.provider.get_tracer("llmport")
         self.propagator = TraceContextTextMapPropagator()

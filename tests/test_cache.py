@@ -1,0 +1,82 @@
+"""The exact response cache: hits skip the upstream, streams replay, headers opt out."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import httpx
+import openai
+
+from llmport.observability.events import RequestFinished
+from tests.support.fake_openai import Fail, FakeOpenAI
+
+USER: Any = [{"role": "user", "content": "What is a gateway?"}]
+
+
+def cached(fake: FakeOpenAI, start_gateway: Any, **cache: Any) -> Any:
+    return start_gateway({"models": [{"name": "m", "provider": "openai", "api_base": fake.url}],
+                          "cache": {"enabled": True, **cache}})
+
+
+def test_identical_requests_hit_and_are_not_billed(fake: FakeOpenAI, start_gateway: Any) -> None:
+    server = cached(fake, start_gateway)
+    finished: list[RequestFinished] = []
+    server.gateway.events.subscribe(
+        lambda e: finished.append(e) if isinstance(e, RequestFinished) else None)
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    first = client.chat.completions.with_raw_response.create(model="m", messages=USER, user="a")
+    second = client.chat.completions.with_raw_response.create(model="m", messages=USER, user="b")
+    assert "x-llmport-cache" not in first.headers
+    assert second.headers["x-llmport-cache"] == "hit"
+    assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
+    assert len(fake.history) == 1
+    assert finished[0].usage is not None and finished[0].usage.completion_tokens == 8
+    assert finished[1].usage is not None and finished[1].usage.total_tokens == 0
+    other = client.chat.completions.create(model="m", messages=USER, temperature=0.5)
+    assert other.choices and len(fake.history) == 2  # a different request is a miss
+
+
+def test_streams_are_replayed_as_streams(fake: FakeOpenAI, start_gateway: Any) -> None:
+    server = cached(fake, start_gateway)
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+
+    def text() -> str:
+        return "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="m", messages=USER, stream=True) if c.choices)
+
+    assert text() == text() == "Hello from the fake upstream , answering every"
+    assert len(fake.history) == 1
+
+
+def test_failures_and_broken_streams_are_not_cached(fake: FakeOpenAI, start_gateway: Any) -> None:
+    server = cached(fake, start_gateway)
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    fake.enqueue(*[Fail(500)] * 3)
+    with contextlib.suppress(openai.InternalServerError):
+        client.chat.completions.create(model="m", messages=USER)
+    assert client.chat.completions.create(model="m", messages=USER).choices
+    assert len(fake.history) == 4
+
+
+def test_cache_control_headers(fake: FakeOpenAI, start_gateway: Any) -> None:
+    server = cached(fake, start_gateway)
+    url, body = server.url + "/v1/chat/completions", {"model": "m", "messages": USER}
+    httpx.post(url, json=body, headers={"cache-control": "no-store"})
+    httpx.post(url, json=body)  # not stored before: a miss, now stored
+    skipped = httpx.post(url, json=body, headers={"cache-control": "no-cache"})
+    assert "x-llmport-cache" not in skipped.headers
+    assert httpx.post(url, json=body).headers["x-llmport-cache"] == "hit"
+    assert len(fake.history) == 3
+
+
+def test_entries_expire(fake: FakeOpenAI, start_gateway: Any) -> None:
+    import time
+
+    server = cached(fake, start_gateway, ttl=0.2)
+    url, body = server.url + "/v1/chat/completions", {"model": "m", "messages": USER}
+    httpx.post(url, json=body)
+    assert httpx.post(url, json=body).headers.get("x-llmport-cache") == "hit"
+    time.sleep(0.3)
+    assert "x-llmport-cache" not in httpx.post(url, json=body).headers
+    assert len(fake.history) == 2

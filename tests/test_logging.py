@@ -1,0 +1,84 @@
+"""Structured logs of a real process: JSON, one request id throughout, never the key."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.support.fake_openai import FakeOpenAI
+from tests.test_cli_serve import free_port, wait_listening
+
+KEY = "sk-live-secret-key-0123456789"
+
+
+def run(tmp_path: Path, fake: FakeOpenAI, **logging: Any) -> tuple[int, subprocess.Popen[str]]:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "auth": {"master_key": KEY},
+        "logging": {"format": "json", **logging},
+        "models": [{"name": "m", "provider": "openai", "api_base": fake.url,
+                    "api_key": "sk-upstream-secret-999"}]}))
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "llmport", "serve", "--config",
+                                str(config), "--port", str(port)],
+                               stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "LLMPORT_MASTER_KEY": ""})
+    wait_listening(port, process)
+    return port, process
+
+
+def json_lines(process: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    lines = []
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            lines.append(json.loads(line))
+    return lines
+
+
+def test_request_logs_are_json_with_the_request_id_and_no_key(tmp_path: Path,
+                                                              fake: FakeOpenAI) -> None:
+    port, process = run(tmp_path, fake)
+    base = f"http://127.0.0.1:{port}"
+    headers = {"authorization": f"Bearer {KEY}", "x-request-id": "trace-me-42"}
+    ok = httpx.post(base + "/v1/chat/completions", headers=headers,
+                    json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    missing = httpx.post(base + "/v1/chat/completions", headers={**headers,
+                         "x-request-id": "trace-me-43"}, json={"model": "nope", "messages": []})
+    assert (ok.status_code, missing.status_code) == (200, 400)
+    lines = json_lines(process)
+    mine = [line for line in lines if "trace-me" in json.dumps(line)]
+    assert len(mine) == 2
+    assert all(line["request_id"] in ("trace-me-42", "trace-me-43") for line in mine)
+    first = next(line for line in mine if line["request_id"] == "trace-me-42")
+    assert first["status"] == 200 and first["model"] == "m" and first["principal"] == "master"
+    assert first["completion_tokens"] == 8 and first["latency_ms"] > 0
+    everything = json.dumps(lines)
+    assert KEY not in everything and "sk-upstream-secret" not in everything
+
+
+def test_bodies_are_logged_only_when_asked_and_redacted(tmp_path: Path,
+                                                        fake: FakeOpenAI) -> None:
+    port, process = run(tmp_path, fake, log_bodies=True, redact=[r"\b\d{3}-\d{2}-\d{4}\b"])
+    content = "my SSN is 123-45-6789 and my key is sk-abcdefghijklmnop"
+    response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                          headers={"authorization": f"Bearer {KEY}", "x-request-id": "b-1"},
+                          json={"model": "m", "messages": [{"role": "user",
+                                                            "content": content}]})
+    assert response.status_code == 200
+    lines = json_lines(process)
+    bodies = [line for line in lines if line.get("event") == "bodies"]
+    assert len(bodies) == 1 and bodies[0]["request_id"] == "b-1"
+    assert "[REDACTED]" in bodies[0]["request"] and "my SSN is" in bodies[0]["request"]
+    assert "123-45-6789" not in json.dumps(lines) and "sk-abcdefghijklmnop" not in json.dumps(
+        lines)
+    assert "Hello from the fake upstream" in bodies[0]["response"]
