@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import httpx
 import openai
+import pytest
 
 from llmport.observability.events import RequestFinished
 from tests.support.fake_openai import Fail, FakeOpenAI
@@ -53,7 +53,7 @@ def test_failures_and_broken_streams_are_not_cached(fake: FakeOpenAI, start_gate
     server = cached(fake, start_gateway)
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
     fake.enqueue(*[Fail(500)] * 3)
-    with contextlib.suppress(openai.InternalServerError):
+    with pytest.raises(openai.InternalServerError):
         client.chat.completions.create(model="m", messages=USER)
     assert client.chat.completions.create(model="m", messages=USER).choices
     assert len(fake.history) == 4

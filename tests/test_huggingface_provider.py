@@ -216,7 +216,8 @@ def test_requests_beyond_the_bound_wait_in_line(server: GatewayServer,
         assert wait_until(lambda: provider.slots.active == 2)
         # max_concurrency is 2: a third request waits, however long the first two take.
         third.start()
-        assert wait_until(lambda: provider.slots.waiting == 1)
+        queue = server.gateway.router.pools["tiny"][0].queue
+        assert wait_until(lambda: queue.waiting == 1)
         assert provider.slots.active == 2 and not answers
         first.close()  # a slot frees: the waiting request runs
         third.join(30)
@@ -274,15 +275,14 @@ def test_a_model_without_chat_template_takes_one_from_the_config(tiny_model_dir:
         server.stop()
 
 
-def test_a_full_waiting_line_is_a_503(tiny_model_dir: Path, tmp_path: Path) -> None:
-    config = {**tiny(tiny_model_dir, max_concurrency=1, max_waiting=0),
-              "router": {"num_retries": 0}}
-    server = GatewayServer(config, tmp_path).start()
+def test_a_full_waiting_line_is_a_429(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = {**tiny(tiny_model_dir, queue_size=0), "router": {"num_retries": 0}}
+    server = GatewayServer(config, tmp_path).start()  # max_concurrency defaults to 1 here
     try:
         with long_stream(server):
             body = {"model": "tiny", "messages": USER}
             busy = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30)
-        assert busy.status_code == 503
-        assert busy.json()["error"]["code"] == "model_overloaded"
+        assert busy.status_code == 429 and int(busy.headers["retry-after"]) >= 1
+        assert busy.json()["error"]["code"] == "queue_full"
     finally:
         server.stop()

@@ -20,7 +20,7 @@ models:
     device: auto
     dtype: auto
     max_concurrency: 1
-    max_waiting: 32
+    queue_size: 32
     load_at_startup: false
     max_new_tokens: 512
   - name: minilm
@@ -36,7 +36,7 @@ def test_the_documented_local_entries_load(tmp_path: Path) -> None:
     path.write_text(DOCUMENTED)
     config = load_config(path, {})
     chat, embed = config.models
-    assert chat.options.max_waiting == 32 and chat.options.device == "auto"
+    assert chat.queue_size == 32 and chat.options.device == "auto"
     assert embed.options.batch_wait_ms == 5.0 and embed.options.normalize is True
 
 

@@ -44,6 +44,9 @@ class Provider:
 
     Options: ClassVar[type[BaseModel]] = NoOptions
     capabilities: Capabilities = Capabilities()  # per class; an instance may refine it
+    # The deployment's concurrency cap when its config sets no `max_concurrency`
+    # (None = unbounded); local models, which thrash when overcommitted, set 1.
+    default_max_concurrency: ClassVar[int | None] = None
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config

@@ -16,18 +16,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from llmport.errors import ServiceUnavailableError
-
 T = TypeVar("T")
 
 
 class GenerationSlots:
     """``max_concurrency`` generation threads and the counters that show how busy they are."""
 
-    def __init__(self, name: str, max_concurrency: int, max_waiting: int | None = None) -> None:
+    def __init__(self, name: str, max_concurrency: int) -> None:
         self.name = name
         self.max_concurrency = max_concurrency
-        self.max_waiting = max_waiting
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="llmport-gen")
         self.active = 0  # threads running now
@@ -41,11 +38,6 @@ class GenerationSlots:
         Returns the thread's future; the slot is freed when it completes,
         whether or not anyone awaits it.
         """
-        if self.max_waiting is not None and self._semaphore.locked() \
-                and self.waiting >= self.max_waiting:
-            raise ServiceUnavailableError(
-                f"{self.name} is busy: {self.active} generations running and {self.waiting} "
-                "waiting. Retry shortly.", code="model_overloaded")
         self.waiting += 1
         try:
             await self._semaphore.acquire()

@@ -57,10 +57,6 @@ class HuggingFaceOptions(BaseModel):
                         description="auto, cpu, cuda, cuda:N or mps")
     dtype: DType = Field(default="auto", description="auto = float32 on CPU, else the "
                                                      "checkpoint's dtype")
-    max_concurrency: int = Field(default=1, ge=1, le=256,
-                                 description="generations running at once; more wait in line")
-    max_waiting: int | None = Field(default=None, ge=0,
-                                    description="requests allowed to wait; more get a 503")
     load_at_startup: bool = False
     max_new_tokens: int = Field(default=512, ge=1,
                                 description="tokens generated when a chat request sets no "
@@ -75,11 +71,14 @@ class HuggingFaceProvider(Provider):
     Options = HuggingFaceOptions
     capabilities = Capabilities(endpoints=frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS}),
                                 tools=False, prefill=True, stream_usage=True)
+    default_max_concurrency = 1
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        options: HuggingFaceOptions = self.options
-        self.slots = GenerationSlots(self.name, options.max_concurrency, options.max_waiting)
+        # The router's admission queue (the deployment's `max_concurrency`, default 1 here)
+        # decides who runs and who waits, by priority; the slots keep the same bound on the
+        # threads themselves, which outlive a cancelled request by up to one token step.
+        self.slots = GenerationSlots(self.name, config.max_concurrency or 1)
         self.generated_tokens = 0  # across all requests, cancelled ones included
         self._lm: CausalLM | None = None
         self._load_lock = asyncio.Lock()

@@ -23,8 +23,8 @@ class Deployment:
         self.provider = provider
         self.name = provider.name
         self.breaker = CircuitBreaker(breaker)
-        self.queue = AdmissionQueue(self.name, config.max_concurrency, config.queue_size,
-                                    config.queue_timeout)
+        limit = config.max_concurrency or provider.default_max_concurrency
+        self.queue = AdmissionQueue(self.name, limit, config.queue_size, config.queue_timeout)
         self.latency_s: float | None = None  # moving average: total time of non-streamed calls
         self.ttft_s: float | None = None  # moving average: time to first output of streams
         self.last_error: str | None = None
