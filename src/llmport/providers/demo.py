@@ -75,6 +75,10 @@ class DemoProvider(Provider):
             yield Chunk(answer.chunk(self.model_id, piece["choices"]))
         yield Chunk(answer.chunk(self.model_id, [], usage=answer.usage().to_openai()))
 
+    async def count_tokens(self, ctx: CallContext, request: dict[str, Any]) -> int | None:
+        """Exact: the prompt tokens this model bills for ``request``."""
+        return DemoAnswer(request, Endpoint.CHAT).usage().prompt_tokens
+
     def _embeddings(self, request: dict[str, Any]) -> dict[str, Any]:
         inputs = embedding_inputs(request.get("input"))
         dims = int(request.get("dimensions") or self.options.embedding_dimensions)

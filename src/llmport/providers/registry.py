@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 BUILTIN_PROVIDERS = {
     "openai": "llmport.providers.openai_compatible:OpenAICompatibleProvider",
     "demo": "llmport.providers.demo:DemoProvider",
+    "anthropic": "llmport.providers.anthropic:AnthropicProvider",
     "huggingface": "llmport.providers.huggingface:HuggingFaceProvider",
     "sentence-transformers": "llmport.providers.sentence_embeddings:SentenceEmbeddingsProvider",
 }

@@ -1,0 +1,248 @@
+"""Anthropic's Messages API as a provider: any config model can be served by Claude.
+
+Requests are translated from the gateway's OpenAI form once
+(``translation.openai_to_messages``), answers back
+(``translation.messages_to_openai``), streams event by event. aiohttp with one
+pooled session per deployment, as the OpenAI-compatible provider; its SSE
+framing and error helpers are shared, not copied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from llmport.errors import (
+    ContextLengthExceededError,
+    LLMPortError,
+    UpstreamConnectionError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+from llmport.providers.base import Capabilities, Provider
+from llmport.providers.sse import SSEDecoder
+from llmport.providers.upstream_errors import retry_after, translate_client_error
+from llmport.translation.messages_to_openai import chat_completion
+from llmport.translation.messages_to_openai_stream import ChunkStream
+from llmport.translation.openai_to_messages import messages_request
+from llmport.types import Chunk, Endpoint, JSONResult
+
+if TYPE_CHECKING:
+    from llmport.config import ModelConfig
+    from llmport.gateway.context import CallContext
+
+FORWARDED_HEADERS = (b"traceparent", b"tracestate", b"anthropic-beta")
+COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice")  # what counting reads
+# The Messages API's error types, by the status it sends them with.
+ERROR_STATUSES = {"invalid_request_error": 400, "authentication_error": 401,
+                  "billing_error": 402, "permission_error": 403, "not_found_error": 404,
+                  "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
+                  "timeout_error": 504, "overloaded_error": 529}
+
+
+class AnthropicOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_base: str = Field(default="https://api.anthropic.com",
+                          description="the API's root URL, without /v1")
+    api_key: SecretStr | None = None
+    anthropic_version: str = Field(default="2023-06-01", description="anthropic-version header")
+    default_max_tokens: int = Field(
+        default=4096, ge=1,
+        description="max_tokens to send when the request has none (the Messages API needs one)")
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_connections: int = Field(default=0, ge=0, description="0 = unlimited")
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("api_base must be an http:// or https:// URL")
+        return value.rstrip("/").removesuffix("/v1")
+
+
+class AnthropicProvider(Provider):
+    Options = AnthropicOptions
+    capabilities = Capabilities(endpoints=frozenset({Endpoint.CHAT}), tools=True, vision=True,
+                                json_schema=True, prefill=True, stream_usage=True)
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        options: AnthropicOptions = self.options
+        self._url = options.api_base + "/v1/messages"
+        self._count_url = self._url + "/count_tokens"
+        self._headers = {"content-type": "application/json",
+                         "anthropic-version": options.anthropic_version, **options.headers}
+        if options.api_key is not None:
+            self._headers["x-api-key"] = options.api_key.get_secret_value()
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout,
+                                              connect=config.connect_timeout)
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=config.timeout, connect=config.connect_timeout,
+            sock_read=config.stream_idle_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self.options.max_connections,
+                                         ttl_dns_cache=300, enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+                                              skip_auto_headers=("user-agent",))
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError(f"provider {self.name} used before start()")
+        return self._session
+
+    def _request_headers(self, ctx: CallContext) -> dict[str, str]:
+        headers = {**self._headers, "x-request-id": ctx.request_id}
+        for key, value in ctx.headers:
+            if key in FORWARDED_HEADERS:
+                headers[key.decode("latin-1")] = value.decode("latin-1")
+        if ctx.outbound_headers:  # the gateway's own (its trace span) win over the client's
+            headers.update(ctx.outbound_headers)
+        return headers
+
+    async def _send(self, ctx: CallContext, url: str, payload: bytes,
+                    limits: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        """Send the request; ``headers_timeout`` bounds the wait for the response headers."""
+        call = self.session.post(url, data=payload, headers=self._request_headers(ctx),
+                                 timeout=limits)
+        if self.config.headers_timeout is None:
+            return await call
+        try:
+            async with asyncio.timeout(self.config.headers_timeout):
+                return await call
+        except TimeoutError:
+            raise UpstreamTimeoutError(f"{self.name} sent no response headers within "
+                                       f"{self.config.headers_timeout:g}s") from None
+
+    def _payload(self, request: dict[str, Any]) -> dict[str, Any]:
+        return messages_request(request, model=self.config.upstream_model,
+                                default_max_tokens=self.options.default_max_tokens)
+
+    async def _post(self, ctx: CallContext, url: str, payload: dict[str, Any]) -> Any:
+        """POST and parse one JSON answer, translating every failure."""
+        try:
+            async with await self._send(ctx, url, orjson.dumps(payload),
+                                        self._timeout) as response:
+                body = await response.read()
+                if response.status >= 400:
+                    raise translate_error(response.status, body, response.headers)
+        except aiohttp.ClientError as exc:
+            raise translate_client_error(exc, self) from exc
+        except TimeoutError as exc:
+            raise UpstreamTimeoutError(
+                f"{self.name} did not answer within {self.config.timeout:g}s") from exc
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(f"{self.name} answered with a body that is not JSON"
+                                        ) from None
+
+    async def complete(self, ctx: CallContext, endpoint: Endpoint,
+                       request: dict[str, Any]) -> JSONResult:
+        if endpoint is not Endpoint.CHAT:
+            raise self.unsupported(endpoint)
+        data = await self._post(ctx, self._url, self._payload(request))
+        if not isinstance(data, dict) or data.get("type") != "message":
+            raise UpstreamProtocolError(f"{self.name} answered with something not a message")
+        return JSONResult(chat_completion(data, int(time.time())))
+
+    async def count_tokens(self, ctx: CallContext, request: dict[str, Any]) -> int | None:
+        full = self._payload({**request, "n": None, "logprobs": None})
+        data = await self._post(ctx, self._count_url,
+                                {key: full[key] for key in COUNT_FIELDS if key in full})
+        tokens = data.get("input_tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, int):
+            raise UpstreamProtocolError(f"{self.name} answered count_tokens without a count")
+        return tokens
+
+    async def stream(self, ctx: CallContext, endpoint: Endpoint,
+                     request: dict[str, Any]) -> AsyncIterator[Chunk]:
+        if endpoint is not Endpoint.CHAT:
+            raise self.unsupported(endpoint)
+        payload = orjson.dumps({**self._payload(request), "stream": True})
+        response: aiohttp.ClientResponse | None = None
+        translator = ChunkStream(int(time.time()))
+        try:
+            response = await self._send(ctx, self._url, payload, self._stream_timeout)
+            if response.status >= 400:
+                raise translate_error(response.status, await response.read(), response.headers)
+            decoder = SSEDecoder()
+            async for piece in response.content.iter_any():
+                for event in decoder.feed(piece):
+                    data = _parse_event(event.data)
+                    if data is None:
+                        ctx.skipped_chunks += 1  # one malformed event is skipped, not fatal
+                        continue
+                    if data.get("type") == "error":
+                        raise _stream_error(data)
+                    for chunk in translator.feed(data):
+                        yield Chunk(chunk)
+            if not translator.done:
+                if not translator.stopped:
+                    raise UpstreamConnectionError(
+                        f"{self.name} ended the stream before the answer was complete")
+                for data in translator.feed({"type": "message_stop"}):  # complete but unsaid
+                    yield Chunk(data)
+        except aiohttp.ClientPayloadError as exc:
+            raise UpstreamConnectionError(f"{self.name} broke off the stream: {exc}") from exc
+        except aiohttp.ClientError as exc:
+            raise translate_client_error(exc, self) from exc
+        except TimeoutError as exc:
+            raise UpstreamTimeoutError(f"{self.name} went silent mid-stream") from exc
+        finally:
+            if response is not None:
+                # A finished body returns its connection to the pool; anything else closes it,
+                # so the upstream sees the disconnect and stops generating.
+                response.release() if translator.done and response.content.at_eof() \
+                    else response.close()
+
+
+def _parse_event(data: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _stream_error(data: dict[str, Any]) -> LLMPortError:
+    error = data["error"] if isinstance(data.get("error"), dict) else {}
+    kind = str(error.get("type") or "api_error")
+    return UpstreamStatusError(ERROR_STATUSES.get(kind, 500),
+                               str(error.get("message") or "upstream stream error"),
+                               error_type=kind)
+
+
+def translate_error(status: int, body: bytes, headers: Any) -> LLMPortError:
+    """A Messages API error response → the exception tree, keeping status, type and message."""
+    error: dict[str, Any] = {}
+    try:
+        parsed = orjson.loads(body)
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            error = parsed["error"]
+    except orjson.JSONDecodeError:
+        pass
+    message = str(error.get("message") or body[:500].decode("utf-8", "replace")
+                  or f"upstream returned HTTP {status}")
+    if status in (400, 413) and "prompt is too long" in message.lower():
+        return ContextLengthExceededError(message, param="messages")
+    wait = retry_after(headers)
+    forwarded = {"retry-after": headers["retry-after"]} \
+        if wait is not None and headers.get("retry-after") else None
+    return UpstreamStatusError(status, message, error_type=error.get("type"),
+                               retry_after=wait, headers=forwarded)
