@@ -118,12 +118,12 @@ def row(name: str, result: dict[str, object]) -> dict[str, object]:
 
 
 def fmt(value: object, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
+    return "-" if value is None else format(value, spec)
 
 
 def table(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
     lines = [
-        f"Medians of {args.reps} repetitions × {args.duration:g} s; gateway pinned to CPU(s) "
+        f"Medians of {args.reps} repetitions x {args.duration:g} s; gateway pinned to CPU(s) "
         f"{args.gateway_cpus!r}, load generator and mock on CPU 0; ns:C = wrk with C "
         "connections, st:16 = 16 streams of 32 tokens 2 ms apart.",
         "",
