@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ MASTER_KEY = "sk-test-master-key-0123456789"
 # Local models load from disk only: there is no model hub to reach from the tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The embedded database and spend journal of gateways that name no data_dir go here, not
+# into the working tree (start_gateway gives each test its own).
+os.environ.setdefault("LLMPORT_DATA_DIR", tempfile.mkdtemp(prefix="llmport-tests-"))
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +55,8 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Gateway
     servers: list[GatewayServer] = []
 
     def start(config: dict[str, Any]) -> GatewayServer:
-        config = {"logging": {"access_log": False}, **config}
+        config = {"logging": {"access_log": False}, "data_dir": str(tmp_path / "data"),
+                  **config}
         server = GatewayServer(config, tmp_path).start()
         servers.append(server)
         return server

@@ -1,4 +1,4 @@
-"""The ``llmport`` command: ``serve`` and ``config check``."""
+"""The ``llmport`` command: ``serve``, ``config check`` and ``db upgrade``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ cli = typer.Typer(help="llmport: one OpenAI- and Anthropic-compatible API for ev
                   no_args_is_help=True, add_completion=False)
 config_cli = typer.Typer(help="Work with configuration files.", no_args_is_help=True)
 cli.add_typer(config_cli, name="config")
+db_cli = typer.Typer(help="The database: tenants, keys and the spend log.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
 
 ConfigOption = Annotated[Path | None, typer.Option(
     "--config", "-c", help="YAML config file (default: $LLMPORT_CONFIG, else embedded defaults)",
@@ -79,6 +81,8 @@ def serve(
         "log_level": "warning", "access_log": False, "timeout_keep_alive": 30,
         "timeout_graceful_shutdown": 30}
     if processes > 1:
+        if settings.uses_database:  # once, here, rather than racing in every worker
+            _upgrade(settings)
         if path is not None:
             os.environ["LLMPORT_CONFIG"] = str(path)
         _share_metrics(settings, bind)
@@ -105,6 +109,39 @@ def _share_metrics(settings: Config, bind: str) -> None:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, directory)  # type: ignore[no-untyped-call]
         start_http_server(metrics.port, bind, registry=registry)
+
+
+def _upgrade(settings: Config) -> str:
+    import asyncio
+
+    from llmport.db.database import Database
+
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+
+    async def run() -> None:
+        db = Database(settings.database_location)
+        try:
+            await db.upgrade()
+        finally:
+            await db.aclose()
+
+    asyncio.run(run())
+    return settings.database_location
+
+
+@db_cli.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Apply the database migrations (the gateway also does this when it starts)."""
+    path = config or (Path(os.environ["LLMPORT_CONFIG"]) if os.environ.get("LLMPORT_CONFIG")
+                      else None)
+    location = _upgrade(_load(path))
+    typer.echo(f"database up to date: {_without_password(location)}")
+
+
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 @config_cli.command("check")

@@ -26,10 +26,14 @@ from pydantic import (
     field_validator,
 )
 
+from llmport.accounting.spend import SpendLogConfig
 from llmport.observability.settings import ObservabilityConfig
 from llmport.policies.cache import CacheConfig
+from llmport.policies.idempotency import IdempotencyConfig
+from llmport.policies.limits import LimitsConfig
 from llmport.providers.registry import provider_class
 from llmport.routing.settings import RouterConfig
+from llmport.tenancy.jwt_auth import JWTConfig
 
 DEFAULT_DEMO_MODEL = "llmport-demo"
 
@@ -40,6 +44,11 @@ class StrictModel(BaseModel):
 
 class AuthConfig(StrictModel):
     master_key: SecretStr | None = None
+    jwt: JWTConfig | None = Field(default=None, description="accept JWTs as well as API keys")
+    key_cache_ttl: float = Field(default=10.0, gt=0, description=(
+        "seconds a resolved API key is cached (changes are also pushed to every replica)"))
+    signature_max_skew: float = Field(default=300.0, gt=0, description=(
+        "seconds a signed request's timestamp may differ from the gateway's clock"))
 
     @field_validator("master_key")
     @classmethod
@@ -120,10 +129,31 @@ class Config(StrictModel):
     logging: LoggingConfig = LoggingConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     cache: CacheConfig = CacheConfig()
+    database_url: str | None = Field(default=None, description=(
+        "SQLAlchemy async URL (sqlite+aiosqlite:///…, postgresql+asyncpg://…); "
+        "default: a SQLite file in data_dir"))
+    redis_url: str | None = Field(default=None, description=(
+        "shared state for several replicas (limits, budgets, idempotency, invalidations)"))
+    data_dir: str = Field(default=".llmport", description=(
+        "the embedded database and the spend journal (default ./.llmport)"))
+    limits: LimitsConfig = LimitsConfig()
+    spend_log: SpendLogConfig = SpendLogConfig()
+    idempotency: IdempotencyConfig = IdempotencyConfig()
 
     @property
     def model_names(self) -> list[str]:
         return list(dict.fromkeys(m.name for m in self.models))
+
+    @property
+    def uses_database(self) -> bool:
+        """Keys live there (with a master key), and so does the spend log (when on)."""
+        return self.auth.master_key is not None or self.spend_log.enabled
+
+    @property
+    def database_location(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{Path(self.data_dir).resolve() / 'llmport.db'}"
 
 
 class ConfigError(Exception):
@@ -168,6 +198,11 @@ def _from_tree(tree: dict[str, Any], source: str, lines: dict[tuple[Any, ...], i
                env: dict[str, str]) -> Config:
     problems: list[str] = []
     expanded = _expand(tree, (), env, problems, lines)
+    for key, variable in (("data_dir", "LLMPORT_DATA_DIR"),
+                          ("database_url", "LLMPORT_DATABASE_URL"),
+                          ("redis_url", "LLMPORT_REDIS_URL")):
+        if key not in expanded and env.get(variable):
+            expanded[key] = env[variable]
     if "master_key" not in (expanded.get("auth") or {}) and env.get("LLMPORT_MASTER_KEY"):
         expanded.setdefault("auth", {})
         if isinstance(expanded["auth"], dict):

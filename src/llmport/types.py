@@ -137,8 +137,33 @@ Result = JSONResult | StreamResult
 
 
 @dataclass(slots=True, frozen=True)
+class Quota:
+    """The limits and budget of one tenant level (a key, user, team or org); None = unlimited.
+
+    ``scope`` names the level in counter keys (``key:key_3f…``); ``column`` and
+    ``entity_id`` find its spend in the spend log (``key_id``, ``key_3f…``).
+    """
+
+    scope: str
+    column: str
+    entity_id: str
+    rpm: int | None = None
+    tpm: int | None = None
+    parallel: int | None = None
+    max_budget: float | None = None
+    soft_budget: float | None = None
+    budget_period: str = "total"  # daily | weekly | monthly | total
+    budget_reset_at: float | None = None  # epoch seconds; spend before it does not count
+
+    @property
+    def limited(self) -> bool:
+        return any(v is not None for v in (self.rpm, self.tpm, self.parallel, self.max_budget,
+                                           self.soft_budget))
+
+
+@dataclass(slots=True, frozen=True, eq=False)
 class Principal:
-    """Who is calling: resolved once per request by the auth policy."""
+    """Who is calling: resolved once per request by the auth policy (cached across requests)."""
 
     id: str
     kind: str = "key"  # "master" | "anonymous" | "key" | "jwt"
@@ -149,6 +174,12 @@ class Principal:
     allowed_models: frozenset[str] | None = None  # None = every model
     is_admin: bool = False
     priority: int = 0  # admission priority of this caller's requests (higher first)
+    key_id: str | None = None
+    quotas: tuple[Quota, ...] = ()  # key, user, team, org: each level that has a limit
+    model_quotas: tuple[tuple[str, Quota], ...] = ()  # per model, for this key
+    expires_at: float | None = None  # epoch seconds
+    signing_secret: str | None = None  # requests must be HMAC-signed with it
+    scopes: frozenset[str] = frozenset()
 
 
 ANONYMOUS = Principal(id="anonymous", kind="anonymous")

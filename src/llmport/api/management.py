@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from llmport import __version__
+from llmport.api.admin.routes import admin_router
 from llmport.api.openapi_docs import add_proxy_routes
 from llmport.errors import InvalidRequestError, LLMPortError, NotFoundError
 from llmport.gateway.gateway import Gateway
@@ -31,14 +32,19 @@ def management_app(gateway: Gateway, lifespan: Lifespan) -> FastAPI:
     @app.get("/readyz", tags=["health"], summary="Config loaded and stores reachable",
              responses={503: {"description": "not ready"}})
     async def readyz() -> Response:
-        ready = gateway.ready
+        stores = await gateway.check_stores() if gateway.ready else {}
+        ready = gateway.ready and all(stores.values())
         body: dict[str, Any] = {
-            "status": "ready" if ready else "starting",
+            "status": "ready" if ready else ("starting" if not gateway.ready else "degraded"),
+            "stores": stores,
             "models": gateway.config.model_names,
             "deployments": [d.health() for d in gateway.router.deployments],
         }
         return Response(orjson.dumps(body), status_code=200 if ready else 503,
                         media_type="application/json")
+
+    if gateway.db is not None:
+        app.include_router(admin_router(gateway))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

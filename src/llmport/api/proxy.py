@@ -53,6 +53,16 @@ class Dialect(Protocol):
     def error_body(self, error: LLMPortError) -> bytes: ...
 
 
+async def run_cleanups(ctx: CallContext) -> None:
+    """Settle what the policies took at admission; a failure here must not lose the response."""
+    for cleanup in ctx.cleanups:
+        try:
+            await cleanup()
+        except Exception:
+            log.exception("settling the request failed", request_id=ctx.request_id)
+    ctx.cleanups.clear()
+
+
 class ProxyRoute:
     def __init__(self, gateway: Gateway, endpoint: Endpoint, dialect: Dialect) -> None:
         self.gateway = gateway
@@ -72,7 +82,10 @@ class ProxyRoute:
         try:
             await self.gateway.authenticator.authenticate(ctx)
             ctx.authenticated_at = perf_counter()
-            self.dialect.decode(ctx, await read_body(receive, self.max_body))
+            raw = await read_body(receive, self.max_body)
+            if ctx.principal.signing_secret is not None:
+                await self.gateway.authenticator.check_signature(ctx, "POST", scope["path"], raw)
+            self.dialect.decode(ctx, raw)
             guard = DisconnectGuard(receive)
             result = await self.gateway.handle(ctx)
             if isinstance(result, JSONResult):
@@ -105,6 +118,8 @@ class ProxyRoute:
         finally:
             if guard is not None:
                 guard.close()
+            if ctx.cleanups:
+                await run_cleanups(ctx)
             self.gateway.finish(ctx, status, error)
 
     def _headers(self, ctx: CallContext) -> RawHeaders:

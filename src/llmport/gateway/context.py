@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
@@ -45,6 +46,9 @@ class CallContext:
     finish_reason: str | None = None  # of the first choice, as the upstream reported it
     marks: list[tuple[str, float, float]] | None = None  # policy timings, when traced
     state: dict[str, Any] = field(default_factory=dict)  # scratch space for policies
+    # Run by the API layer once the response is over (sent, failed or abandoned): policies
+    # settle what they took at admission (token corrections, spend, concurrency leases).
+    cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def header(self, name: bytes) -> bytes | None:
         """A request header by lower-case name (ASGI keeps them lower-case)."""

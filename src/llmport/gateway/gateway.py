@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
+from llmport.accounting.budgets import BudgetBook
+from llmport.accounting.journal import SpendJournal
+from llmport.accounting.spend import Prices, SpendRecorder, cost_of
 from llmport.config import Config
+from llmport.db.database import Database
 from llmport.errors import LLMPortError
 from llmport.gateway.context import CallContext
 from llmport.gateway.pipeline import Handler, Policy, fold
 from llmport.observability.events import EventBus, RequestFinished, RequestStarted
 from llmport.policies.auth import Authenticator
 from llmport.policies.cache import CachePolicy
+from llmport.policies.idempotency import IdempotencyPolicy
+from llmport.policies.limits import LimitsPolicy
 from llmport.routing.router import Router
+from llmport.stores.base import StateStore
+from llmport.stores.factory import open_store
+from llmport.tenancy.jwt_auth import JWTVerifier
+from llmport.tenancy.principals import PrincipalResolver
 
 
 class Gateway:
@@ -19,15 +31,39 @@ class Gateway:
 
     Policy order is declared here, in one place (``_policies``)::
 
-        authenticate → cache → router → provider
+        authenticate → idempotency → limits & budgets → cache → router → provider
+
+    It also owns the state behind them: the database (tenants, spend log), the
+    shared store (counters, leases, idempotency records, invalidations) and the
+    spend journal.
     """
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.events = EventBus()
         self.router = Router(config, self.events)
+        self.prices = Prices((d.name, d.config) for d in self.router.deployments)
+        self.store: StateStore = open_store(config.redis_url)
         master = config.auth.master_key
-        self.authenticator = Authenticator(master.get_secret_value() if master else None)
+        self.db = Database(config.database_location) if config.uses_database else None
+        self.resolver: PrincipalResolver | None = None
+        self.jwt: JWTVerifier | None = None
+        if master is not None and self.db is not None:
+            if config.auth.jwt is not None:
+                self.jwt = JWTVerifier(config.auth.jwt)
+            self.resolver = PrincipalResolver(self.db, self.store, self.jwt,
+                                              config.auth.key_cache_ttl)
+        self.authenticator = Authenticator(master.get_secret_value() if master else None,
+                                           self.resolver, self.store,
+                                           config.auth.signature_max_skew)
+        self.budgets = BudgetBook(self.store, self.db)
+        self.journal: SpendJournal | None = None
+        if self.db is not None and config.spend_log.enabled:
+            spend = config.spend_log
+            self.journal = SpendJournal(spend.journal_dir or Path(config.data_dir) / "journal",
+                                        self.db, flush_interval=spend.flush_interval,
+                                        batch_size=spend.batch_size)
+            self.events.subscribe(SpendRecorder(self.journal))
         self.policies = self._policies()
         self.handle: Handler = fold(self.policies, self.router,
                                     timed=config.observability.tracing.enabled)
@@ -36,18 +72,48 @@ class Gateway:
 
     def _policies(self) -> list[Policy]:
         """The pipeline, in order (authentication ran before it, the router ends it)."""
+        config = self.config
         policies: list[Policy] = []
-        if self.config.cache.enabled:
-            policies.append(CachePolicy(self.config.cache, self.events))
+        if config.idempotency.enabled:
+            policies.append(IdempotencyPolicy(config.idempotency, self.store,
+                                              config.router.request_timeout + 60))
+        policies.append(LimitsPolicy(config.limits, self.store, self.budgets, self.prices,
+                                     self.events))
+        if config.cache.enabled:
+            policies.append(CachePolicy(config.cache, self.events))
         return policies
 
     async def start(self) -> None:
+        if self.db is not None:
+            await asyncio.to_thread(Path(self.config.data_dir).mkdir, parents=True,
+                                    exist_ok=True)
+            await self.db.upgrade()
+        if self.jwt is not None:
+            await self.jwt.start()
+        if self.resolver is not None:
+            await self.resolver.start()
+        if self.journal is not None:
+            await self.journal.start()
         await self.router.start()
         self.ready = True
 
     async def aclose(self) -> None:
         self.ready = False
         await self.router.aclose()
+        if self.journal is not None:
+            await self.journal.aclose()
+        if self.jwt is not None:
+            await self.jwt.aclose()
+        await self.store.aclose()
+        if self.db is not None:
+            await self.db.aclose()
+
+    async def check_stores(self) -> dict[str, bool]:
+        """Whether the database and the shared store answer (for /readyz)."""
+        checks = {"store": await self.store.ping()}
+        if self.db is not None:
+            checks["database"] = await self.db.ping()
+        return checks
 
     def live_state(self) -> dict[str, Any]:
         """What is happening now, for gauges: requests in flight, queues, breakers."""
@@ -81,4 +147,6 @@ class Gateway:
             latency_s=latency,
             overhead_s=ctx.overhead_s if ctx.overhead_s is not None else latency - ctx.upstream_s,
             ttft_s=(ctx.first_token_at - ctx.started) if ctx.first_token_at else None,
-            usage=ctx.usage, skipped_chunks=ctx.skipped_chunks, trace_id=ctx.trace_id))
+            usage=ctx.usage, skipped_chunks=ctx.skipped_chunks, trace_id=ctx.trace_id,
+            principal=ctx.principal, cost=cost_of(ctx, self.prices),
+            cache_hit=ctx.state.get("cache") == "hit"))

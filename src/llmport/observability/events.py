@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmport.types import Endpoint, Usage
+from llmport.types import ANONYMOUS, Endpoint, Principal, Usage
 
 if TYPE_CHECKING:
     from llmport.gateway.context import CallContext
@@ -45,6 +45,9 @@ class RequestFinished:
     usage: Usage | None
     skipped_chunks: int = 0  # malformed upstream stream events dropped
     trace_id: str | None = None
+    principal: Principal = ANONYMOUS
+    cost: float = 0.0  # US$ charged for this request (0 for cache hits, replays, failures)
+    cache_hit: bool = False
 
 
 Subscriber = Callable[[Any], None]
@@ -146,3 +149,14 @@ class QueueWaited:
     wait_s: float
     admitted: bool
     queued: int  # requests still waiting
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetAlert:
+    """A tenant level's spend crossed its soft (alert only) or hard budget."""
+
+    scope: str  # e.g. "key:key_3f…", "team:team_…"
+    kind: str  # "soft" | "hard"
+    limit: float
+    spent: float
+    request_id: str

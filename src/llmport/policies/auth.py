@@ -3,16 +3,27 @@
 It is the pipeline's gate: an unauthenticated request costs one header scan
 and a hash, never a JSON parse. Without a master key the gateway is in open
 mode (loopback only, enforced by the CLI) and every caller is anonymous.
+Otherwise a caller presents the master key, an API key made by the admin API
+(resolved through ``PrincipalResolver``'s cache) or a JWT. A key that requires
+signed requests is checked once its body has been read (``check_signature``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from typing import TYPE_CHECKING
 
 from llmport.errors import AuthenticationError
 from llmport.gateway.context import CallContext
+from llmport.tenancy import signing
+from llmport.tenancy.keys import looks_like_jwt
 from llmport.types import ANONYMOUS, Principal
+
+if TYPE_CHECKING:
+    from llmport.stores.base import StateStore
+    from llmport.tenancy.principals import PrincipalResolver
 
 MASTER = Principal(id="master", kind="master", name="master key", is_admin=True)
 
@@ -30,9 +41,15 @@ def credential(ctx: CallContext) -> bytes | None:
 
 
 class Authenticator:
-    def __init__(self, master_key: str | None) -> None:
+    """Master key, API keys and JWTs; HMAC request signatures for keys that require them."""
+
+    def __init__(self, master_key: str | None, resolver: PrincipalResolver | None = None,
+                 store: StateStore | None = None, max_skew_s: float = 300.0) -> None:
         self.open_mode = master_key is None
         self._master_digest = _digest(master_key.encode()) if master_key else b""
+        self.resolver = resolver
+        self.store = store
+        self.max_skew_s = max_skew_s
 
     async def authenticate(self, ctx: CallContext) -> Principal:
         token = credential(ctx)
@@ -44,10 +61,32 @@ class Authenticator:
                 code="missing_api_key")
         elif hmac.compare_digest(_digest(token), self._master_digest):
             principal = MASTER
-        else:
+        elif self.resolver is None:
             raise AuthenticationError("Incorrect API key provided.")
+        elif looks_like_jwt(token):
+            principal = await self.resolver.from_jwt(token)
+        else:
+            principal = await self.resolver.from_key(token)
         ctx.principal = principal
         return principal
+
+    async def check_signature(self, ctx: CallContext, method: str, path: str,
+                              body: bytes) -> None:
+        """Refuse a signing key's request whose signature is missing, stale, wrong or replayed."""
+        secret = ctx.principal.signing_secret
+        if secret is None:
+            return
+        try:
+            token = signing.verify(secret, method, path, body, ctx.header(signing.TIMESTAMP_HEADER),
+                                   ctx.header(signing.SIGNATURE_HEADER), now=time.time(),
+                                   max_skew_s=self.max_skew_s)
+        except signing.SignatureError as exc:
+            raise AuthenticationError(f"Request signature rejected: {exc}",
+                                      code="invalid_signature") from None
+        if self.store is not None and not await self.store.add_if_absent(
+                f"sig:{token}", 2 * self.max_skew_s):
+            raise AuthenticationError("Request signature rejected: this request was already "
+                                      "received (replay).", code="invalid_signature")
 
 
 def _digest(token: bytes) -> bytes:

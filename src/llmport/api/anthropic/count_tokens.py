@@ -14,9 +14,6 @@ Counting generates nothing and costs nothing, so it skips the policy pipeline
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import orjson
 import structlog
 
@@ -34,13 +31,11 @@ from llmport.api.openai.validation import parse_json_object
 from llmport.errors import LLMPortError, ModelNotFoundError
 from llmport.gateway.context import CallContext
 from llmport.gateway.gateway import Gateway
+from llmport.policies.estimate import estimate_input_tokens
 from llmport.translation.messages_to_openai import chat_request
 from llmport.types import Endpoint
 
 log = structlog.get_logger("llmport.count_tokens")
-CHARS_PER_TOKEN = 4
-TOKENS_PER_MESSAGE = 3
-TOKENS_PER_ATTACHMENT = 1600
 
 
 class CountTokensRoute:
@@ -78,26 +73,3 @@ class CountTokensRoute:
             if counted is not None:
                 return counted, b"exact"
         return estimate_input_tokens(ctx.body), b"estimate"
-
-
-def estimate_input_tokens(request: dict[str, Any]) -> int:
-    """The documented estimate for an OpenAI-form chat request (see the module docstring)."""
-    chars = 0
-    attachments = 0
-    for message in request.get("messages") or ():
-        content = message.get("content")
-        if isinstance(content, str):
-            chars += len(content)
-        for part in content if isinstance(content, list) else ():
-            if part.get("type") == "text":
-                chars += len(part.get("text") or "")
-            else:
-                attachments += 1
-        for call in message.get("tool_calls") or ():
-            function = call.get("function") or {}
-            chars += len(function.get("name") or "") + len(function.get("arguments") or "")
-    for tool in request.get("tools") or ():
-        chars += len(orjson.dumps(tool.get("function") or {}))
-    messages = len(request.get("messages") or ())
-    return (math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * messages
-            + TOKENS_PER_ATTACHMENT * attachments)

@@ -1,0 +1,104 @@
+"""Budget periods and their counters.
+
+A budget's spend lives in a store counter named after its tenant level and the
+moment its current period began (``budget:key:key_3f…:1764547200``): a new day,
+week or month, or a reset from the admin API, simply starts a new counter. The
+first time a process meets a counter that does not exist yet, it is seeded from
+the spend log, so a restart or a fresh Redis does not forget earlier spend.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from llmport.types import Quota
+
+if TYPE_CHECKING:
+    from llmport.db.database import Database
+    from llmport.stores.base import StateStore
+
+PERIOD_SECONDS = {"daily": 86_400, "weekly": 7 * 86_400, "monthly": 31 * 86_400}
+MAX_REMEMBERED = 100_000
+
+
+def period_start(period: str, now: float) -> float | None:
+    """Epoch seconds at which the budget period containing ``now`` began (UTC); None: total."""
+    if period == "total":
+        return None
+    day = dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0,
+                                                           microsecond=0)
+    if period == "weekly":
+        day -= dt.timedelta(days=day.weekday())
+    elif period == "monthly":
+        day = day.replace(day=1)
+    return day.timestamp()
+
+
+def budget_since(quota: Quota, now: float) -> float | None:
+    """Spend since this moment counts toward the budget: the period's start or the last reset."""
+    start = period_start(quota.budget_period, now)
+    reset = quota.budget_reset_at
+    if start is None:
+        return reset
+    return start if reset is None else max(start, reset)
+
+
+def counter_key(quota: Quota, now: float) -> str:
+    since = budget_since(quota, now)
+    return f"budget:{quota.scope}:{0 if since is None else int(since)}"
+
+
+def period_end(period: str, now: float) -> float | None:
+    """When the current period ends (for counter expiry and messages); None: never."""
+    start = period_start(period, now)
+    if start is None:
+        return None
+    begin = dt.datetime.fromtimestamp(start, dt.UTC)
+    if period == "daily":
+        return start + 86_400
+    if period == "weekly":
+        return start + 7 * 86_400
+    days = calendar.monthrange(begin.year, begin.month)[1]
+    return start + days * 86_400
+
+
+class BudgetBook:
+    """Finds (and, once per process, seeds) the counter of each budgeted level."""
+
+    def __init__(self, store: StateStore, db: Database | None) -> None:
+        self.store = store
+        self.db = db
+        self._seeded: set[str] = set()
+
+    async def counters(self, quotas: Sequence[Quota], now: float) -> list[tuple[Quota, str]]:
+        out = []
+        for quota in quotas:
+            if quota.max_budget is None and quota.soft_budget is None:
+                continue
+            key = counter_key(quota, now)
+            if key not in self._seeded:
+                await self._seed(quota, key, now)
+            out.append((quota, key))
+        return out
+
+    async def _seed(self, quota: Quota, key: str, now: float) -> None:
+        if await self.store.get_counter(key) is None:
+            since = budget_since(quota, now)
+            spent = 0.0
+            if self.db is not None:
+                start = None if since is None else dt.datetime.fromtimestamp(since, dt.UTC)
+                spent = await self.db.spend_total(quota.column, quota.entity_id,  # type: ignore[arg-type]
+                                                  start)
+            end = period_end(quota.budget_period, now)
+            ttl = None if end is None else end - now + 86_400
+            await self.store.set_counter(key, spent, ttl_s=ttl, only_if_absent=True)
+        if len(self._seeded) >= MAX_REMEMBERED:
+            self._seeded.clear()
+        self._seeded.add(key)
+
+    def forget(self) -> None:
+        """Seed again on next use (after a budget reset)."""
+        self._seeded.clear()

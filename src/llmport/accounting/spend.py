@@ -1,0 +1,114 @@
+"""Spend: what a request cost, and the one spend record every request leaves behind.
+
+``Prices`` answers "what does this deployment charge" once per deployment (config
+override, else the built-in table). ``cost_of`` prices a finished call from the usage
+it reported; the limits policy charges budgets with it and the ``SpendRecorder``
+writes it to the journal, so both see the same number. The recorder is an event
+subscriber: the request path only appends one line to a local file.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmport.accounting.pricing import Price, cost, price_for
+from llmport.observability.events import RequestFinished
+
+if TYPE_CHECKING:
+    from llmport.accounting.journal import SpendJournal
+    from llmport.config import ModelConfig
+    from llmport.gateway.context import CallContext
+
+
+class SpendLogConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    journal_dir: str | None = Field(default=None, description=(
+        "where records wait for the database (default: <data_dir>/journal)"))
+    flush_interval: float = Field(default=0.5, gt=0, description="seconds between flushes")
+    batch_size: int = Field(default=1000, ge=1)
+    retention_days: float | None = Field(default=None, gt=0, description=(
+        "delete records older than this (checked hourly); unset keeps everything"))
+
+
+class Prices:
+    """Deployment name → its price (None: free or unknown), resolved once at start-up."""
+
+    def __init__(self, deployments: Iterable[tuple[str, ModelConfig]]) -> None:
+        self._by_deployment: dict[str, Price | None] = {}
+        self._by_model: dict[str, Price | None] = {}
+        for name, model in deployments:
+            pricing = model.pricing
+            override = None if pricing is None else Price(
+                pricing.input, pricing.output, pricing.cached_input)
+            price = price_for(model.upstream_model, override)
+            self._by_deployment[name] = price
+            self._by_model.setdefault(model.name, price)
+
+    def for_call(self, deployment: str | None, model: str | None) -> Price | None:
+        if deployment is not None and deployment in self._by_deployment:
+            return self._by_deployment[deployment]
+        return self._by_model.get(model or "")
+
+
+def cost_of(ctx: CallContext, prices: Prices) -> float:
+    """US$ for this call, from the usage it reported; cached on the context."""
+    cached = ctx.state.get("cost")
+    if cached is not None:
+        return float(cached)
+    usage = ctx.usage
+    if usage is None or ctx.state.get("cache") == "hit" or ctx.state.get("replayed"):
+        value = 0.0
+    else:
+        price = prices.for_call(ctx.deployment, ctx.served_model or ctx.model)
+        value = cost(price, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    ctx.state["cost"] = value
+    return value
+
+
+class SpendRecorder:
+    """Turns each finished request into one journal line."""
+
+    handles = (RequestFinished,)
+
+    def __init__(self, journal: SpendJournal) -> None:
+        self.journal = journal
+
+    def __call__(self, event: RequestFinished) -> None:
+        self.journal.append(record_of(event))
+
+
+def record_of(event: RequestFinished) -> dict[str, Any]:
+    principal = event.principal
+    usage = event.usage
+    return {
+        "id": uuid.uuid4().hex,
+        "request_id": event.request_id,
+        "created_at": time.time(),
+        "key_id": principal.key_id,
+        "user_id": principal.user_id,
+        "team_id": principal.team_id,
+        "org_id": principal.org_id,
+        "principal_kind": principal.kind,
+        "endpoint": event.endpoint.value,
+        "model": event.model,
+        "served_model": event.served_model,
+        "deployment": event.deployment,
+        "stream": event.stream,
+        "status": event.status,
+        "error_type": event.error_type,
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
+        "completion_tokens": usage.completion_tokens if usage else 0,
+        "cached_tokens": usage.cached_tokens if usage else 0,
+        "cost": event.cost,
+        "latency_ms": round(event.latency_s * 1000, 3),
+        "ttft_ms": None if event.ttft_s is None else round(event.ttft_s * 1000, 3),
+        "cache_hit": event.cache_hit,
+        "attempts": event.attempts,
+    }

@@ -1,0 +1,1 @@
+"""The admin API (FastAPI): tenants, keys, budgets and usage reports."""

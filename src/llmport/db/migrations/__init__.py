@@ -1,0 +1,75 @@
+"""Running the Alembic migrations shipped in this directory, without any alembic.ini.
+
+``upgrade`` brings a database to head. PostgreSQL and SQLite files migrate in a worker
+thread, where ``env.py`` opens its own async engine (a thread has no loop to share);
+a memory SQLite database exists only inside its engine's one connection, so it migrates
+on that. Concurrent upgrades wait for each other: across processes, ``env.py`` takes a
+PostgreSQL advisory lock and a SQLite file is guarded by a file lock next to it
+(``<file>.migrate-lock``); within a process a thread lock, because Alembic keeps the
+running migration in module globals (``alembic.context``, ``alembic.op``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+HERE = Path(__file__).parent
+_RUNNING = threading.Lock()
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(HERE))
+    config.attributes["url"] = url
+    return config
+
+
+async def upgrade(url: str, engine: AsyncEngine) -> None:
+    config = alembic_config(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        await asyncio.to_thread(_upgrade, config)
+    elif not parsed.database or parsed.database == ":memory:":
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade_on, config)
+    else:
+        await asyncio.to_thread(_upgrade_file, config, Path(parsed.database))
+
+
+def _upgrade(config: Config) -> None:
+    with _RUNNING:
+        command.upgrade(config, "head")
+
+
+def _upgrade_on(connection: Connection, config: Config) -> None:
+    # On the event loop's thread: it waits only while another thread of this process
+    # migrates, which memory databases (tests, trials) hardly meet.
+    config.attributes["connection"] = connection
+    _upgrade(config)
+
+
+def _upgrade_file(config: Config, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(path.with_name(path.name + ".migrate-lock")):
+        _upgrade(config)
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    # flock, not lockf: it also excludes a second upgrade from the same process.
+    with path.open("a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

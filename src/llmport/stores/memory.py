@@ -1,0 +1,413 @@
+"""``MemoryStore``: the shared-state protocol in this process, for one replica.
+
+Plain dicts on one event loop, so no locks: every method runs to completion
+without awaiting, which makes each call atomic. The semantics are Redis's
+(the same test suite runs against both backends): windows as buckets, leases
+with expiry, counters and values with optional time to live.
+
+Expiry is checked lazily on access, and a sweep every ``sweep_interval_s``
+(run by whichever call comes first after it is due) drops whatever expired
+unseen, so a long-running process does not grow without bound. Window and
+lease times are the callers' ``now`` (epoch seconds); times to live of values,
+counters and idempotency records run on ``clock`` (monotonic by default).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from math import floor
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from llmport.stores.base import (
+    BUCKETS,
+    MIN_RETRY_AFTER_S,
+    OTHER_RETRY_AFTER_S,
+    Admission,
+    Claim,
+    CounterCeiling,
+    ItemState,
+    LeaseLimit,
+    WindowLimit,
+    deliver,
+    format_number,
+)
+
+_INF = math.inf
+
+
+class _Window:
+    """Buckets oldest first (``indexes[i]`` holds ``amounts[i]``) and their running total."""
+
+    __slots__ = ("amounts", "bucket_s", "expires", "indexes", "total")
+
+    def __init__(self, bucket_s: float) -> None:
+        self.bucket_s = bucket_s
+        self.indexes: deque[int] = deque()
+        self.amounts: deque[float] = deque()
+        self.total = 0.0
+        self.expires = 0.0
+
+    def prune(self, current: int) -> None:
+        indexes = self.indexes
+        if indexes and indexes[0] <= current - BUCKETS:
+            amounts = self.amounts
+            while indexes and indexes[0] <= current - BUCKETS:
+                indexes.popleft()
+                amounts.popleft()
+            # Recomputed rather than subtracted, so rounding cannot drift over a long life.
+            self.total = sum(amounts) if amounts else 0.0
+
+    def add(self, current: int, amount: float) -> None:
+        amount = float(amount)
+        indexes = self.indexes
+        # A clock that stepped back adds to the newest bucket (as the Redis script does).
+        if indexes and indexes[-1] >= current:
+            self.amounts[-1] += amount
+        else:
+            indexes.append(current)
+            self.amounts.append(amount)
+        self.total += amount
+
+    def take(self, amount: float) -> None:
+        """Remove ``amount`` from the newest buckets first, none below zero."""
+        amounts = self.amounts
+        i = len(amounts) - 1
+        while amount > 0 and i >= 0:
+            taken = min(amounts[i], amount)
+            amounts[i] -= taken
+            amount -= taken
+            i -= 1
+        self.total = sum(amounts) if amounts else 0.0
+
+    def reset_s(self, now: float) -> float:
+        if self.total <= 0:
+            return 0.0
+        for index, amount in zip(self.indexes, self.amounts, strict=True):
+            if amount > 0:
+                reset = (index + BUCKETS) * self.bucket_s - now
+                return reset if reset > 0 else 0.0
+        return 0.0
+
+    def retry_after_s(self, amount: float, limit: float, now: float, window_s: float) -> float:
+        """Seconds until enough usage leaves the window for ``amount`` to fit."""
+        if amount > limit:
+            return float(window_s)
+        need = self.total + amount - limit
+        gone = 0.0
+        leaves = float(window_s)
+        for index, bucket in zip(self.indexes, self.amounts, strict=True):
+            if bucket <= 0:
+                continue
+            gone += bucket
+            leaves = (index + BUCKETS) * self.bucket_s - now
+            if gone >= need:
+                break
+        return max(leaves, MIN_RETRY_AFTER_S)
+
+
+class _Leases:
+    __slots__ = ("held", "next_expiry")
+
+    def __init__(self) -> None:
+        self.held: dict[str, float] = {}
+        self.next_expiry = _INF
+
+    def prune(self, now: float) -> None:
+        if now >= self.next_expiry:
+            self.held = {lease: expiry for lease, expiry in self.held.items() if expiry > now}
+            self.next_expiry = min(self.held.values(), default=_INF)
+
+    def take(self, lease_id: str, expiry: float) -> None:
+        self.held[lease_id] = expiry
+        if expiry < self.next_expiry:
+            self.next_expiry = expiry
+
+    @property
+    def expires(self) -> float:
+        return max(self.held.values(), default=0.0)
+
+
+class _Record:
+    __slots__ = ("expires", "fingerprint", "response", "state")
+
+    def __init__(self, state: str, fingerprint: str, response: bytes | None,
+                 expires: float) -> None:
+        self.state = state
+        self.fingerprint = fingerprint
+        self.response = response
+        self.expires = expires
+
+
+class MemoryStore:
+    """The in-process ``StateStore``."""
+
+    def __init__(self, prefix: str = "llmport:", *, sweep_interval_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        # One process needs no namespace; the prefix is kept for symmetry with RedisStore.
+        self.prefix = prefix
+        self._clock = clock
+        self._sweep_interval_s = sweep_interval_s
+        self._next_sweep = clock() + sweep_interval_s
+        self._latest_now = 0.0
+        self._windows: dict[str, _Window] = {}
+        self._leases: dict[str, _Leases] = {}
+        self._strings: dict[str, tuple[float | bytes, float]] = {}
+        self._records: dict[str, _Record] = {}
+        self._subscribers: dict[str, list[Callable[[bytes], None]]] = {}
+
+    @property
+    def shared(self) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        """How many keys are held (expired ones included until they are seen or swept)."""
+        return len(self._windows) + len(self._leases) + len(self._strings) + len(self._records)
+
+    # --- limits -------------------------------------------------------------------------
+
+    async def admit(self, windows: Sequence[WindowLimit] = (), leases: Sequence[LeaseLimit] = (),
+                    ceilings: Sequence[CounterCeiling] = (),
+                    now: float | None = None) -> Admission:
+        # The hot path: called once per request, so written for few calls and allocations.
+        if now is None:
+            now = time.time()
+        if now > self._latest_now:
+            self._latest_now = now
+        if self._clock() >= self._next_sweep:
+            self.sweep()
+        refused_by: str | None = None
+        retry = 0.0
+
+        ceiling_states: list[ItemState] = []
+        for ceiling in ceilings:
+            value = self._number(ceiling.key)
+            if value >= ceiling.ceiling:
+                if refused_by is None:
+                    refused_by = ceiling.key
+                retry = OTHER_RETRY_AFTER_S
+            ceiling_states.append(ItemState(ceiling.key, ceiling.ceiling, value, 0.0))
+
+        store = self._windows
+        checked: list[tuple[WindowLimit, _Window, int]] = []
+        for limit in windows:
+            bucket_s = limit.window_s / BUCKETS
+            current = floor(now / bucket_s)
+            window = store.get(limit.key)
+            if window is None:
+                window = _Window(bucket_s)
+            elif window.indexes and window.indexes[0] <= current - BUCKETS:
+                window.prune(current)
+            if window.total + limit.amount > limit.limit:
+                if refused_by is None:
+                    refused_by = limit.key
+                wait = window.retry_after_s(limit.amount, limit.limit, now, limit.window_s)
+                if wait > retry:
+                    retry = wait
+            checked.append((limit, window, current))
+
+        held: list[tuple[LeaseLimit, _Leases]] = []
+        for lease in leases:
+            pool = self._leases.get(lease.key)
+            if pool is None:
+                pool = _Leases()
+            elif now >= pool.next_expiry:
+                pool.prune(now)
+            if len(pool.held) >= lease.limit and lease.lease_id not in pool.held:
+                if refused_by is None:
+                    refused_by = lease.key
+                if retry < OTHER_RETRY_AFTER_S:
+                    retry = OTHER_RETRY_AFTER_S
+            held.append((lease, pool))
+
+        window_states: list[ItemState] = []
+        lease_states: list[ItemState] = []
+        if refused_by is None:
+            for limit, window, current in checked:
+                window.add(current, limit.amount)
+                window.expires = now + limit.window_s + window.bucket_s
+                store[limit.key] = window
+                window_states.append(ItemState(limit.key, limit.limit, window.total,
+                                               window.reset_s(now)))
+            for lease, pool in held:
+                pool.take(lease.lease_id, now + lease.ttl_s)
+                self._leases[lease.key] = pool
+                lease_states.append(ItemState(lease.key, lease.limit, float(len(pool.held)), 0.0))
+            return Admission(True, tuple(window_states), tuple(lease_states),
+                             tuple(ceiling_states), None, 0.0)
+        for limit, window, _ in checked:
+            window_states.append(ItemState(limit.key, limit.limit, window.total,
+                                           window.reset_s(now)))
+        for lease, pool in held:
+            lease_states.append(ItemState(lease.key, lease.limit, float(len(pool.held)), 0.0))
+        return Admission(False, tuple(window_states), tuple(lease_states), tuple(ceiling_states),
+                         refused_by, retry)
+
+    async def settle(self, windows: Sequence[tuple[str, float, int]] = (),
+                     counters: Sequence[tuple[str, float]] = (),
+                     releases: Sequence[tuple[str, str]] = (), now: float | None = None) -> None:
+        if now is None:
+            now = time.time()
+        self._tick(now)
+        for key, delta, window_s in windows:
+            bucket_s = window_s / BUCKETS
+            current = floor(now / bucket_s)
+            window = self._windows.get(key)
+            if window is None:
+                if delta <= 0:
+                    continue
+                window = self._windows[key] = _Window(bucket_s)
+            window.prune(current)
+            if delta >= 0:
+                window.add(current, delta)
+                window.expires = now + window_s + bucket_s
+            else:
+                window.take(-delta)
+        for key, delta in counters:
+            value, expires = self._live_string(key)
+            self._strings[key] = ((0.0 if value is None else _as_float(value)) + delta, expires)
+        for key, lease_id in releases:
+            pool = self._leases.get(key)
+            if pool is not None:
+                pool.held.pop(lease_id, None)
+                if not pool.held:
+                    del self._leases[key]
+
+    # --- counters and values ------------------------------------------------------------
+
+    async def get_counter(self, key: str) -> float | None:
+        self._maybe_sweep()
+        value, _ = self._live_string(key)
+        return None if value is None else _as_float(value)
+
+    async def set_counter(self, key: str, value: float, ttl_s: float | None = None,
+                          only_if_absent: bool = False) -> bool:
+        self._maybe_sweep()
+        if only_if_absent and self._live_string(key)[0] is not None:
+            return False
+        self._strings[key] = (float(value), self._expiry(ttl_s))
+        return True
+
+    async def delete(self, *keys: str) -> None:
+        for key in keys:
+            self._strings.pop(key, None)
+            self._windows.pop(key, None)
+            self._leases.pop(key, None)
+            self._records.pop(key, None)
+
+    async def add_if_absent(self, key: str, ttl_s: float) -> bool:
+        self._maybe_sweep()
+        if self._live_string(key)[0] is not None:
+            return False
+        self._strings[key] = (b"1", self._expiry(ttl_s))
+        return True
+
+    async def get_value(self, key: str) -> bytes | None:
+        self._maybe_sweep()
+        value, _ = self._live_string(key)
+        if isinstance(value, float):
+            return format_number(value).encode()
+        return value
+
+    async def set_value(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        self._maybe_sweep()
+        self._strings[key] = (bytes(value), self._expiry(ttl_s))
+
+    # --- idempotency records ------------------------------------------------------------
+
+    async def claim(self, key: str, fingerprint: str, ttl_s: float,
+                    running_ttl_s: float) -> Claim:
+        self._maybe_sweep()
+        record = self._live_record(key)
+        if record is None:
+            self._records[key] = _Record("running", fingerprint, None,
+                                         self._clock() + running_ttl_s)
+            return Claim("new")
+        if record.fingerprint != fingerprint:
+            return Claim("conflict")
+        if record.state == "done":
+            return Claim("done", record.response)
+        return Claim("running")
+
+    async def complete(self, key: str, fingerprint: str, response: bytes, ttl_s: float) -> None:
+        record = self._live_record(key)
+        if record is not None and record.fingerprint != fingerprint:
+            return
+        self._records[key] = _Record("done", fingerprint, bytes(response), self._clock() + ttl_s)
+
+    async def abandon(self, key: str, fingerprint: str) -> None:
+        record = self._live_record(key)
+        if record is not None and record.state == "running" and record.fingerprint == fingerprint:
+            del self._records[key]
+
+    # --- pub/sub ------------------------------------------------------------------------
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        for callback in tuple(self._subscribers.get(channel, ())):
+            deliver(callback, channel, message)
+
+    async def subscribe(self, channel: str, callback: Callable[[bytes], None]) -> None:
+        self._subscribers.setdefault(channel, []).append(callback)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        self._subscribers.clear()
+
+    # --- expiry -------------------------------------------------------------------------
+
+    def _expiry(self, ttl_s: float | None) -> float:
+        return _INF if ttl_s is None else self._clock() + ttl_s
+
+    def _live_string(self, key: str) -> tuple[float | bytes | None, float]:
+        entry = self._strings.get(key)
+        if entry is None:
+            return None, _INF
+        if entry[1] <= self._clock():
+            del self._strings[key]
+            return None, _INF
+        return entry
+
+    def _number(self, key: str) -> float:
+        entry = self._strings.get(key)
+        if entry is None:
+            return 0.0
+        value, expires = entry
+        if expires != _INF and expires <= self._clock():
+            del self._strings[key]
+            return 0.0
+        return _as_float(value)
+
+    def _live_record(self, key: str) -> _Record | None:
+        record = self._records.get(key)
+        if record is not None and record.expires <= self._clock():
+            del self._records[key]
+            return None
+        return record
+
+    def _tick(self, now: float) -> None:
+        if now > self._latest_now:
+            self._latest_now = now
+        self._maybe_sweep()
+
+    def _maybe_sweep(self) -> None:
+        if self._clock() >= self._next_sweep:
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Drop everything that has expired (run periodically by the store itself)."""
+        mono = self._clock()
+        now = self._latest_now
+        self._next_sweep = mono + self._sweep_interval_s
+        self._strings = {k: e for k, e in self._strings.items() if e[1] > mono}
+        self._records = {k: r for k, r in self._records.items() if r.expires > mono}
+        self._windows = {k: w for k, w in self._windows.items() if w.expires > now}
+        for pool in self._leases.values():
+            pool.prune(now)
+        self._leases = {k: p for k, p in self._leases.items() if p.held}
+
+
+def _as_float(value: float | bytes) -> float:
+    return value if isinstance(value, float) else float(value)

@@ -1,0 +1,513 @@
+"""``RedisStore``: the shared-state protocol on Redis, shared by every replica.
+
+Each check-and-update is one Lua script call (EVALSHA of a script registered
+once), so ``admit`` is atomic and one round trip however many limits it
+touches, and limits hold exactly across replicas. Layout, under the store's
+prefix:
+
+* window: a HASH, field = bucket index, value = amount; the script prunes
+  fields that left the window; PEXPIRE window + one bucket.
+* lease pool: a ZSET, member = lease id, score = expiry (epoch seconds);
+  expired members are dropped before counting; PEXPIRE the longest lease.
+* counter / value / replay marker: a STRING (INCRBYFLOAT for counters).
+* idempotency record: a HASH with state, fingerprint, response.
+
+Times inside keys are the callers' ``now``; Redis expiries are relative, so a
+test clock far from the wall clock still expires keys at the right pace.
+
+Pub/sub runs one listener task per store on its own connection; it
+reconnects with capped exponential backoff and subscribes again to every
+channel. Messages published while it is disconnected are lost (pub/sub has no
+memory): subscribers use it for invalidation, with a time to live behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.client import PubSub
+
+from llmport.stores.base import (
+    Admission,
+    Claim,
+    CounterCeiling,
+    ItemState,
+    LeaseLimit,
+    WindowLimit,
+    deliver,
+    format_number,
+)
+
+log = structlog.get_logger("llmport.stores")
+
+# Shared Lua: bucket arithmetic identical to MemoryStore's (same IEEE operations).
+_LIVE_BUCKETS = """
+local BUCKETS = 60
+local function fmt(x) return string.format('%.17g', x) end
+-- The window's live buckets oldest first as {index, amount}; stale fields are deleted.
+local function live_buckets(key, current)
+  local flat = redis.call('HGETALL', key)
+  local live, stale = {}, {}
+  for j = 1, #flat, 2 do
+    local index = tonumber(flat[j])
+    if index <= current - BUCKETS then
+      stale[#stale + 1] = flat[j]
+    else
+      live[#live + 1] = {index, tonumber(flat[j + 1])}
+    end
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  table.sort(live, function(x, y) return x[1] < y[1] end)
+  return live
+end
+local function write_field(live, current)
+  -- A clock that stepped back adds to the newest bucket.
+  if #live > 0 and live[#live][1] > current then current = live[#live][1] end
+  return string.format('%.0f', current)
+end
+"""
+
+# KEYS: ceilings, windows, leases. ARGV: now, #ceilings, #windows, #leases, then per ceiling:
+# ceiling; per window: limit, amount, window_s; per lease: limit, lease_id, ttl_s.
+# Returns {refused (1-based over KEYS, 0 = admitted), retry_after, ceiling values,
+# window (used, reset) pairs, lease counts}.
+_ADMIT = _LIVE_BUCKETS + """
+local now = tonumber(ARGV[1])
+local nc, nw, nl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local refused, retry = 0, 0
+local a, k = 5, 1
+local out = {}
+
+for i = 1, nc do
+  local value = tonumber(redis.call('GET', KEYS[k]) or '0')
+  if value >= tonumber(ARGV[a]) then
+    if refused == 0 then refused = k end
+    retry = 1.0
+  end
+  out[#out + 1] = fmt(value)
+  a, k = a + 1, k + 1
+end
+
+local windows = {}
+for i = 1, nw do
+  local limit, amount, window_s = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local bucket_s = window_s / BUCKETS
+  local current = math.floor(now / bucket_s)
+  local live = live_buckets(KEYS[k], current)
+  local used = 0
+  for j = 1, #live do used = used + live[j][2] end
+  if used + amount > limit then
+    if refused == 0 then refused = k end
+    local wait = window_s
+    if amount <= limit then
+      local need, gone = used + amount - limit, 0
+      for j = 1, #live do
+        if live[j][2] > 0 then
+          gone = gone + live[j][2]
+          wait = (live[j][1] + BUCKETS) * bucket_s - now
+          if gone >= need then break end
+        end
+      end
+      if wait < 0.001 then wait = 0.001 end
+    end
+    if wait > retry then retry = wait end
+  end
+  windows[i] = {key = KEYS[k], amount = ARGV[a + 1], window_s = window_s, bucket_s = bucket_s,
+                current = current, live = live, used = used}
+  a, k = a + 3, k + 1
+end
+
+local leases = {}
+for i = 1, nl do
+  local key, limit = KEYS[k], tonumber(ARGV[a])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[1])
+  local count = redis.call('ZCARD', key)
+  local renewing = redis.call('ZSCORE', key, ARGV[a + 1]) ~= false
+  if (not renewing) and count >= limit then
+    if refused == 0 then refused = k end
+    if retry < 1.0 then retry = 1.0 end
+  end
+  leases[i] = {key = key, id = ARGV[a + 1], ttl_s = tonumber(ARGV[a + 2]), count = count,
+               renewing = renewing}
+  a, k = a + 3, k + 1
+end
+
+if refused == 0 then
+  retry = 0
+  for i = 1, nw do
+    local w = windows[i]
+    local field = write_field(w.live, w.current)
+    redis.call('HINCRBYFLOAT', w.key, field, w.amount)
+    redis.call('PEXPIRE', w.key, string.format('%.0f', math.ceil((w.window_s + w.bucket_s) * 1000)))
+    w.used = w.used + tonumber(w.amount)
+    w.live[#w.live + 1] = {tonumber(field), tonumber(w.amount)}
+    table.sort(w.live, function(x, y) return x[1] < y[1] end)
+  end
+  for i = 1, nl do
+    local l = leases[i]
+    redis.call('ZADD', l.key, fmt(now + l.ttl_s), l.id)
+    local ttl_ms = math.ceil(l.ttl_s * 1000)
+    if redis.call('PTTL', l.key) < ttl_ms then
+      redis.call('PEXPIRE', l.key, string.format('%.0f', ttl_ms))
+    end
+    if not l.renewing then l.count = l.count + 1 end
+  end
+end
+
+for i = 1, nw do
+  local w = windows[i]
+  local reset = 0
+  if w.used > 0 then
+    for j = 1, #w.live do
+      if w.live[j][2] > 0 then
+        reset = (w.live[j][1] + BUCKETS) * w.bucket_s - now
+        break
+      end
+    end
+    if reset < 0 then reset = 0 end
+  end
+  out[#out + 1] = fmt(w.used)
+  out[#out + 1] = fmt(reset)
+end
+for i = 1, nl do out[#out + 1] = fmt(leases[i].count) end
+return {refused, fmt(retry), out}
+"""
+
+# KEYS: windows, counters, leases. ARGV: now, #windows, #counters, #leases, then per window:
+# delta, window_s; per counter: delta; per lease: lease_id.
+_SETTLE = _LIVE_BUCKETS + """
+local now = tonumber(ARGV[1])
+local nw, nc, nl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local a, k = 5, 1
+for i = 1, nw do
+  local key, delta, window_s = KEYS[k], tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  if delta > 0 or redis.call('EXISTS', key) == 1 then
+    local bucket_s = window_s / BUCKETS
+    local current = math.floor(now / bucket_s)
+    local live = live_buckets(key, current)
+    if delta >= 0 then
+      redis.call('HINCRBYFLOAT', key, write_field(live, current), ARGV[a])
+      redis.call('PEXPIRE', key, string.format('%.0f', math.ceil((window_s + bucket_s) * 1000)))
+    else
+      -- Taken from the newest buckets first, none below zero.
+      local remaining = -delta
+      for j = #live, 1, -1 do
+        if remaining <= 0 then break end
+        local amount = live[j][2]
+        if amount > 0 then
+          local taken = math.min(amount, remaining)
+          remaining = remaining - taken
+          local field = string.format('%.0f', live[j][1])
+          if amount - taken <= 0 then
+            redis.call('HDEL', key, field)
+          else
+            redis.call('HSET', key, field, fmt(amount - taken))
+          end
+        end
+      end
+    end
+  end
+  a, k = a + 2, k + 1
+end
+for i = 1, nc do
+  redis.call('INCRBYFLOAT', KEYS[k], ARGV[a])
+  a, k = a + 1, k + 1
+end
+for i = 1, nl do
+  redis.call('ZREM', KEYS[k], ARGV[a])
+  a, k = a + 1, k + 1
+end
+return 1
+"""
+
+# KEYS: record. ARGV: fingerprint, running_ttl_ms.
+_CLAIM = """
+local r = redis.call('HMGET', KEYS[1], 'state', 'fingerprint', 'response')
+if not r[1] then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'fingerprint', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {'new'}
+end
+if r[2] ~= ARGV[1] then return {'conflict'} end
+if r[1] == 'done' then return {'done', r[3]} end
+return {'running'}
+"""
+
+# KEYS: record. ARGV: fingerprint, response, ttl_ms.
+_COMPLETE = """
+local fingerprint = redis.call('HGET', KEYS[1], 'fingerprint')
+if fingerprint and fingerprint ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'done', 'fingerprint', ARGV[1], 'response', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS: record. ARGV: fingerprint.
+_ABANDON = """
+local r = redis.call('HMGET', KEYS[1], 'state', 'fingerprint')
+if r[1] == 'running' and r[2] == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+_BACKOFF_FIRST_S = 0.05
+_BACKOFF_MAX_S = 5.0
+
+
+def _ms(seconds: float) -> int:
+    # Redis refuses a zero expiry; round up so a time to live is never shortened.
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+class RedisStore:
+    """The ``StateStore`` on Redis. ``client`` must not decode responses (bytes in, bytes out);
+    the store closes it on ``aclose`` when ``owns_client``."""
+
+    def __init__(self, client: Redis, prefix: str = "llmport:", *, owns_client: bool = True,
+                 ping_timeout_s: float = 1.0, subscribe_timeout_s: float = 5.0,
+                 poll_s: float = 1.0) -> None:
+        self.prefix = prefix
+        self._client = client
+        self._owns_client = owns_client
+        self._ping_timeout_s = ping_timeout_s
+        self._subscribe_timeout_s = subscribe_timeout_s
+        self._poll_s = poll_s
+        self._admit = client.register_script(_ADMIT)
+        self._settle = client.register_script(_SETTLE)
+        self._claim = client.register_script(_CLAIM)
+        self._complete = client.register_script(_COMPLETE)
+        self._abandon = client.register_script(_ABANDON)
+        self._callbacks: dict[str, list[Callable[[bytes], None]]] = {}
+        self._pubsub: PubSub | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._confirmed: set[str] = set()
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "llmport:", *, max_connections: int = 64,
+                 pool_timeout_s: float = 5.0, **options: Any) -> RedisStore:
+        """A store on its own pool. Callers beyond ``max_connections`` wait up to
+        ``pool_timeout_s`` for a connection instead of failing at once. ``options`` go to the
+        connections (``socket_timeout``, ``client_name``, …)."""
+        options.setdefault("health_check_interval", 15)
+        options.setdefault("socket_keepalive", True)
+        options.setdefault("socket_connect_timeout", 5.0)
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout_s,
+            decode_responses=False, **options)
+        return cls(Redis.from_pool(pool), prefix)
+
+    @property
+    def shared(self) -> bool:
+        return True
+
+    # --- limits -------------------------------------------------------------------------
+
+    async def admit(self, windows: Sequence[WindowLimit] = (), leases: Sequence[LeaseLimit] = (),
+                    ceilings: Sequence[CounterCeiling] = (),
+                    now: float | None = None) -> Admission:
+        if now is None:
+            now = time.time()
+        p = self.prefix
+        keys = [p + c.key for c in ceilings]
+        keys += [p + w.key for w in windows]
+        keys += [p + lease.key for lease in leases]
+        args: list[str | int] = [repr(float(now)), len(ceilings), len(windows), len(leases)]
+        args += [_num(c.ceiling) for c in ceilings]
+        for w in windows:
+            args += (_num(w.limit), _num(w.amount), w.window_s)
+        for lease in leases:
+            args += (lease.limit, lease.lease_id, _num(lease.ttl_s))
+        refused, retry, out = await self._admit(keys=keys, args=args)
+        values = [float(v) for v in out]
+        nc, nw = len(ceilings), len(windows)
+        items = (*ceilings, *windows, *leases)
+        return Admission(
+            refused == 0,
+            tuple(ItemState(w.key, w.limit, values[nc + 2 * i], values[nc + 2 * i + 1])
+                  for i, w in enumerate(windows)),
+            tuple(ItemState(lease.key, lease.limit, values[nc + 2 * nw + i], 0.0)
+                  for i, lease in enumerate(leases)),
+            tuple(ItemState(c.key, c.ceiling, values[i], 0.0) for i, c in enumerate(ceilings)),
+            None if refused == 0 else items[refused - 1].key,
+            float(retry),
+        )
+
+    async def settle(self, windows: Sequence[tuple[str, float, int]] = (),
+                     counters: Sequence[tuple[str, float]] = (),
+                     releases: Sequence[tuple[str, str]] = (), now: float | None = None) -> None:
+        if not (windows or counters or releases):
+            return
+        if now is None:
+            now = time.time()
+        p = self.prefix
+        keys = [p + key for key, _, _ in windows]
+        keys += [p + key for key, _ in counters]
+        keys += [p + key for key, _ in releases]
+        args: list[str | int] = [repr(float(now)), len(windows), len(counters), len(releases)]
+        for _, delta, window_s in windows:
+            args += (_num(delta), window_s)
+        args += [_num(delta) for _, delta in counters]
+        args += [lease_id for _, lease_id in releases]
+        await self._settle(keys=keys, args=args)
+
+    # --- counters and values ------------------------------------------------------------
+
+    async def get_counter(self, key: str) -> float | None:
+        raw = await self._client.get(self.prefix + key)
+        return None if raw is None else float(raw)
+
+    async def set_counter(self, key: str, value: float, ttl_s: float | None = None,
+                          only_if_absent: bool = False) -> bool:
+        done = await self._client.set(self.prefix + key, format_number(float(value)),
+                                      px=None if ttl_s is None else _ms(ttl_s),
+                                      nx=only_if_absent)
+        return bool(done)
+
+    async def delete(self, *keys: str) -> None:
+        if keys:
+            await self._client.delete(*(self.prefix + key for key in keys))
+
+    async def add_if_absent(self, key: str, ttl_s: float) -> bool:
+        return bool(await self._client.set(self.prefix + key, b"1", px=_ms(ttl_s), nx=True))
+
+    async def get_value(self, key: str) -> bytes | None:
+        raw = await self._client.get(self.prefix + key)
+        return raw.encode() if isinstance(raw, str) else raw
+
+    async def set_value(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        await self._client.set(self.prefix + key, value,
+                               px=None if ttl_s is None else _ms(ttl_s))
+
+    # --- idempotency records ------------------------------------------------------------
+
+    async def claim(self, key: str, fingerprint: str, ttl_s: float,
+                    running_ttl_s: float) -> Claim:
+        reply = await self._claim(keys=[self.prefix + key],
+                                  args=[fingerprint, _ms(running_ttl_s)])
+        state = reply[0]
+        if state == b"new":
+            return Claim("new")
+        if state == b"conflict":
+            return Claim("conflict")
+        if state == b"done":
+            return Claim("done", reply[1] if len(reply) > 1 else b"")
+        return Claim("running")
+
+    async def complete(self, key: str, fingerprint: str, response: bytes, ttl_s: float) -> None:
+        await self._complete(keys=[self.prefix + key], args=[fingerprint, response, _ms(ttl_s)])
+
+    async def abandon(self, key: str, fingerprint: str) -> None:
+        await self._abandon(keys=[self.prefix + key], args=[fingerprint])
+
+    # --- pub/sub ------------------------------------------------------------------------
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        await self._client.publish(self.prefix + channel, message)
+
+    async def subscribe(self, channel: str, callback: Callable[[bytes], None]) -> None:
+        """Returns once the subscription is active (or after ``subscribe_timeout_s`` with a
+        warning while Redis is unreachable; the listener subscribes when it reconnects)."""
+        name = self.prefix + channel
+        first = name not in self._callbacks
+        self._callbacks.setdefault(name, []).append(callback)
+        if name in self._confirmed:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(name, []).append(waiter)
+        try:
+            if self._listener is None:
+                self._listener = asyncio.create_task(self._listen(), name="llmport-store-pubsub")
+            elif first and self._pubsub is not None:
+                # While connected the listener only reads, so this write does not race it;
+                # a send that fails here is retried by the listener's reconnection.
+                with contextlib.suppress(Exception):
+                    await self._pubsub.subscribe(name)
+            await asyncio.wait_for(asyncio.shield(waiter), self._subscribe_timeout_s)
+        except TimeoutError:
+            log.warning("store_subscribe_pending", channel=channel)
+        finally:
+            waiters = self._waiting.get(name)
+            if waiters and waiter in waiters:
+                waiters.remove(waiter)
+
+    async def _listen(self) -> None:
+        delay = _BACKOFF_FIRST_S
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.connect()  # type: ignore[no-untyped-call]
+                # Set before subscribing, in the same step as the snapshot below: a channel
+                # added from now on is sent by subscribe() itself.
+                self._pubsub = pubsub
+                channels = list(self._callbacks)
+                if channels:
+                    await pubsub.subscribe(*channels)
+                while True:
+                    message = await pubsub.get_message(timeout=self._poll_s)
+                    if message is not None:
+                        delay = _BACKOFF_FIRST_S
+                        self._dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("store_pubsub_disconnected", error=repr(error),
+                            retry_in_s=round(delay, 3))
+            finally:
+                self._pubsub = None
+                self._confirmed.clear()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        raw_channel = message["channel"]
+        name = raw_channel.decode() if isinstance(raw_channel, bytes) else str(raw_channel)
+        if kind == "message":
+            data = message["data"]
+            channel = name.removeprefix(self.prefix)
+            for callback in tuple(self._callbacks.get(name, ())):
+                deliver(callback, channel, data)
+        elif kind == "subscribe":
+            self._confirmed.add(name)
+            for waiter in self._waiting.pop(name, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self._client.ping(), self._ping_timeout_s))
+        except Exception:
+            return False
+
+    async def aclose(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        for waiters in self._waiting.values():
+            for waiter in waiters:
+                waiter.cancel()
+        self._waiting.clear()
+        self._callbacks.clear()
+        if self._owns_client:
+            await self._client.aclose()
