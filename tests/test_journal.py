@@ -18,7 +18,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from llmport.accounting.journal import SpendJournal
+from llmport.accounting.journal import SpendJournal, _lock
 from tests.support.journal_crash import SQLiteSink, record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -301,7 +301,8 @@ async def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path: Path, make: 
     with capture_logs() as logs:
         journal = await make(sink, flush_interval=3600)
     assert set(sink.records) == {item["id"] for item in batch}
-    assert [entry for entry in logs if entry["log_level"] == "warning"][0]["lines"] == 1
+    [warning] = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert warning["lines"] == 1
     assert not orphan.exists()
     await journal.aclose()
 
@@ -336,6 +337,23 @@ async def test_two_live_journals_in_one_directory_never_replay_each_other(
     await a.aclose()
     await b.aclose()
     assert files(tmp_path / "journal") == []
+
+
+async def test_a_segment_deleted_after_another_opened_it_is_not_taken_for_an_orphan(
+        tmp_path: Path, make: Any) -> None:
+    sink = MemorySink()
+    journal = await make(sink, flush_interval=3600)
+    journal.append(records(1)[0])
+    [name] = files(tmp_path / "journal")
+    # A scanning process opened the file just before its owner committed and deleted it,
+    # and takes the lock only after the owner let go of it.
+    fd = os.open(tmp_path / "journal" / name, os.O_RDONLY)
+    try:
+        assert not _lock(fd)  # still held by its owner
+        await journal.flush()
+        assert not _lock(fd)  # free now, but deleted: its records are in the sink already
+    finally:
+        os.close(fd)
 
 
 # --- killed processes ----------------------------------------------------------------------

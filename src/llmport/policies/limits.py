@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import structlog
@@ -28,7 +29,7 @@ from llmport.gateway.pipeline import Handler
 from llmport.observability.events import BudgetAlert, EventBus
 from llmport.policies.estimate import estimate_tokens
 from llmport.stores.base import Admission, CounterCeiling, LeaseLimit, StateStore, WindowLimit
-from llmport.types import Quota, Result
+from llmport.types import Chunk, JSONResult, Quota, Result, StreamResult
 
 log = structlog.get_logger("llmport.limits")
 NO_CEILING = 1e18  # a soft-only budget reads its counter without a hard limit
@@ -55,6 +56,7 @@ class _Plan:
     lease_quotas: list[Quota] = field(default_factory=list)
     budgets: list[tuple[Quota, str]] = field(default_factory=list)
     spent_before: list[float] = field(default_factory=list)
+    settled: bool = False
 
 
 class LimitsPolicy:
@@ -79,8 +81,23 @@ class LimitsPolicy:
         if not quotas:
             return await call_next(ctx)
         plan = await self._admit(ctx, quotas)
-        ctx.cleanups.append(lambda: self._settle(ctx, plan))
-        return await call_next(ctx)
+        ctx.cleanups.append(lambda: self._settle(ctx, plan))  # failures and hang-ups
+        result = await call_next(ctx)
+        # Settled before the client has the whole answer, so its next request (to any
+        # replica) is admitted against the corrected counts.
+        if isinstance(result, JSONResult):
+            await self._settle(ctx, plan)
+            return result
+        return StreamResult(self._settle_after(ctx, plan, result.chunks), close=result.close)
+
+    async def _settle_after(self, ctx: CallContext, plan: _Plan,
+                            chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+        await self._settle(ctx, plan)
 
     def _quotas(self, ctx: CallContext) -> list[Quota]:
         principal = ctx.principal
@@ -154,6 +171,9 @@ class LimitsPolicy:
         return RateLimitError("Rate limit reached.", retry_after=admission.retry_after_s)
 
     async def _settle(self, ctx: CallContext, plan: _Plan) -> None:
+        if plan.settled:
+            return
+        plan.settled = True
         usage = ctx.usage
         tokens = usage.total_tokens if usage is not None else 0
         if ctx.state.get("replayed"):

@@ -228,8 +228,13 @@ class MemoryStore:
                 window.add(current, limit.amount)
                 window.expires = now + limit.window_s + window.bucket_s
                 store[limit.key] = window
-                window_states.append(ItemState(limit.key, limit.limit, window.total,
-                                               window.reset_s(now)))
+                # The oldest bucket usually has usage: skip the general search then.
+                if window.amounts[0] > 0:
+                    reset = (window.indexes[0] + BUCKETS) * window.bucket_s - now
+                    reset = reset if reset > 0 else 0.0
+                else:
+                    reset = window.reset_s(now)
+                window_states.append(ItemState(limit.key, limit.limit, window.total, reset))
             for lease, pool in held:
                 pool.take(lease.lease_id, now + lease.ttl_s)
                 self._leases[lease.key] = pool

@@ -1,0 +1,232 @@
+"""RedisStore alone: exactness across independent connections and event loops, pub/sub
+between stores, one round trip per call, the key layout, and an unreachable Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+from uuid import uuid4
+
+import pytest
+import redis.asyncio
+
+from llmport.stores import Admission, CounterCeiling, LeaseLimit, RedisStore, WindowLimit
+from tests.test_stores import REDIS_URL, T0, delete_prefixed, redis_or_skip, unique_prefix
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    redis_or_skip()
+    name = unique_prefix()
+    yield name
+    await delete_prefixed(name)
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[redis.asyncio.Redis]:
+    redis_or_skip()
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+def in_threads(prefix: str, attempts: int,
+               work: Callable[[RedisStore], Coroutine[Any, Any, Admission]],
+               threads: int = 2) -> list[list[Admission]]:
+    """``attempts`` concurrent calls of ``work`` in each of ``threads`` threads, each thread
+    with its own event loop and its own RedisStore (own pool, own connections), all started
+    together."""
+    barrier = threading.Barrier(threads)
+    results: list[list[Admission]] = [[] for _ in range(threads)]
+    errors: list[BaseException] = []
+
+    async def one(index: int) -> None:
+        store = RedisStore.from_url(REDIS_URL, prefix)
+        try:
+            await store.ping()  # connect before the start line
+            barrier.wait()
+            results[index] = list(await asyncio.gather(*(work(store) for _ in range(attempts))))
+        finally:
+            await store.aclose()
+
+    def run(index: int) -> None:
+        try:
+            asyncio.run(one(index))
+        except BaseException as error:
+            errors.append(error)
+            barrier.abort()
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert not errors, errors
+    return results
+
+
+async def test_two_replicas_admit_exactly_the_limit(prefix: str) -> None:
+    results = in_threads(prefix, 150, lambda store: store.admit([WindowLimit("rpm", 100, 1)],
+                                                                now=T0))
+    admitted = [r for rs in results for r in rs if r.admitted]
+    assert len(admitted) == 100
+    assert sorted(r.windows[0].used for r in admitted) == [float(n) for n in range(1, 101)]
+    assert all(len(rs) == 150 for rs in results)
+
+
+async def test_all_or_nothing_holds_under_concurrency(prefix: str) -> None:
+    # Each replica's own window (60) and the shared one (100) race: a refusal by either must
+    # add nothing to the other, so the shared usage equals exactly what was admitted.
+    async def work(store: RedisStore) -> Admission:
+        own = f"own:{id(store)}"
+        return await store.admit([WindowLimit("shared", 100, 1), WindowLimit(own, 60, 1)],
+                                 leases=[LeaseLimit("conc", 1000, uuid4().hex)], now=T0)
+
+    results = in_threads(prefix, 150, work)
+    per_thread = [sum(r.admitted for r in rs) for rs in results]
+    assert all(n <= 60 for n in per_thread) and sum(per_thread) == 100
+    store = RedisStore.from_url(REDIS_URL, prefix)
+    try:
+        check = await store.admit([WindowLimit("shared", 1000, 0)],
+                                  leases=[LeaseLimit("conc", 1000, "probe")], now=T0)
+        assert check.windows[0].used == 100
+        assert check.leases[0].used == 101  # the 100 admitted leases and the probe
+    finally:
+        await store.aclose()
+
+
+async def test_leases_are_exact_across_replicas(prefix: str) -> None:
+    results = in_threads(prefix, 50, lambda store: store.admit(
+        leases=[LeaseLimit("slots", 7, uuid4().hex)], now=T0))
+    assert sum(r.admitted for rs in results for r in rs) == 7
+
+
+async def test_pubsub_between_two_stores(prefix: str) -> None:
+    listener = RedisStore.from_url(REDIS_URL, prefix)
+    publisher = RedisStore.from_url(REDIS_URL, prefix)
+    elsewhere = RedisStore.from_url(REDIS_URL, unique_prefix())  # another deployment
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    strays: list[bytes] = []
+    try:
+        await listener.subscribe("invalidate", got.put_nowait)
+        await elsewhere.subscribe("invalidate", strays.append)
+        for i in range(3):
+            await publisher.publish("invalidate", b"model:%d" % i)
+        received = [await asyncio.wait_for(got.get(), 5) for _ in range(3)]
+        assert received == [b"model:0", b"model:1", b"model:2"]  # in order
+        # A channel subscribed after the listener started is picked up too.
+        await listener.subscribe("keys", got.put_nowait)
+        await publisher.publish("keys", b"revoked")
+        assert await asyncio.wait_for(got.get(), 5) == b"revoked"
+        assert strays == []  # the prefix namespaces channels as well as keys
+    finally:
+        for store in (listener, publisher, elsewhere):
+            await store.aclose()
+
+
+async def test_the_listener_reconnects_after_its_connection_drops(
+        prefix: str, raw: redis.asyncio.Redis) -> None:
+    name = f"llmport-test-{uuid4().hex[:12]}"
+    listener = RedisStore.from_url(REDIS_URL, prefix, client_name=name)
+    publisher = RedisStore.from_url(REDIS_URL, prefix)
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    try:
+        await listener.subscribe("c", got.put_nowait)
+        await publisher.publish("c", b"before")
+        assert await asyncio.wait_for(got.get(), 5) == b"before"
+        clients = await raw.client_list()
+        ours = [c for c in clients if c.get("name") == name and int(c.get("sub", 0)) > 0]
+        assert len(ours) == 1
+        await raw.client_kill_filter(_id=ours[0]["id"])
+        # Messages sent while it is away are lost (pub/sub keeps nothing); keep sending until
+        # the resubscribed listener hears one.
+        for _ in range(100):
+            await publisher.publish("c", b"after")
+            try:
+                assert await asyncio.wait_for(got.get(), 0.1) == b"after"
+                break
+            except TimeoutError:
+                continue
+        else:
+            pytest.fail("the listener never resubscribed")
+    finally:
+        await listener.aclose()
+        await publisher.aclose()
+
+
+async def test_each_call_is_one_round_trip(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = RedisStore.from_url(REDIS_URL, prefix)
+    commands: list[Any] = []
+    execute = store._client.execute_command
+
+    async def counting(*args: Any, **options: Any) -> Any:
+        commands.append(args[0])
+        return await execute(*args, **options)
+
+    monkeypatch.setattr(store._client, "execute_command", counting)
+    try:
+        admission = await store.admit(
+            [WindowLimit("a", 10, 1), WindowLimit("b", 10, 1), WindowLimit("c", 10, 1)],
+            [LeaseLimit("l", 2, "x")], [CounterCeiling("spend", 5)], now=T0)
+        assert admission.admitted
+        assert commands == ["EVALSHA"]
+        commands.clear()
+        await store.settle([("a", -1, 60), ("b", 2, 60)], [("spend", 0.5)], [("l", "x")],
+                           now=T0)
+        assert commands == ["EVALSHA"]
+        commands.clear()
+        await store.settle(now=T0)  # nothing to do: no round trip at all
+        await store.claim("idem", "fp", 60, 30)
+        assert commands == ["EVALSHA"]
+    finally:
+        await store.aclose()
+
+
+async def test_key_layout_and_expiry(prefix: str, raw: redis.asyncio.Redis) -> None:
+    store = RedisStore.from_url(REDIS_URL, prefix)
+    try:
+        await store.admit([WindowLimit("w", 10, 1)], [LeaseLimit("l", 5, "x", ttl_s=30)],
+                          now=T0)
+        await store.admit([WindowLimit("w", 10, 1)], now=T0 + 1)
+        assert await raw.type(prefix + "w") == b"hash"
+        assert await raw.hgetall(prefix + "w") == {b"1000020": b"1", b"1000021": b"1"}
+        assert 60_000 < await raw.pttl(prefix + "w") <= 61_000  # window + one bucket
+        assert await raw.type(prefix + "l") == b"zset"
+        assert await raw.zscore(prefix + "l", "x") == T0 + 30
+        assert 0 < await raw.pttl(prefix + "l") <= 30_000
+        # Buckets that left the window are pruned by the next call.
+        await store.admit([WindowLimit("w", 10, 1)], now=T0 + 120)
+        assert await raw.hgetall(prefix + "w") == {b"1000140": b"1"}
+        # Settling a bucket down to zero removes its field.
+        await store.settle([("w", -1, 60)], now=T0 + 120)
+        assert await raw.exists(prefix + "w") == 0
+        await store.claim("idem", "fp", 600, 30)
+        assert await raw.hgetall(prefix + "idem") == {b"state": b"running", b"fingerprint": b"fp"}
+        assert 0 < await raw.pttl(prefix + "idem") <= 30_000
+        await store.complete("idem", "fp", b"body", 600)
+        assert (await raw.hgetall(prefix + "idem"))[b"state"] == b"done"
+        assert 30_000 < await raw.pttl(prefix + "idem") <= 600_000
+        await store.set_counter("spend", 2.5)
+        await store.settle(counters=[("spend", 0.25)], now=T0)
+        assert await raw.get(prefix + "spend") == b"2.75"
+        # A counter written elsewhere as a plain string still counts.
+        await raw.set(prefix + "spend", b"9")
+        assert await store.get_counter("spend") == 9
+    finally:
+        await store.aclose()
+
+
+async def test_an_unreachable_redis_is_reported_not_raised() -> None:
+    store = RedisStore.from_url("redis://127.0.0.1:1/0", "test:", socket_connect_timeout=0.5)
+    down = RedisStore(redis.asyncio.Redis.from_url("redis://127.0.0.1:1/0"), "test:",
+                      subscribe_timeout_s=0.2)
+    try:
+        assert await store.ping() is False
+        await down.subscribe("c", lambda message: None)  # returns; retried in the background
+        with pytest.raises(redis.ConnectionError):
+            await store.admit([WindowLimit("w", 1, 1)])
+    finally:
+        await store.aclose()
+        await down.aclose()
