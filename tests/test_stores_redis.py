@@ -159,7 +159,7 @@ async def test_the_listener_reconnects_after_its_connection_drops(
 async def test_each_call_is_one_round_trip(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     store = RedisStore.from_url(REDIS_URL, prefix)
     commands: list[Any] = []
-    execute = store._client.execute_command
+    execute: Any = store._client.execute_command
 
     async def counting(*args: Any, **options: Any) -> Any:
         commands.append(args[0])

@@ -2,9 +2,13 @@
 
 ``open_store(url)`` gives a ``MemoryStore`` (no URL: one process) or a
 ``RedisStore`` (a Redis URL: every replica). Both implement ``StateStore``.
+``RedisStore`` is imported on first use, so a gateway without Redis never
+loads the Redis client.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from llmport.stores.base import (
     Admission,
@@ -17,7 +21,9 @@ from llmport.stores.base import (
 )
 from llmport.stores.factory import open_store
 from llmport.stores.memory import MemoryStore
-from llmport.stores.redis import RedisStore
+
+if TYPE_CHECKING:
+    from llmport.stores.redis import RedisStore
 
 __all__ = [
     "Admission",
@@ -31,3 +37,11 @@ __all__ = [
     "WindowLimit",
     "open_store",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisStore":
+        from llmport.stores.redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from llmport.stores.base import StateStore
 from llmport.stores.memory import MemoryStore
-from llmport.stores.redis import RedisStore
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -20,6 +19,8 @@ def open_store(url: str | None, prefix: str = "llmport:") -> StateStore:
     if url is None:
         return MemoryStore(prefix)
     if url.lower().startswith(REDIS_SCHEMES):
+        from llmport.stores.redis import RedisStore
+
         return RedisStore.from_url(url, prefix)
     scheme = url.split("://", 1)[0] if "://" in url else url
     raise ValueError(f"unsupported state store URL {scheme!r}: expected "

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 import time
-from math import floor
 from collections import deque
 from collections.abc import Callable, Sequence
+from math import floor
 
 from llmport.stores.base import (
     BUCKETS,

@@ -306,6 +306,7 @@ class RedisStore:
         options.setdefault("health_check_interval", 15)
         options.setdefault("socket_keepalive", True)
         options.setdefault("socket_connect_timeout", 5.0)
+        options.setdefault("socket_timeout", 5.0)
         pool = BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=pool_timeout_s,
             decode_responses=False, **options)
@@ -320,6 +321,8 @@ class RedisStore:
     async def admit(self, windows: Sequence[WindowLimit] = (), leases: Sequence[LeaseLimit] = (),
                     ceilings: Sequence[CounterCeiling] = (),
                     now: float | None = None) -> Admission:
+        if not (windows or leases or ceilings):
+            return Admission(True, (), (), (), None, 0.0)
         if now is None:
             now = time.time()
         p = self.prefix
@@ -504,9 +507,11 @@ class RedisStore:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+        # Waiting subscribers return (a cancellation would read as their own).
         for waiters in self._waiting.values():
             for waiter in waiters:
-                waiter.cancel()
+                if not waiter.done():
+                    waiter.set_result(None)
         self._waiting.clear()
         self._callbacks.clear()
         if self._owns_client:
