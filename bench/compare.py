@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""One command, every gateway, one table: llmport (bare, full in-process, full on
-Redis + PostgreSQL), a thin FastAPI + aiohttp passthrough, the LiteLLM proxy and the
-Portkey gateway, each measured by run_bench.py against the same mock upstream.
+"""One command, every gateway, one table: llmport (bare; with all observability on; full
+in-process; full on Redis + PostgreSQL), a thin FastAPI + aiohttp passthrough, the
+LiteLLM proxy and the Portkey gateway, each measured by run_bench.py against the same
+mock upstream.
 
     bench/run.sh                       # everything (about 25 minutes)
     bench/run.sh --targets llmport-full,litellm --reps 1
@@ -46,6 +47,7 @@ def targets() -> dict[str, dict[str, object]]:
                    "--host 127.0.0.1 --port {port} --loop uvloop --http httptools "
                    "--no-access-log --log-level warning"},
         "llmport-bare": llmport("bare.yaml"),
+        "llmport-observability": llmport("observability.yaml"),
         "llmport-full": {**llmport("full-inprocess.yaml"), "setup": "full"},
         "llmport-full-redis": {**llmport("full-redis.yaml"), "setup": "full-redis"},
         "litellm": {

@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import MASTER_KEY, claude_config
 from tests.support import spec
+from tests.support.events import finished_events
 from tests.support.fake_anthropic import TEXT, Fail, FakeAnthropic, Reply
 from tests.support.fake_openai import Hang
 from tests.support.servers import GatewayServer
@@ -110,11 +111,10 @@ def test_streams_become_chunks(server: GatewayServer, upstream: FakeAnthropic,
 
 
 def test_official_client_streams(client: openai.OpenAI, server: GatewayServer) -> None:
-    finished: list[Any] = []
-    server.gateway.events.subscribe(finished.append)
+    finished = finished_events(server.gateway)
     stream = client.chat.completions.create(model="claude", messages=USER, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == TEXT
-    usage = finished[-1].usage  # the gateway saw the usage though the client did not ask
+    usage = finished.wait(1)[-1].usage  # the gateway saw the usage though the client did not ask
     assert (usage.prompt_tokens, usage.completion_tokens) == (25, 10)
 
 

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from llmport.observability.events import RequestFinished
+from tests.support.events import finished_events
 from tests.support.fake_openai import Fail, FakeOpenAI
 
 USER: Any = [{"role": "user", "content": "What is a gateway?"}]
@@ -21,9 +21,7 @@ def cached(fake: FakeOpenAI, start_gateway: Any, **cache: Any) -> Any:
 
 def test_identical_requests_hit_and_are_not_billed(fake: FakeOpenAI, start_gateway: Any) -> None:
     server = cached(fake, start_gateway)
-    finished: list[RequestFinished] = []
-    server.gateway.events.subscribe(
-        lambda e: finished.append(e) if isinstance(e, RequestFinished) else None)
+    finished = finished_events(server.gateway)
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
     first = client.chat.completions.with_raw_response.create(model="m", messages=USER, user="a")
     second = client.chat.completions.with_raw_response.create(model="m", messages=USER, user="b")
@@ -31,6 +29,7 @@ def test_identical_requests_hit_and_are_not_billed(fake: FakeOpenAI, start_gatew
     assert second.headers["x-llmport-cache"] == "hit"
     assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
     assert len(fake.history) == 1
+    finished.wait(2)
     assert finished[0].usage is not None and finished[0].usage.completion_tokens == 8
     assert finished[1].usage is not None and finished[1].usage.total_tokens == 0
     other = client.chat.completions.create(model="m", messages=USER, temperature=0.5)

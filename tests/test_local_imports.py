@@ -14,8 +14,12 @@ from llmport.app import create_app
 from llmport.config import load_config
 
 app = create_app(load_config(sys.argv[1]))
-asyncio.run(app.gateway.start())
-asyncio.run(app.gateway.aclose())
+
+async def start_and_stop():
+    await app.gateway.start()
+    await app.gateway.aclose()
+
+asyncio.run(start_and_stop())
 heavy = sorted(m for m in ("torch", "transformers", "sentence_transformers") if m in sys.modules)
 print("heavy:", ",".join(heavy) or "none")
 """

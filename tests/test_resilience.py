@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from llmport.observability.events import RequestFinished
+from tests.support.events import Finished, finished_events
 from tests.support.fake_openai import Answer, Fail, FakeOpenAI, Hang, Reset
 from tests.support.servers import GatewayServer
 
@@ -77,11 +77,8 @@ def client(gateway: GatewayServer) -> openai.OpenAI:
 
 
 @pytest.fixture
-def finished(gateway: GatewayServer) -> list[RequestFinished]:
-    events: list[RequestFinished] = []
-    gateway.gateway.events.subscribe(
-        lambda e: events.append(e) if isinstance(e, RequestFinished) else None)
-    return events
+def finished(gateway: GatewayServer) -> Finished:
+    return finished_events(gateway.gateway)
 
 
 def stream_text(client: openai.OpenAI) -> tuple[str, Any, list[Any]]:
@@ -118,14 +115,14 @@ def test_500_once_is_retried(client: openai.OpenAI, primary: FakeOpenAI,
 
 def test_503_always_falls_back_after_the_retries(client: openai.OpenAI, primary: FakeOpenAI,
                                                  backup: FakeOpenAI,
-                                                 finished: list[RequestFinished]) -> None:
+                                                 finished: Finished) -> None:
     primary.default = Fail(503, "overloaded")
     backup.default = Answer(tokens=3, model="backup-upstream-id")
     answer = client.chat.completions.create(model="main", messages=USER)
     assert answer.choices[0].message.content == "Hello from the"
     assert answer.model == "backup-upstream-id"  # the model that actually answered
     assert [len(primary.history), len(backup.history)] == [3, 1]
-    event = finished[-1]
+    event = finished.wait(1)[-1]
     assert event.served_model == "backup" and event.model == "main"
     assert event.usage is not None and event.usage.completion_tokens == 3  # backup's usage
 
@@ -170,7 +167,7 @@ def test_late_first_token_moves_on(client: openai.OpenAI, primary: FakeOpenAI,
 @pytest.mark.parametrize("fault", [{"cut_after": 40}, {"stall_after": 20}])
 def test_broken_stream_is_continued_on_the_fallback(client: openai.OpenAI, primary: FakeOpenAI,
                                                     backup: FakeOpenAI, fault: dict[str, int],
-                                                    finished: list[RequestFinished]) -> None:
+                                                    finished: Finished) -> None:
     primary.default = Answer(tokens=60, **fault)
     backup.default = Answer(tokens=60)
     backup.prefill = "continue"
@@ -185,7 +182,7 @@ def test_broken_stream_is_continued_on_the_fallback(client: openai.OpenAI, prima
     assert usage.completion_tokens == 60 - sent  # billed: the continuation, not the failure
     assert len({c.id for c in chunks}) == 1  # one stream, one id
     assert [len(primary.history), len(backup.history)] == [1, 1]
-    assert finished[-1].served_model == "backup" and finished[-1].status == 200
+    assert finished.wait(1)[-1].served_model == "backup" and finished[-1].status == 200
 
 
 def test_prefill_refused_restarts_cleanly(client: openai.OpenAI, primary: FakeOpenAI,
@@ -222,11 +219,11 @@ def test_rescue_is_opt_in(primary: FakeOpenAI, backup: FakeOpenAI, start_gateway
 
 
 def test_malformed_chunk_is_skipped_and_counted(client: openai.OpenAI, primary: FakeOpenAI,
-                                                finished: list[RequestFinished]) -> None:
+                                                finished: Finished) -> None:
     primary.default = Answer(tokens=8, malformed_at=4)
     text, _, _ = stream_text(client)
     assert text == "Hello from the fake upstream , answering every"
-    assert finished[-1].skipped_chunks == 1
+    assert finished.wait(1)[-1].skipped_chunks == 1
 
 
 def test_context_length_goes_to_the_larger_model_not_retried(client: openai.OpenAI,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -27,6 +28,17 @@ def traced(fake: FakeOpenAI, start_gateway: Any) -> tuple[Any, InMemorySpanExpor
     return server, memory
 
 
+def spans_once_finished(memory: Any) -> Any:
+    """The spans, once the request's root span has ended (just after the response)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        spans = memory.get_finished_spans()
+        if any(s.name == "llmport.request" for s in spans):
+            return spans
+        time.sleep(0.005)
+    raise AssertionError("the request span never ended")
+
+
 def test_a_streamed_request_is_one_trace(fake: FakeOpenAI, start_gateway: Any) -> None:
     server, memory = traced(fake, start_gateway)
     fake.enqueue(Fail(503))  # one failed attempt, then a good one
@@ -36,9 +48,10 @@ def test_a_streamed_request_is_one_trace(fake: FakeOpenAI, start_gateway: Any) -
     chunks = list(client.chat.completions.create(model="m", messages=USER, stream=True,
                                                  stream_options={"include_usage": True}))
     assert chunks[-1].usage is not None
-    spans = {s.name: s for s in memory.get_finished_spans()}
+    spans = {s.name: s for s in spans_once_finished(memory)}
     attempts = [s for s in memory.get_finished_spans() if s.name == "llmport.upstream"]
-    assert set(spans) == {"llmport.request", "llmport.auth", "llmport.policy.cache",
+    assert set(spans) == {"llmport.request", "llmport.auth", "llmport.policy.idempotency",
+                          "llmport.policy.limits", "llmport.policy.cache",
                           "llmport.upstream", "llmport.stream"}
     assert {format(s.context.trace_id, "032x") for s in memory.get_finished_spans()} == {
         CLIENT_TRACE}  # one trace, the client's
@@ -67,7 +80,7 @@ def test_a_trace_starts_without_a_client_parent(fake: FakeOpenAI, start_gateway:
     response = httpx.post(server.url + "/v1/chat/completions", json={"model": "m",
                                                                     "messages": USER})
     assert response.status_code == 200
-    root = next(s for s in memory.get_finished_spans() if s.name == "llmport.request")
+    root = next(s for s in spans_once_finished(memory) if s.name == "llmport.request")
     assert root.parent is None
     trace_id = f"{root.context.trace_id:032x}"
     assert fake.history[-1].headers["traceparent"].split("-")[1] == trace_id

@@ -134,6 +134,8 @@ class Config(StrictModel):
         "default: a SQLite file in data_dir"))
     redis_url: str | None = Field(default=None, description=(
         "shared state for several replicas (limits, budgets, idempotency, invalidations)"))
+    redis_prefix: str = Field(default="llmport:", description=(
+        "prefix of every Redis key (several deployments may share one Redis)"))
     data_dir: str = Field(default=".llmport", description=(
         "the embedded database and the spend journal (default ./.llmport)"))
     limits: LimitsConfig = LimitsConfig()
@@ -143,6 +145,23 @@ class Config(StrictModel):
     @property
     def model_names(self) -> list[str]:
         return list(dict.fromkeys(m.name for m in self.models))
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("redis://", "rediss://",
+                                                                 "unix://")):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite+aiosqlite://",
+                                                       "postgresql+asyncpg://")):
+            raise ValueError("database_url must be sqlite+aiosqlite:///FILE or "
+                             "postgresql+asyncpg://USER@HOST/DB")
+        return value
 
     @property
     def uses_database(self) -> bool:

@@ -200,7 +200,7 @@ class SpendJournal:
     async def aclose(self) -> None:
         """Stop the flusher and flush everything; no journal file is left on success."""
         task, self._task = self._task, None
-        if task is not None:
+        if task is not None and not task.done():  # (a flusher whose loop ended is done)
             self._stopping = True
             self._wake.set()
             await task

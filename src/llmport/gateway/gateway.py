@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from llmport.accounting.budgets import BudgetBook
 from llmport.accounting.journal import SpendJournal
@@ -25,6 +28,8 @@ from llmport.stores.factory import open_store
 from llmport.tenancy.jwt_auth import JWTVerifier
 from llmport.tenancy.principals import PrincipalResolver
 
+log = structlog.get_logger("llmport.gateway")
+
 
 class Gateway:
     """The request path without HTTP: authenticate, run the pipeline, report the outcome.
@@ -43,7 +48,7 @@ class Gateway:
         self.events = EventBus()
         self.router = Router(config, self.events)
         self.prices = Prices((d.name, d.config) for d in self.router.deployments)
-        self.store: StateStore = open_store(config.redis_url)
+        self.store: StateStore = open_store(config.redis_url, config.redis_prefix)
         master = config.auth.master_key
         self.db = Database(config.database_location) if config.uses_database else None
         self.resolver: PrincipalResolver | None = None
@@ -69,6 +74,7 @@ class Gateway:
                                     timed=config.observability.tracing.enabled)
         self.ready = False
         self.in_flight = 0  # requests between arrival and finish()
+        self._retention: asyncio.Task[None] | None = None
 
     def _policies(self) -> list[Policy]:
         """The pipeline, in order (authentication ran before it, the router ends it)."""
@@ -94,11 +100,16 @@ class Gateway:
             await self.resolver.start()
         if self.journal is not None:
             await self.journal.start()
+            days = self.config.spend_log.retention_days
+            if days is not None and self.db is not None:
+                self._retention = asyncio.create_task(_purge_every_hour(self.db, days))
         await self.router.start()
         self.ready = True
 
     async def aclose(self) -> None:
         self.ready = False
+        if self._retention is not None:
+            self._retention.cancel()
         await self.router.aclose()
         if self.journal is not None:
             await self.journal.aclose()
@@ -150,3 +161,16 @@ class Gateway:
             usage=ctx.usage, skipped_chunks=ctx.skipped_chunks, trace_id=ctx.trace_id,
             principal=ctx.principal, cost=cost_of(ctx, self.prices),
             cache_hit=ctx.state.get("cache") == "hit"))
+
+
+async def _purge_every_hour(db: Database, days: float) -> None:
+    """Spend-log retention: delete records older than ``days``, now and every hour."""
+    while True:
+        try:
+            before = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+            removed = await db.purge_spend(before)
+            if removed:
+                log.info("spend log retention", removed=removed, before=before.isoformat())
+        except Exception as exc:  # the next hour tries again
+            log.warning("spend log retention failed", error=str(exc))
+        await asyncio.sleep(3600)

@@ -23,7 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmport.accounting.budgets import BudgetBook, period_end
 from llmport.accounting.spend import Prices, cost_of
-from llmport.errors import BudgetExceededError, PermissionDeniedError, RateLimitError
+from llmport.errors import (
+    BudgetExceededError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServiceUnavailableError,
+)
 from llmport.gateway.context import CallContext
 from llmport.gateway.pipeline import Handler
 from llmport.observability.events import BudgetAlert, EventBus
@@ -131,7 +136,14 @@ class LimitsPolicy:
         plan.budgets = await self.budgets.counters(quotas, now)
         ceilings = [CounterCeiling(key, NO_CEILING if q.max_budget is None else q.max_budget)
                     for q, key in plan.budgets]
-        admission = await self.store.admit(plan.windows, plan.leases, ceilings, now=now)
+        try:
+            admission = await self.store.admit(plan.windows, plan.leases, ceilings, now=now)
+        except Exception as exc:  # fail closed: limits that cannot be checked are not waived
+            log.error("the state store failed", error=f"{type(exc).__name__}: {exc}",
+                      request_id=ctx.request_id)
+            raise ServiceUnavailableError("Rate limits cannot be checked right now (the state "
+                                          "store is unreachable).", code="state_store_unavailable",
+                                          headers={"retry-after": "1"}) from None
         if not admission.admitted:
             raise self._refusal(plan, admission, now)
         plan.spent_before = [state.used for state in admission.ceilings]

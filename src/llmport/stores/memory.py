@@ -124,10 +124,6 @@ class _Leases:
         if expiry < self.next_expiry:
             self.next_expiry = expiry
 
-    @property
-    def expires(self) -> float:
-        return max(self.held.values(), default=0.0)
-
 
 class _Record:
     __slots__ = ("expires", "fingerprint", "response", "state")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Period = Literal["daily", "weekly", "monthly", "total"]
 RENAMED = {"models": "allowed_models", "metadata": "meta"}
+INT32 = 2_147_483_647  # the limit columns are 32-bit integers
 
 
 class Body(BaseModel):
@@ -26,9 +27,9 @@ class Body(BaseModel):
 
 class LimitsIn(Body):
     models: list[str] | None = Field(default=None, description="allowed models; null = all")
-    rpm_limit: int | None = Field(default=None, ge=1, description="requests per minute")
-    tpm_limit: int | None = Field(default=None, ge=1, description="tokens per minute")
-    max_parallel_requests: int | None = Field(default=None, ge=1)
+    rpm_limit: int | None = Field(default=None, ge=1, le=INT32, description="requests per minute")
+    tpm_limit: int | None = Field(default=None, ge=1, le=INT32, description="tokens per minute")
+    max_parallel_requests: int | None = Field(default=None, ge=1, le=INT32)
     max_budget: float | None = Field(default=None, ge=0, description="US$ per budget_period")
     soft_budget: float | None = Field(default=None, ge=0, description="US$: alert only")
     budget_period: Period | None = Field(default=None, description="default: total")
@@ -66,8 +67,8 @@ class UserPatch(LimitsIn):
 
 
 class ModelLimits(Body):
-    rpm_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
+    rpm_limit: int | None = Field(default=None, ge=1, le=INT32)
+    tpm_limit: int | None = Field(default=None, ge=1, le=INT32)
 
 
 class KeyPatch(LimitsIn):
@@ -77,7 +78,8 @@ class KeyPatch(LimitsIn):
         "['admin'] lets the key use the admin API"))
     model_limits: dict[str, ModelLimits] | None = Field(default=None, description=(
         "per-model limits of this key, e.g. {'gpt-4o': {'rpm_limit': 10}}"))
-    priority: int | None = Field(default=None, description="admission priority (higher first)")
+    priority: int | None = Field(default=None, ge=-1000, le=1000, description=(
+        "admission priority (higher first)"))
 
 
 class KeyIn(KeyPatch):

@@ -40,8 +40,13 @@ async def upgrade(url: str, engine: AsyncEngine) -> None:
     if parsed.get_backend_name() != "sqlite":
         await asyncio.to_thread(_upgrade, config)
     elif not parsed.database or parsed.database == ":memory:":
-        async with engine.begin() as connection:
-            await connection.run_sync(_upgrade_on, config)
+        while not _RUNNING.acquire(blocking=False):
+            await asyncio.sleep(0.01)  # not a blocking wait: the holder may need this loop
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(_upgrade_on, config)
+        finally:
+            _RUNNING.release()
     else:
         await asyncio.to_thread(_upgrade_file, config, Path(parsed.database))
 
@@ -52,10 +57,8 @@ def _upgrade(config: Config) -> None:
 
 
 def _upgrade_on(connection: Connection, config: Config) -> None:
-    # On the event loop's thread: it waits only while another thread of this process
-    # migrates, which memory databases (tests, trials) hardly meet.
     config.attributes["connection"] = connection
-    _upgrade(config)
+    command.upgrade(config, "head")
 
 
 def _upgrade_file(config: Config, path: Path) -> None:
