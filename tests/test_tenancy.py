@@ -9,7 +9,7 @@ import concurrent.futures
 import hashlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -17,14 +17,33 @@ import openai
 import pytest
 
 from tests.support.admin import MASTER_KEY, PRICE, Admin, chat, tenancy_config
+from tests.support.databases import fresh_postgres, postgres_query
 from tests.support.servers import GatewayServer
 
 Start = Callable[[dict[str, Any]], GatewayServer]
 
 
-@pytest.fixture
-def server(start_gateway: Start) -> GatewayServer:
-    return start_gateway(tenancy_config())
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, start_gateway: Start) -> Iterator[GatewayServer]:
+    """The same tests on the embedded SQLite file and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield start_gateway(tenancy_config())
+        return
+    with fresh_postgres() as url:
+        server = start_gateway(tenancy_config(database_url=url))
+        yield server
+        server.stop()  # before the database is dropped
+
+
+def stored_rows(server: GatewayServer, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    location = server.config.database_location
+    if location.startswith("postgresql"):
+        numbered = sql
+        for n in range(1, len(args) + 1):
+            numbered = numbered.replace("?", f"${n}", 1)
+        return [tuple(r) for r in postgres_query(location, numbered, *args)]
+    with sqlite3.connect(location.split("///", 1)[1]) as db:
+        return db.execute(sql, args).fetchall()
 
 
 @pytest.fixture
@@ -62,12 +81,11 @@ def test_a_new_key_is_shown_once_stored_as_a_hash_and_works(server: GatewayServe
     assert "key" not in fetched and fetched["metadata"] == {"owner": "ci"}
     assert all("key" not in row for row in admin.call("GET", "/admin/keys")["data"])
 
-    db_file = server.config.database_location.split("///", 1)[1]
-    with sqlite3.connect(db_file) as db:
-        row = db.execute("SELECT key_hash FROM api_keys WHERE id = ?", (created["id"],)).fetchone()
-        dump = "\n".join(db.iterdump())
-    assert row[0] == hashlib.sha256(secret.encode()).hexdigest()
-    assert secret not in dump
+    (stored,), = stored_rows(server, "SELECT key_hash FROM api_keys WHERE id = ?",
+                             created["id"])
+    assert stored == hashlib.sha256(secret.encode()).hexdigest()
+    everything = stored_rows(server, "SELECT * FROM api_keys")
+    assert secret not in repr(everything)
 
     response = chat(server.url, secret).parse()
     assert response.choices[0].message.content

@@ -23,6 +23,7 @@ from llmport.policies.cache import CachePolicy
 from llmport.policies.idempotency import IdempotencyPolicy
 from llmport.policies.limits import LimitsPolicy
 from llmport.routing.router import Router
+from llmport.routing.shared_breakers import SharedBreakers
 from llmport.stores.base import StateStore
 from llmport.stores.factory import open_store
 from llmport.tenancy.jwt_auth import JWTVerifier
@@ -69,6 +70,10 @@ class Gateway:
                                         self.db, flush_interval=spend.flush_interval,
                                         batch_size=spend.batch_size)
             self.events.subscribe(SpendRecorder(self.journal))
+        self.shared_breakers: SharedBreakers | None = None
+        if self.store.shared:
+            self.shared_breakers = SharedBreakers(self.store, self.router.deployments)
+            self.events.subscribe(self.shared_breakers)
         self.policies = self._policies()
         self.handle: Handler = fold(self.policies, self.router,
                                     timed=config.observability.tracing.enabled)
@@ -98,6 +103,8 @@ class Gateway:
             await self.jwt.start()
         if self.resolver is not None:
             await self.resolver.start()
+        if self.shared_breakers is not None:
+            await self.shared_breakers.start()
         if self.journal is not None:
             await self.journal.start()
             days = self.config.spend_log.retention_days

@@ -9,7 +9,8 @@ deployment's health count (timeouts, connection errors, 429 and 5xx); a bad
 request is a healthy answer.
 
 State changes go to ``on_change`` so they can be exported and shared between
-replicas; ``force_open`` applies a state learned from elsewhere.
+replicas; ``force_open`` and ``force_close`` apply a state learned from elsewhere
+(``routing/shared_breakers.py``).
 """
 
 from __future__ import annotations
@@ -91,6 +92,13 @@ class CircuitBreaker:
         self.opened_until = self._clock() + seconds
         if self.state is not BreakerState.OPEN:
             self._set(BreakerState.OPEN)
+
+    def force_close(self) -> None:
+        """Close on news from elsewhere (another replica's probe succeeded)."""
+        self._probing = False
+        self.consecutive_failures = 0
+        if self.state is not BreakerState.CLOSED:
+            self._set(BreakerState.CLOSED)
 
     def _tripped(self) -> bool:
         if self.consecutive_failures >= self.config.failure_threshold:

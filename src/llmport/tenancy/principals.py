@@ -133,7 +133,8 @@ def principal_from_rows(key: Any, org: Any, team: Any, user: Any) -> Principal:
     if key is not None:
         model_quotas = tuple(
             (model, _quota(f"key:{key.id}:model:{model}", "key_id", key.id, None,
-                           rpm=limits.get("rpm_limit"), tpm=limits.get("tpm_limit")))
+                           rpm=limits.get("rpm_limit"), tpm=limits.get("tpm_limit"),
+                           parallel=limits.get("max_parallel_requests")))
             for model, limits in (key.model_limits or {}).items())
         scopes = frozenset(key.scopes or ())
     return Principal(

@@ -69,6 +69,7 @@ class UserPatch(LimitsIn):
 class ModelLimits(Body):
     rpm_limit: int | None = Field(default=None, ge=1, le=INT32)
     tpm_limit: int | None = Field(default=None, ge=1, le=INT32)
+    max_parallel_requests: int | None = Field(default=None, ge=1, le=INT32)
 
 
 class KeyPatch(LimitsIn):
@@ -107,7 +108,7 @@ PUBLIC_FIELDS = {
     "teams": ("id", "org_id", "name"),
     "users": ("id", "org_id", "team_id", "name", "email"),
     "keys": ("id", "prefix", "name", "org_id", "team_id", "user_id", "scopes", "model_limits",
-             "priority", "expires_at", "revoked_at", "rotated_from", "last_used_at"),
+             "priority", "expires_at", "revoked_at", "rotated_from"),
 }
 
 
