@@ -81,6 +81,10 @@ def serve(
         "log_level": "warning", "access_log": False, "timeout_keep_alive": 30,
         "timeout_graceful_shutdown": 30}
     if processes > 1:
+        if settings.redis_url is None and settings.auth.master_key is not None:
+            typer.secho(f"WARNING: {processes} workers without redis_url: rate limits, "
+                        "concurrency limits, budgets and idempotency are counted per worker. "
+                        "Set redis_url to share them.", fg=typer.colors.YELLOW, err=True)
         if settings.uses_database:  # once, here, rather than racing in every worker
             _upgrade(settings)
         if path is not None:

@@ -4,13 +4,15 @@ A budget's spend lives in a store counter named after its tenant level and the
 moment its current period began (``budget:key:key_3f…:1764547200``): a new day,
 week or month, or a reset from the admin API, simply starts a new counter. The
 first time a process meets a counter that does not exist yet, it is seeded from
-the spend log, so a restart or a fresh Redis does not forget earlier spend.
+the spend log, so a restart or a fresh Redis does not forget earlier spend (each
+process checks again once a minute that its counters still exist).
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -20,16 +22,21 @@ if TYPE_CHECKING:
     from llmport.db.database import Database
     from llmport.stores.base import StateStore
 
-PERIOD_SECONDS = {"daily": 86_400, "weekly": 7 * 86_400, "monthly": 31 * 86_400}
 MAX_REMEMBERED = 100_000
+RECHECK_SECONDS = 60.0  # a counter lost with its Redis is re-seeded within this time
 
 
 def period_start(period: str, now: float) -> float | None:
     """Epoch seconds at which the budget period containing ``now`` began (UTC); None: total."""
     if period == "total":
         return None
-    day = dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0,
-                                                           microsecond=0)
+    return _period_start(period, int(now // 86_400))
+
+
+@functools.lru_cache(maxsize=64)
+def _period_start(period: str, day_number: int) -> float:
+    """Per UTC day: the hot path asks this for every budgeted request."""
+    day = dt.datetime.fromtimestamp(day_number * 86_400, dt.UTC)
     if period == "weekly":
         day -= dt.timedelta(days=day.weekday())
     elif period == "monthly":
@@ -71,7 +78,7 @@ class BudgetBook:
     def __init__(self, store: StateStore, db: Database | None) -> None:
         self.store = store
         self.db = db
-        self._seeded: set[str] = set()
+        self._seeded: dict[str, float] = {}  # counter key → when to check it exists again
 
     async def counters(self, quotas: Sequence[Quota], now: float) -> list[tuple[Quota, str]]:
         out = []
@@ -79,7 +86,7 @@ class BudgetBook:
             if quota.max_budget is None and quota.soft_budget is None:
                 continue
             key = counter_key(quota, now)
-            if key not in self._seeded:
+            if self._seeded.get(key, 0.0) < now:
                 await self._seed(quota, key, now)
             out.append((quota, key))
         return out
@@ -97,7 +104,7 @@ class BudgetBook:
             await self.store.set_counter(key, spent, ttl_s=ttl, only_if_absent=True)
         if len(self._seeded) >= MAX_REMEMBERED:
             self._seeded.clear()
-        self._seeded.add(key)
+        self._seeded[key] = now + RECHECK_SECONDS
 
     def forget(self) -> None:
         """Seed again on next use (after a budget reset)."""

@@ -9,8 +9,10 @@ subscriber: the request path only appends one line to a local file.
 
 from __future__ import annotations
 
+import itertools
+import os
+import secrets
 import time
-import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +59,16 @@ class Prices:
         return self._by_model.get(model or "")
 
 
+_ID_PREFIX = secrets.token_hex(8)  # per process: with a counter, unique without uuid4's cost
+_ids = itertools.count()
+
+
+def new_record_id() -> str:
+    """A unique id (the spend log's exactly-once key, lease ids): random per process (the pid
+    keeps forked workers apart), then a counter."""
+    return f"{_ID_PREFIX}{os.getpid():x}.{next(_ids):x}"
+
+
 def cost_of(ctx: CallContext, prices: Prices) -> float:
     """US$ for this call, from the usage it reported; cached on the context."""
     cached = ctx.state.get("cost")
@@ -88,7 +100,7 @@ def record_of(event: RequestFinished) -> dict[str, Any]:
     principal = event.principal
     usage = event.usage
     return {
-        "id": uuid.uuid4().hex,
+        "id": new_record_id(),
         "request_id": event.request_id,
         "created_at": time.time(),
         "key_id": principal.key_id,

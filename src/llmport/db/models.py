@@ -79,6 +79,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {getattr(self, 'id', '?')}>"
+
 
 class Limits:
     """What a tenant may use; NULL everywhere means "no limit of this kind"."""

@@ -10,7 +10,6 @@ signed requests is checked once its body has been read (``check_signature``).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from typing import TYPE_CHECKING
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING
 from llmport.errors import AuthenticationError
 from llmport.gateway.context import CallContext
 from llmport.tenancy import signing
-from llmport.tenancy.keys import looks_like_jwt
+from llmport.tenancy.keys import hash_key, looks_like_jwt
 from llmport.types import ANONYMOUS, Principal
 
 if TYPE_CHECKING:
@@ -46,7 +45,7 @@ class Authenticator:
     def __init__(self, master_key: str | None, resolver: PrincipalResolver | None = None,
                  store: StateStore | None = None, max_skew_s: float = 300.0) -> None:
         self.open_mode = master_key is None
-        self._master_digest = _digest(master_key.encode()) if master_key else b""
+        self._master_digest = hash_key(master_key) if master_key else ""
         self.resolver = resolver
         self.store = store
         self.max_skew_s = max_skew_s
@@ -59,14 +58,16 @@ class Authenticator:
             raise AuthenticationError(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
                 code="missing_api_key")
-        elif hmac.compare_digest(_digest(token), self._master_digest):
-            principal = MASTER
-        elif self.resolver is None:
-            raise AuthenticationError("Incorrect API key provided.")
-        elif looks_like_jwt(token):
-            principal = await self.resolver.from_jwt(token)
         else:
-            principal = await self.resolver.from_key(token)
+            digest = hash_key(token)
+            if hmac.compare_digest(digest, self._master_digest):
+                principal = MASTER
+            elif self.resolver is None:
+                raise AuthenticationError("Incorrect API key provided.")
+            elif looks_like_jwt(token):
+                principal = await self.resolver.from_jwt(token)
+            else:
+                principal = await self.resolver.from_key_hash(digest)
         ctx.principal = principal
         return principal
 
@@ -88,6 +89,3 @@ class Authenticator:
             raise AuthenticationError("Request signature rejected: this request was already "
                                       "received (replay).", code="invalid_signature")
 
-
-def _digest(token: bytes) -> bytes:
-    return hashlib.sha256(token).digest()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -22,7 +21,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmport.accounting.budgets import BudgetBook, period_end
-from llmport.accounting.spend import Prices, cost_of
+from llmport.accounting.spend import Prices, cost_of, new_record_id
 from llmport.errors import (
     BudgetExceededError,
     PermissionDeniedError,
@@ -120,7 +119,7 @@ class LimitsPolicy:
     async def _admit(self, ctx: CallContext, quotas: list[Quota]) -> _Plan:
         now = time.time()
         plan = _Plan(estimate=estimate_tokens(ctx.body) if any(q.tpm for q in quotas) else 0)
-        lease_id = uuid.uuid4().hex
+        lease_id = new_record_id()
         for quota in quotas:
             if quota.rpm:
                 plan.windows.append(WindowLimit(f"rl:{quota.scope}:rpm", quota.rpm, 1))

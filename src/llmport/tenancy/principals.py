@@ -57,7 +57,10 @@ class PrincipalResolver:
         await self.store.publish(CHANNEL, message)
 
     async def from_key(self, token: bytes) -> Principal:
-        digest = hash_key(token)
+        return await self.from_key_hash(hash_key(token))
+
+    async def from_key_hash(self, digest: str) -> Principal:
+        """The principal of the key whose SHA-256 (hex) is ``digest``."""
         principal, why = await self._cached(digest, self._load_key)
         if principal is None:
             raise AuthenticationError(why or "Incorrect API key provided.")

@@ -186,8 +186,9 @@ def _key_routes(router: APIRouter, gateway: Gateway, db: Database) -> None:
         fields["rotated_from"] = old.id
         issued = await _issue(db, fields, old.signing_secret is not None)
         grace = (body or RotateIn()).grace_seconds
+        until = _now() + dt.timedelta(seconds=grace)
         change = ({"revoked_at": _now()} if grace == 0 else
-                  {"expires_at": _now() + dt.timedelta(seconds=grace)})
+                  {"expires_at": until if old.expires_at is None else min(old.expires_at, until)})
         old = await db.update("keys", id, change)
         await _invalidate(gateway, "keys", old)
         return issued

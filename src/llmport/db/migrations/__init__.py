@@ -17,17 +17,21 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 HERE = Path(__file__).parent
 _RUNNING = threading.Lock()
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config  # Alembic loads only when a database migrates
+
     config = Config()
     config.set_main_option("script_location", str(HERE))
     config.attributes["url"] = url
@@ -40,8 +44,9 @@ async def upgrade(url: str, engine: AsyncEngine) -> None:
     if parsed.get_backend_name() != "sqlite":
         await asyncio.to_thread(_upgrade, config)
     elif not parsed.database or parsed.database == ":memory:":
-        while not _RUNNING.acquire(blocking=False):
-            await asyncio.sleep(0.01)  # not a blocking wait: the holder may need this loop
+        # A thread lock, polled: blocking would stall the loop, which the holder may need.
+        while not _RUNNING.acquire(blocking=False):  # noqa: ASYNC110 (no Event to wait on)
+            await asyncio.sleep(0.01)
         try:
             async with engine.begin() as connection:
                 await connection.run_sync(_upgrade_on, config)
@@ -52,11 +57,15 @@ async def upgrade(url: str, engine: AsyncEngine) -> None:
 
 
 def _upgrade(config: Config) -> None:
+    from alembic import command
+
     with _RUNNING:
         command.upgrade(config, "head")
 
 
 def _upgrade_on(connection: Connection, config: Config) -> None:
+    from alembic import command
+
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
 
