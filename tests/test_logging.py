@@ -82,3 +82,25 @@ def test_bodies_are_logged_only_when_asked_and_redacted(tmp_path: Path,
     assert "123-45-6789" not in json.dumps(lines) and "sk-abcdefghijklmnop" not in json.dumps(
         lines)
     assert "Hello from the fake upstream" in bodies[0]["response"]
+
+
+async def test_access_lines_are_batched_and_flushed() -> None:
+    import asyncio
+    import io
+    import re
+
+    from llmport.observability.logging import JSONLines
+
+    stream = io.BytesIO()
+    lines = JSONLines(stream)
+    lines.write({"event": "request", "request_id": "a"})
+    lines.write({"event": "request", "request_id": "b"})
+    assert stream.getvalue() == b""  # not one write per request
+    await asyncio.sleep(JSONLines.DELAY * 3)
+    written = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["request_id"] for line in written] == ["a", "b"]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", line["timestamp"])
+               for line in written)
+    lines.write({"event": "request", "request_id": "c"})
+    lines.flush()  # at shutdown: what is pending is written at once
+    assert json.loads(stream.getvalue().splitlines()[-1])["request_id"] == "c"

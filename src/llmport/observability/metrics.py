@@ -127,12 +127,11 @@ class Metrics:
             self.child(self.malformed, model).inc(e.skipped_chunks)
         usage = e.usage
         if usage is not None:
-            tenant = (getattr(e, "org_id", None) or e.principal_id) if self.tenant_labels else ""
+            tenant = (e.principal.org_id or e.principal_id) if self.tenant_labels else ""
             self.child(self.tokens, model, tenant, "prompt").inc(usage.prompt_tokens)
             self.child(self.tokens, model, tenant, "completion").inc(usage.completion_tokens)
-            cost = getattr(e, "cost", None)
-            if cost:
-                self.child(self.cost, model, tenant).inc(cost)
+            if e.cost:
+                self.child(self.cost, model, tenant).inc(e.cost)
 
     def _attempt(self, e: AttemptFinished) -> None:
         self.child(self.attempts, e.deployment, "ok" if e.ok else e.error_type or "error").inc()

@@ -9,7 +9,7 @@ from typing import Any
 
 from llmport.config import Config
 from llmport.gateway.gateway import Gateway
-from llmport.observability.logging import AccessLog, BodyLog
+from llmport.observability.logging import AccessLog, BodyLog, JSONLines, resolved_format
 from llmport.observability.metrics import Metrics, multiprocess_dir
 
 REFRESH_SECONDS = 1.0
@@ -31,8 +31,11 @@ class Observability:
         if settings.metrics.enabled:
             self.metrics = Metrics(gateway.live_state, settings.metrics.tenant_labels)
             gateway.events.subscribe(self.metrics)
-        if config.logging.access_log:
-            gateway.events.subscribe(AccessLog())
+        self.access_lines: JSONLines | None = None
+        if config.logging.access_log and config.logging.level in ("debug", "info"):
+            if resolved_format(config.logging.format) == "json":
+                self.access_lines = JSONLines()
+            gateway.events.subscribe(AccessLog(self.access_lines))
         if config.logging.log_bodies:
             gateway.events.subscribe(BodyLog(config.logging.redact))
 
@@ -48,6 +51,8 @@ class Observability:
             start_http_server(self._metrics_port, self._host, registry=metrics.registry)
 
     async def stop(self) -> None:
+        if self.access_lines is not None:
+            self.access_lines.flush()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
