@@ -48,6 +48,9 @@ def targets() -> dict[str, dict[str, object]]:
                    "--no-access-log --log-level warning"},
         "llmport-bare": llmport("bare.yaml"),
         "llmport-observability": llmport("observability.yaml"),
+        "llmport-observability-metrics": llmport("observability-metrics.yaml"),
+        "llmport-observability-logs": llmport("observability-logs.yaml"),
+        "llmport-observability-tracing": llmport("observability-tracing.yaml"),
         "llmport-full": {**llmport("full-inprocess.yaml"), "setup": "full"},
         "llmport-full-redis": {**llmport("full-redis.yaml"), "setup": "full-redis"},
         "litellm": {
