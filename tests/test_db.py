@@ -23,7 +23,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from llmport.db import ApiKey, Base, Database, hash_key
+from llmport.db import ApiKey, Base, Database
+from llmport.tenancy.keys import hash_key
 
 PG_HOST = os.environ.get("LLMPORT_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("LLMPORT_TEST_PG_PORT", "5432"))

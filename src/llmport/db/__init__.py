@@ -10,9 +10,8 @@ from llmport.db.models import (
     SpendLog,
     Team,
     User,
-    hash_key,
     new_id,
 )
 
 __all__ = ["ApiKey", "Base", "Database", "Kind", "Organization", "SpendLog", "Team", "User",
-           "hash_key", "new_id"]
+           "new_id"]

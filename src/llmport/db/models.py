@@ -12,7 +12,6 @@ creates this schema; a test checks that the two agree.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -48,11 +47,6 @@ def utcnow() -> datetime:
 def new_id(prefix: str) -> str:
     """A tenant id: the type prefix and 16 random hex characters (``org_3f9a…``)."""
     return f"{prefix}_{secrets.token_hex(8)}"
-
-
-def hash_key(secret: str) -> str:
-    """What ``api_keys.key_hash`` stores for a key's secret: its SHA-256, hex."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class UTCDateTime(TypeDecorator[datetime]):
