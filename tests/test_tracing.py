@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
 from typing import Any
 
@@ -95,3 +97,95 @@ def test_tracing_off_forwards_the_client_traceparent_untouched(fake: FakeOpenAI,
                headers={"traceparent": parent})
     assert fake.history[-1].headers["traceparent"] == parent
     assert server.app.observability.tracing is None
+
+
+class Collector:
+    """An in-process OTLP/HTTP collector: keeps every span it is sent (protobuf, decoded)."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        self.spans: list[Any] = []
+        self.resources: list[dict[str, Any]] = []
+        collector = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+                body = self.rfile.read(int(self.headers["content-length"]))
+                request = ExportTraceServiceRequest.FromString(body)
+                for resource_spans in request.resource_spans:
+                    collector.resources.append({a.key: a.value.string_value for a in
+                                                resource_spans.resource.attributes})
+                    for scope_spans in resource_spans.scope_spans:
+                        collector.spans.extend(scope_spans.spans)
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_spans_reach_an_otlp_collector_by_the_standard_environment(
+        fake: FakeOpenAI, start_gateway: Any, monkeypatch: Any) -> None:
+    collector = Collector()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", collector.url)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+    try:
+        server = start_gateway({
+            "models": [{"name": "m", "provider": "openai", "model": "up-model",
+                        "api_base": fake.url}],
+            "observability": {"tracing": {"enabled": True, "service_name": "gw-under-test"}}})
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        client.chat.completions.create(model="m", messages=USER)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+                s.name == "llmport.request" for s in collector.spans):
+            time.sleep(0.02)
+        names = {s.name for s in collector.spans}
+        assert {"llmport.request", "llmport.auth", "llmport.upstream"} <= names
+        assert len({s.trace_id for s in collector.spans}) == 1
+        upstream = next(s for s in collector.spans if s.name == "llmport.upstream")
+        attributes = {a.key: a.value for a in upstream.attributes}
+        assert attributes["gen_ai.request.model"].string_value == "up-model"
+        assert upstream.end_time_unix_nano >= upstream.start_time_unix_nano > 0
+        sent = fake.history[-1].headers["traceparent"]
+        assert sent == f"00-{upstream.trace_id.hex()}-{upstream.span_id.hex()}-01"
+        assert collector.resources[0]["service.name"] == "gw-under-test"
+        assert collector.resources[0]["deployment.environment"] == "test"
+    finally:
+        collector.close()
+
+
+def test_an_unsampled_request_records_nothing_but_still_propagates(
+        fake: FakeOpenAI, start_gateway: Any) -> None:
+    server = start_gateway({
+        "models": [{"name": "m", "provider": "openai", "api_base": fake.url}],
+        "observability": {"tracing": {"enabled": True, "exporter": "none",
+                                      "sample_ratio": 0.0}}})
+    memory = InMemorySpanExporter()
+    server.app.observability.tracing.add_processor(SimpleSpanProcessor(memory))
+    response = httpx.post(server.url + "/v1/chat/completions",
+                          json={"model": "m", "messages": USER})
+    assert response.status_code == 200
+    version, trace_id, span_id, flags = fake.history[-1].headers["traceparent"].split("-")
+    assert (version, flags, len(trace_id), len(span_id)) == ("00", "00", 32, 16)
+    # The client asked for this trace to be sampled: its decision wins over the ratio.
+    parent = f"00-{CLIENT_TRACE}-b7ad6b7169203331-01"
+    httpx.post(server.url + "/v1/chat/completions", json={"model": "m", "messages": USER},
+               headers={"traceparent": parent})
+    root = next(s for s in spans_once_finished(memory) if s.name == "llmport.request")
+    assert format(root.context.trace_id, "032x") == CLIENT_TRACE
+    assert all(format(s.context.trace_id, "032x") == CLIENT_TRACE
+               for s in memory.get_finished_spans())  # the unsampled request left no span

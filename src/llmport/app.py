@@ -8,6 +8,7 @@ runs the lifespan that starts and stops the gateway.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -114,6 +115,11 @@ def create_app(config: Config | None = None) -> LLMPortApp:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
         await observability.start()
+        # Everything built at start-up lives as long as the process: move it out of the
+        # collector's reach, so the full collections that request garbage triggers do
+        # not walk the whole heap (about 10% of a request's CPU on the benchmark).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

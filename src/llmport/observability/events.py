@@ -16,14 +16,14 @@ if TYPE_CHECKING:
     from llmport.gateway.context import CallContext
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestStarted:
     """A request arrived (before authentication). Carries its live context for tracing."""
 
     ctx: CallContext
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestFinished:
     """One per request, whatever its outcome (success, error, client gone)."""
 
@@ -87,7 +87,7 @@ class EventBus:
             subscriber(event)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptStarted:
     """A call to one deployment is about to be sent (admitted by its queue)."""
 
@@ -99,7 +99,7 @@ class AttemptStarted:
     provider: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptFinished:
     """One call to one deployment, successful or not (a request may make several).
 
@@ -118,14 +118,14 @@ class AttemptFinished:
     attempt: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CacheLookup:
     request_id: str
     model: str
     hit: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FallbackUsed:
     request_id: str
     from_model: str
@@ -133,7 +133,7 @@ class FallbackUsed:
     reason: str  # "error" | "context_window" | "content_policy" | "stream_rescue"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BreakerStateChanged:
     deployment: str
     model: str
@@ -141,7 +141,7 @@ class BreakerStateChanged:
     state: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QueueWaited:
     """A request left a deployment's admission queue: admitted after a wait, or rejected."""
 
@@ -151,7 +151,7 @@ class QueueWaited:
     queued: int  # requests still waiting
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BudgetAlert:
     """A tenant level's spend crossed its soft (alert only) or hard budget."""
 

@@ -109,7 +109,9 @@ class AccessLog:
             return
         fields = self.fields(event)
         if self.lines is not None:
-            self.lines.write({"event": "request", "level": "info", **fields})
+            fields["event"] = "request"
+            fields["level"] = "info"
+            self.lines.write(fields)
         else:
             self._log.info("request", **fields)
 

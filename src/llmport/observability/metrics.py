@@ -43,6 +43,8 @@ class Metrics:
         self.tenant_labels = tenant_labels
         self._live = live
         self._children: dict[Hashable, Any] = {}
+        self._bundles: dict[Hashable, tuple[Any, ...]] = {}  # children per finished-label set
+        self._attempt_pairs: dict[Hashable, tuple[Any, Any]] = {}
         r = self.registry
 
         def counter(name: str, doc: str, labels: list[str]) -> Counter:
@@ -91,15 +93,16 @@ class Metrics:
                             "livesum")
         self.breaker = gauge("circuit_breaker_state", "0 closed, 1 half-open, 2 open",
                              ["deployment"], "livemax")
-        self._handlers: dict[type, Callable[[Any], None]] = {
+        # Subscribed kind by kind (``handlers``), so an event reaches its method directly.
+        self.handlers: dict[type, Callable[[Any], None]] = {
             RequestFinished: self._finished, AttemptFinished: self._attempt,
             FallbackUsed: self._fallback, BreakerStateChanged: self._breaker,
             QueueWaited: self._queue, CacheLookup: self._cache,
         }
-        self.handles = tuple(self._handlers)
+        self.handles = tuple(self.handlers)
 
     def __call__(self, event: object) -> None:
-        handler = self._handlers.get(type(event))
+        handler = self.handlers.get(type(event))
         if handler is not None:
             handler(event)
 
@@ -112,30 +115,55 @@ class Metrics:
         return found
 
     def _finished(self, e: RequestFinished) -> None:
-        model, endpoint = e.served_model or e.model, e.endpoint.value
-        status = str(e.status)
-        self.child(self.requests, endpoint, e.model, e.deployment or "", status,
-                   e.error_type or "").inc()
-        self.child(self.latency, endpoint, model, "true" if e.stream else "false").observe(
-            e.latency_s)
-        self.child(self.overhead, endpoint).observe(e.overhead_s)
-        if e.ttft_s is not None and e.stream:
-            self.child(self.ttft, model).observe(e.ttft_s)
-        if e.status in REJECTIONS and e.deployment is None:
-            self.child(self.rejections, REJECTIONS[e.status]).inc()
+        tenant = (e.principal.org_id or e.principal_id) if self.tenant_labels else ""
+        key = (e.endpoint, e.model, e.served_model, e.deployment, e.status, e.error_type,
+               e.stream, tenant)
+        bundle = self._bundles.get(key)
+        if bundle is None:
+            bundle = self._bundles[key] = self._bundle(e, tenant)
+        requests, latency, overhead, ttft, prompt, completion, cost, rejection = bundle
+        requests.inc()
+        latency.observe(e.latency_s)
+        overhead.observe(e.overhead_s)
+        if e.ttft_s is not None and ttft is not None:
+            ttft.observe(e.ttft_s)
+        if rejection is not None:
+            rejection.inc()
         if e.skipped_chunks:
-            self.child(self.malformed, model).inc(e.skipped_chunks)
+            self.child(self.malformed, e.served_model or e.model).inc(e.skipped_chunks)
         usage = e.usage
         if usage is not None:
-            tenant = (e.principal.org_id or e.principal_id) if self.tenant_labels else ""
-            self.child(self.tokens, model, tenant, "prompt").inc(usage.prompt_tokens)
-            self.child(self.tokens, model, tenant, "completion").inc(usage.completion_tokens)
+            prompt.inc(usage.prompt_tokens)
+            completion.inc(usage.completion_tokens)
             if e.cost:
-                self.child(self.cost, model, tenant).inc(e.cost)
+                cost.inc(e.cost)
+
+    def _bundle(self, e: RequestFinished, tenant: str) -> tuple[Any, ...]:
+        """Every child a finished request with these labels updates, resolved once."""
+        model, endpoint = e.served_model or e.model, e.endpoint.value
+        rejected = e.status in REJECTIONS and e.deployment is None
+        return (
+            self.child(self.requests, endpoint, e.model, e.deployment or "", str(e.status),
+                       e.error_type or ""),
+            self.child(self.latency, endpoint, model, "true" if e.stream else "false"),
+            self.child(self.overhead, endpoint),
+            self.child(self.ttft, model) if e.stream else None,
+            self.child(self.tokens, model, tenant, "prompt"),
+            self.child(self.tokens, model, tenant, "completion"),
+            self.child(self.cost, model, tenant),
+            self.child(self.rejections, REJECTIONS[e.status]) if rejected else None,
+        )
 
     def _attempt(self, e: AttemptFinished) -> None:
-        self.child(self.attempts, e.deployment, "ok" if e.ok else e.error_type or "error").inc()
-        self.child(self.attempt_latency, e.deployment).observe(e.duration_s)
+        key = (e.deployment, e.ok, e.error_type)
+        pair = self._attempt_pairs.get(key)
+        if pair is None:
+            pair = self._attempt_pairs[key] = (
+                self.child(self.attempts, e.deployment,
+                           "ok" if e.ok else e.error_type or "error"),
+                self.child(self.attempt_latency, e.deployment))
+        pair[0].inc()
+        pair[1].observe(e.duration_s)
         if e.attempt > 1:
             self.child(self.retries, e.model).inc()
 

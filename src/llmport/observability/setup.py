@@ -27,10 +27,12 @@ class Observability:
             from llmport.observability.tracing import Tracing  # OpenTelemetry only when on
 
             self.tracing = Tracing(settings.tracing)
-            gateway.events.subscribe(self.tracing)  # first: it names the trace others log
+            for kind, handler in self.tracing.handlers.items():  # first: it names the trace
+                gateway.events.subscribe(handler, kind)
         if settings.metrics.enabled:
             self.metrics = Metrics(gateway.live_state, settings.metrics.tenant_labels)
-            gateway.events.subscribe(self.metrics)
+            for kind, handler in self.metrics.handlers.items():
+                gateway.events.subscribe(handler, kind)
         self.access_lines: JSONLines | None = None
         if config.logging.access_log and config.logging.level in ("debug", "info"):
             if resolved_format(config.logging.format) == "json":
