@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,9 +92,9 @@ class Tracing:
         self._bound = round(settings.sample_ratio * (_LOW_64 + 1))
         self._propagator = TraceContextTextMapPropagator()
         self._open: dict[str, _Request] = {}
-        self.handlers = {RequestStarted: self._request_started,
-                         AttemptStarted: self._attempt_started,
-                         AttemptFinished: self._attempt_finished, RequestFinished: self._finished}
+        self.handlers: dict[type, Callable[[Any], None]] = {
+            RequestStarted: self._request_started, AttemptStarted: self._attempt_started,
+            AttemptFinished: self._attempt_finished, RequestFinished: self._finished}
 
     def add_processor(self, processor: SpanProcessor) -> None:
         self.processors.append(processor)
@@ -103,7 +104,7 @@ class Tracing:
             processor.shutdown()
 
     def __call__(self, event: object) -> None:
-        handler = self.handlers.get(type(event))  # type: ignore[call-overload]
+        handler = self.handlers.get(type(event))
         if handler is not None:
             handler(event)
 
