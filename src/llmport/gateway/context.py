@@ -44,7 +44,7 @@ class CallContext:
     trace_id: str | None = None
     authenticated_at: float | None = None
     finish_reason: str | None = None  # of the first choice, as the upstream reported it
-    marks: list[tuple[str, float, float]] | None = None  # policy timings, when traced
+    marks: list[tuple[str, float]] | None = None  # policy entry times, when traced
     state: dict[str, Any] = field(default_factory=dict)  # scratch space for policies
     # Run by the API layer once the response is over (sent, failed or abandoned): policies
     # settle what they took at admission (token corrections, spend, concurrency leases).

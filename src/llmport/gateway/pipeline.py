@@ -26,33 +26,28 @@ class Policy(Protocol):
 def fold(policies: Sequence[Policy], terminal: Handler, timed: bool = False) -> Handler:
     """Compose ``policies`` (outermost first) around ``terminal`` into one handler.
 
-    ``timed`` (tracing on) records each policy's own time in ``ctx.marks``; the
+    ``timed`` (tracing on) notes in ``ctx.marks`` when each policy, and then the
+    terminal, was entered: a policy's own time runs from its mark to the next one
+    (or to the end of the request, when it answered or refused by itself). The
     decision is taken here, once, so an untraced pipeline pays nothing for it.
     """
-    handler = terminal
+    handler = _marked(TERMINAL, terminal) if timed else terminal
     for policy in reversed(policies):
-        handler = partial(_timed(policy) if timed else policy, call_next=handler)
+        if timed:
+            name = type(policy).__name__.removesuffix("Policy").lower()
+            handler = _marked(name, partial(policy, call_next=handler))
+        else:
+            handler = partial(policy, call_next=handler)
     return handler
 
 
-def _timed(policy: Policy) -> Policy:
-    name = type(policy).__name__.removesuffix("Policy").lower()
+TERMINAL = ""  # the mark of the terminal handler (the router): it ends the last policy's time
 
-    async def timed(ctx: CallContext, call_next: Handler) -> Result:
-        began = perf_counter()
-        marked = False
 
-        async def onward(ctx: CallContext) -> Result:
-            nonlocal marked
-            marked = True
-            if ctx.marks is not None:
-                ctx.marks.append((name, began, perf_counter()))
-            return await call_next(ctx)
+def _marked(name: str, handler: Handler) -> Handler:
+    async def marked(ctx: CallContext) -> Result:
+        if ctx.marks is not None:
+            ctx.marks.append((name, perf_counter()))
+        return await handler(ctx)
 
-        try:
-            return await policy(ctx, onward)
-        finally:
-            if not marked and ctx.marks is not None:  # it answered or refused by itself
-                ctx.marks.append((name, began, perf_counter()))
-
-    return timed
+    return marked

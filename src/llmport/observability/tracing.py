@@ -181,8 +181,12 @@ class Tracing:
 
         if ctx.authenticated_at is not None:
             internal("llmport.auth", request.start_ns, request.ns(ctx.authenticated_at))
-        for name, began, ended in ctx.marks or ():
-            internal(f"llmport.policy.{name}", request.ns(began), request.ns(ended))
+        marks = ctx.marks or ()
+        for index, (name, began) in enumerate(marks):
+            if name:  # the terminal's mark only ends the policy before it
+                ended = marks[index + 1][1] if index + 1 < len(marks) else None
+                internal(f"llmport.policy.{name}", request.ns(began),
+                         end_ns if ended is None else request.ns(ended))
         for attempt in request.attempts.values():  # cancelled ones end with the request
             add(ReadableSpan(
                 "llmport.upstream", SpanContext(trace_id, attempt.span_id, False, SAMPLED,
