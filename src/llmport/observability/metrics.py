@@ -25,6 +25,7 @@ from llmport.observability.events import (
     QueueWaited,
     RequestFinished,
 )
+from llmport.observability.tallies import Tallies
 
 LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
            30.0, 60.0)
@@ -43,7 +44,8 @@ class Metrics:
         self.tenant_labels = tenant_labels
         self._live = live
         self._children: dict[Hashable, Any] = {}
-        self._bundles: dict[Hashable, tuple[Any, ...]] = {}  # children per finished-label set
+        self.tallies = Tallies()  # the per-request updates, batched (see tallies.py)
+        self._bundles: dict[Hashable, tuple[Any, ...]] = {}  # tallies per finished-label set
         self._attempt_pairs: dict[Hashable, tuple[Any, Any]] = {}
         r = self.registry
 
@@ -142,26 +144,41 @@ class Metrics:
         """Every child a finished request with these labels updates, resolved once."""
         model, endpoint = e.served_model or e.model, e.endpoint.value
         rejected = e.status in REJECTIONS and e.deployment is None
+        count, observe = self.counter_tally, self.histogram_tally
         return (
-            self.child(self.requests, endpoint, e.model, e.deployment or "", str(e.status),
-                       e.error_type or ""),
-            self.child(self.latency, endpoint, model, "true" if e.stream else "false"),
-            self.child(self.overhead, endpoint),
-            self.child(self.ttft, model) if e.stream else None,
-            self.child(self.tokens, model, tenant, "prompt"),
-            self.child(self.tokens, model, tenant, "completion"),
-            self.child(self.cost, model, tenant),
-            self.child(self.rejections, REJECTIONS[e.status]) if rejected else None,
+            count(self.requests, endpoint, e.model, e.deployment or "", str(e.status),
+                  e.error_type or ""),
+            observe(self.latency, endpoint, model, "true" if e.stream else "false"),
+            observe(self.overhead, endpoint),
+            observe(self.ttft, model) if e.stream else None,
+            count(self.tokens, model, tenant, "prompt"),
+            count(self.tokens, model, tenant, "completion"),
+            count(self.cost, model, tenant),
+            count(self.rejections, REJECTIONS[e.status]) if rejected else None,
         )
+
+    def counter_tally(self, metric: Any, *labels: str) -> Any:
+        return self._tally(metric, labels, self.tallies.counter)
+
+    def histogram_tally(self, metric: Any, *labels: str) -> Any:
+        return self._tally(metric, labels, self.tallies.histogram)
+
+    def _tally(self, metric: Any, labels: tuple[str, ...], make: Callable[[Any], Any]) -> Any:
+        """One tally per child, shared by every bundle that updates that child."""
+        key = ("tally", id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = make(self.child(metric, *labels))
+        return found
 
     def _attempt(self, e: AttemptFinished) -> None:
         key = (e.deployment, e.ok, e.error_type)
         pair = self._attempt_pairs.get(key)
         if pair is None:
             pair = self._attempt_pairs[key] = (
-                self.child(self.attempts, e.deployment,
-                           "ok" if e.ok else e.error_type or "error"),
-                self.child(self.attempt_latency, e.deployment))
+                self.counter_tally(self.attempts, e.deployment,
+                                   "ok" if e.ok else e.error_type or "error"),
+                self.histogram_tally(self.attempt_latency, e.deployment))
         pair[0].inc()
         pair[1].observe(e.duration_s)
         if e.attempt > 1:
@@ -192,6 +209,7 @@ class Metrics:
             self.child(self.breaker, name).set(BREAKER_VALUES[deployment["breaker"]])
 
     def exposition(self) -> bytes:
+        self.tallies.flush()
         self.refresh()
         directory = multiprocess_dir()
         if directory is None:

@@ -59,6 +59,8 @@ class Observability:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.metrics is not None:
+            self.metrics.tallies.flush()
         if self.metrics is not None and multiprocess_dir() is not None:
             from prometheus_client import multiprocess
 
