@@ -184,6 +184,41 @@ async def test_each_call_is_one_round_trip(prefix: str, monkeypatch: pytest.Monk
         await store.aclose()
 
 
+async def test_concurrent_calls_share_round_trips_and_stay_exact(
+        prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests at once: the limits hold exactly, each request gets its own answer, and the
+    calls travel together (one script call for a burst, not one per request)."""
+    store = RedisStore.from_url(REDIS_URL, prefix)
+    await store.ping()
+    calls: list[Any] = []
+    execute: Any = store._client.execute_command
+
+    async def counting(*args: Any, **options: Any) -> Any:
+        calls.append(args[0])
+        return await execute(*args, **options)
+
+    monkeypatch.setattr(store._client, "execute_command", counting)
+    try:
+        burst = await asyncio.gather(*(store.admit([WindowLimit("rpm", 30, 1)], now=T0)
+                                       for _ in range(100)))
+        assert sum(a.admitted for a in burst) == 30
+        assert sorted(a.windows[0].used for a in burst if a.admitted) == list(range(1, 31))
+        assert calls.count("EVALSHA") == 1  # (a SCRIPT LOAD may precede it on a new server)
+        calls.clear()
+
+        leases = await asyncio.gather(*(store.admit([], [LeaseLimit("cc", 4, f"l{i}")], now=T0)
+                                        for i in range(10)))
+        holders = [i for i, a in enumerate(leases) if a.admitted]
+        assert len(holders) == 4
+        # Once the holders release (a burst of settles, batched too), four newcomers fit.
+        await asyncio.gather(*(store.settle([], [], [("cc", f"l{i}")], now=T0) for i in holders))
+        again = await asyncio.gather(*(store.admit([], [LeaseLimit("cc", 4, f"n{i}")], now=T0)
+                                       for i in range(6)))
+        assert sum(a.admitted for a in again) == 4
+    finally:
+        await store.aclose()
+
+
 async def test_key_layout_and_expiry(prefix: str, raw: redis.asyncio.Redis) -> None:
     store = RedisStore.from_url(REDIS_URL, prefix)
     try:
@@ -227,6 +262,9 @@ async def test_an_unreachable_redis_is_reported_not_raised() -> None:
         await down.subscribe("c", lambda message: None)  # returns; retried in the background
         with pytest.raises(redis.ConnectionError):
             await store.admit([WindowLimit("w", 1, 1)])
+        burst = await asyncio.gather(*(store.admit([WindowLimit("w", 1, 1)]) for _ in range(5)),
+                                     return_exceptions=True)  # a failed batch fails each one
+        assert all(isinstance(outcome, redis.ConnectionError) for outcome in burst)
     finally:
         await store.aclose()
         await down.aclose()
