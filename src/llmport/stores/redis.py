@@ -125,19 +125,19 @@ class RedisStore:
             args += (_num(w.limit), _num(w.amount), w.window_s)
         for lease in leases:
             args += (lease.limit, lease.lease_id, _num(lease.ttl_s))
-        refused, retry, out = await self._limits.submit("a", keys, args)
-        values = [float(v) for v in out]
+        refused, retry, *values = map(float, (await self._limits.submit("a", keys, args)
+                                              ).split(b","))
         nc, nw = len(ceilings), len(windows)
-        items = (*ceilings, *windows, *leases)
+        items: list[CounterCeiling | WindowLimit | LeaseLimit] = [*ceilings, *windows, *leases]
         return Admission(
-            refused == 0,
+            not refused,
             tuple(ItemState(w.key, w.limit, values[nc + 2 * i], values[nc + 2 * i + 1])
                   for i, w in enumerate(windows)),
             tuple(ItemState(lease.key, lease.limit, values[nc + 2 * nw + i], 0.0)
                   for i, lease in enumerate(leases)),
             tuple(ItemState(c.key, c.ceiling, values[i], 0.0) for i, c in enumerate(ceilings)),
-            None if refused == 0 else items[refused - 1].key,
-            float(retry),
+            None if not refused else items[int(refused) - 1].key,
+            retry,
         )
 
     async def settle(self, windows: Sequence[tuple[str, float, int]] = (),

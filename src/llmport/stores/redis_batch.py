@@ -30,7 +30,8 @@ class RedisBatcher:
         self._calls: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak ones
 
     def submit(self, kind: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
-        """Queue one operation ("a" admit, "s" settle); the future gets its script result."""
+        """Queue one operation ("a" admit, "s" settle); the future gets its result, the
+        operation's fields joined by commas (bytes)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((kind, keys, args, future))
@@ -57,8 +58,10 @@ class RedisBatcher:
             header += (kind, len(op_keys), len(op_args))
             keys += op_keys
             args += op_args
+        packed = ",".join(map(str, header + args))  # one argument: see redis_scripts.BATCH
         try:
-            results = await self._script(keys=keys, args=header + args)
+            reply = await self._script(keys=keys, args=[packed])
+            results = reply.split(b";")
         except BaseException as error:  # every operation of the batch fails with the call
             for *_, future in batch:
                 if not future.done():

@@ -191,24 +191,36 @@ end
 
 _FUNCTIONS = _LIVE_BUCKETS + _ADMIT_FUNCTION + _SETTLE_FUNCTION
 
-# Several operations in one call, in order. ARGV: n, then per operation: kind ("a" admit,
-# "s" settle), its number of keys, its number of arguments; then every operation's arguments,
-# one after the other. KEYS: every operation's keys, in the same order. Returns the list of
-# the operations' results.
+# Several operations in one call, in order. ARGV[1]: one comma-separated string (one
+# argument to pack and send, however large the batch): n, then per operation its kind ("a"
+# admit, "s" settle), number of keys and number of arguments, then every operation's arguments
+# one after the other (numbers and lease ids: never a comma). KEYS: every operation's keys, in
+# the same order. Returns one string: per operation, its result's fields joined by commas
+# (an admission: refused, retry_after, then its values; a settlement: 1), joined by ";".
 BATCH = _FUNCTIONS + """
-local n = tonumber(ARGV[1])
+local fields = {}
+for field in string.gmatch(ARGV[1], '[^,]+') do fields[#fields + 1] = field end
+local n = tonumber(fields[1])
 local k, a = 1, 2 + 3 * n
 local results = {}
 for i = 1, n do
-  local kind = ARGV[3 * i - 1]
-  local nk, na = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+  local kind = fields[3 * i - 1]
+  local nk, na = tonumber(fields[3 * i]), tonumber(fields[3 * i + 1])
   local keys, args = {}, {}
   for j = 1, nk do keys[j] = KEYS[k + j - 1] end
-  for j = 1, na do args[j] = ARGV[a + j - 1] end
+  for j = 1, na do args[j] = fields[a + j - 1] end
   k, a = k + nk, a + na
-  if kind == 'a' then results[i] = admit(keys, args) else results[i] = settle(keys, args) end
+  if kind == 'a' then
+    local r = admit(keys, args)
+    local line = tostring(r[1]) .. ',' .. r[2]
+    if #r[3] > 0 then line = line .. ',' .. table.concat(r[3], ',') end
+    results[i] = line
+  else
+    settle(keys, args)
+    results[i] = '1'
+  end
 end
-return results
+return table.concat(results, ';')
 """
 
 
