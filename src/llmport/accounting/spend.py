@@ -63,10 +63,22 @@ _ID_PREFIX = secrets.token_hex(8)  # per process: with a counter, unique without
 _ids = itertools.count()
 
 
+_prefix = ""
+
+
+def _new_process() -> None:
+    global _prefix
+    _prefix = f"{_ID_PREFIX}{os.getpid():x}."
+
+
+_new_process()
+os.register_at_fork(after_in_child=_new_process)  # forked workers: their own pid in the ids
+
+
 def new_record_id() -> str:
     """A unique id (the spend log's exactly-once key, lease ids): random per process (the pid
     keeps forked workers apart), then a counter."""
-    return f"{_ID_PREFIX}{os.getpid():x}.{next(_ids):x}"
+    return f"{_prefix}{next(_ids):x}"
 
 
 def cost_of(ctx: CallContext, prices: Prices) -> float:
