@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 
+import llmport
 from tests.conftest import MASTER_KEY
 from tests.support import spec
 from tests.support.fake_openai import FakeOpenAI
@@ -147,6 +148,21 @@ def test_unchanged_bodies_are_forwarded_byte_for_byte(fake: FakeOpenAI, start_ga
     assert response.status_code == 200
     assert fake.history[-1].body == orjson.loads(raw)
     assert "Authorization" not in fake.history[-1].headers  # no api_key configured
+
+
+def test_the_upstream_sees_one_user_agent(fake: FakeOpenAI, start_gateway: Any) -> None:
+    server = start_gateway({"models": [
+        {"name": "plain", "provider": "openai", "api_base": fake.url},
+        {"name": "named", "provider": "openai", "api_base": fake.url,
+         "headers": {"User-Agent": "team-proxy/2"}}]})
+    for model in ("plain", "named"):
+        response = httpx.post(server.url + "/v1/chat/completions",
+                              json={"model": model, "messages": [{"role": "user", "content": "x"}]},
+                              headers={"user-agent": "client/1"})
+        assert response.status_code == 200
+    plain, named = fake.history[-2].headers, fake.history[-1].headers
+    assert plain.getall("User-Agent") == ["llmport/" + llmport.__version__]
+    assert named.getall("User-Agent") == ["team-proxy/2"]  # the configured one, alone
 
 
 def test_streams_ask_the_upstream_for_usage_and_hide_it(proxied: GatewayServer,

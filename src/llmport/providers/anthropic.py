@@ -26,7 +26,7 @@ from llmport.errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
-from llmport.providers.base import Capabilities, Provider
+from llmport.providers.base import Capabilities, Provider, with_user_agent
 from llmport.providers.sse import SSEDecoder
 from llmport.providers.upstream_errors import retry_after, translate_client_error
 from llmport.translation.messages_to_openai import chat_completion
@@ -78,8 +78,9 @@ class AnthropicProvider(Provider):
         options: AnthropicOptions = self.options
         self._url = options.api_base + "/v1/messages"
         self._count_url = self._url + "/count_tokens"
-        self._headers = {"content-type": "application/json",
-                         "anthropic-version": options.anthropic_version, **options.headers}
+        self._headers = with_user_agent({"content-type": "application/json",
+                                         "anthropic-version": options.anthropic_version,
+                                         **options.headers})
         if options.api_key is not None:
             self._headers["x-api-key"] = options.api_key.get_secret_value()
         self._timeout = aiohttp.ClientTimeout(total=config.timeout,
@@ -92,8 +93,7 @@ class AnthropicProvider(Provider):
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.options.max_connections,
                                          ttl_dns_cache=300, enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
-                                              skip_auto_headers=("user-agent",))
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from llmport import __version__
 from llmport.errors import InvalidRequestError
 from llmport.types import Chunk, Endpoint, JSONResult
 
@@ -93,3 +94,14 @@ class Provider:
         return InvalidRequestError(
             f"Model `{self.config.name}` does not support the {endpoint.value} endpoint.",
             param="model", code="unsupported_endpoint")
+
+
+USER_AGENT = f"llmport/{__version__}"
+
+
+def with_user_agent(headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` with llmport's user-agent unless they name one. Sending our own also spares
+    aiohttp the per-request work that ``skip_auto_headers`` costs."""
+    if not any(name.lower() == "user-agent" for name in headers):
+        headers["user-agent"] = USER_AGENT
+    return headers

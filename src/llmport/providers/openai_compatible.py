@@ -24,7 +24,7 @@ from llmport.errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
-from llmport.providers.base import Capabilities, Provider
+from llmport.providers.base import Capabilities, Provider, with_user_agent
 from llmport.providers.sse import SSEDecoder
 from llmport.providers.upstream_errors import translate_client_error, translate_status
 from llmport.types import Chunk, Endpoint, JSONResult
@@ -76,7 +76,7 @@ class OpenAICompatibleProvider(Provider):
         super().__init__(config)
         options: OpenAICompatibleOptions = self.options
         self._urls = {endpoint: options.api_base + path for endpoint, path in PATHS.items()}
-        self._headers = {"content-type": "application/json", **options.headers}
+        self._headers = with_user_agent({"content-type": "application/json", **options.headers})
         if options.api_key is not None:
             self._headers["authorization"] = f"Bearer {options.api_key.get_secret_value()}"
         self._upstream_model = config.upstream_model
@@ -91,8 +91,7 @@ class OpenAICompatibleProvider(Provider):
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.options.max_connections,
                                          ttl_dns_cache=300, enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
-                                              skip_auto_headers=("user-agent",))
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
 
     async def aclose(self) -> None:
         if self._session is not None:
