@@ -7,9 +7,10 @@ import asyncio
 import pytest
 
 from llmport.errors import CapacityExceededError
-from llmport.routing.admission import AdmissionQueue, parse_priority
+from llmport.routing.admission import AdmissionQueue, parse_priority, request_priority
 from llmport.routing.breaker import BreakerState, CircuitBreaker
 from llmport.routing.settings import BreakerConfig
+from llmport.types import ANONYMOUS, Principal
 
 
 class Clock:
@@ -126,3 +127,14 @@ async def test_queue_timeout_and_cancellation_leave_no_ghosts() -> None:
     queue.release()
     assert queue.in_flight == 0
     assert await queue.acquire() == 0.0
+
+
+def test_a_tenant_key_may_lower_its_priority_but_not_raise_it() -> None:
+    tenant = Principal(id="key_1", kind="key", priority=5)
+    assert request_priority(tenant, None) == 5
+    assert request_priority(tenant, b"low") == -10
+    assert request_priority(tenant, b"high") == 5  # asked 10: capped at the key's own
+    assert request_priority(tenant, b"100") == 5
+    master = Principal(id="master", kind="master", is_admin=True)
+    assert request_priority(master, b"high") == 10
+    assert request_priority(ANONYMOUS, b"7") == 7  # no tenants: the header decides

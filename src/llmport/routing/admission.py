@@ -14,6 +14,7 @@ import math
 from time import monotonic
 
 from llmport.errors import CapacityExceededError
+from llmport.types import Principal
 
 PRIORITY_NAMES = {"high": 10, "normal": 0, "low": -10}
 
@@ -29,6 +30,20 @@ def parse_priority(value: bytes | None) -> int:
         return max(-100, min(100, int(text)))
     except ValueError:
         return 0
+
+
+def request_priority(principal: Principal, header: bytes | None) -> int:
+    """A request's admission priority: its key's, which ``x-llmport-priority`` may lower.
+
+    Only the master key and an unauthenticated gateway (no tenants to protect from each
+    other) may raise it; a tenant key cannot jump ahead of the priority it was given.
+    """
+    if header is None:
+        return principal.priority
+    asked = parse_priority(header)
+    if principal.kind in ("master", "anonymous"):
+        return asked
+    return min(asked, principal.priority)
 
 
 class AdmissionQueue:

@@ -42,7 +42,7 @@ from llmport.observability.events import (
     QueueWaited,
 )
 from llmport.providers.registry import provider_class
-from llmport.routing.admission import parse_priority
+from llmport.routing.admission import request_priority
 from llmport.routing.breaker import BreakerState
 from llmport.routing.deployment import Deployment
 from llmport.routing.hedging import race
@@ -193,8 +193,7 @@ class Router:
         """Call one deployment whose breaker was claimed; primes streams."""
         ctx.attempts += 1
         ctx.deployment = deployment.name
-        asked = ctx.header(b"x-llmport-priority")
-        priority = ctx.principal.priority if asked is None else parse_priority(asked)
+        priority = request_priority(ctx.principal, ctx.header(b"x-llmport-priority"))
         queue = deployment.queue
         try:
             waited = await queue.acquire(priority)
