@@ -57,7 +57,12 @@ class Database:
     def __init__(self, url: str) -> None:
         self._url = url
         self.dialect = make_url(url).get_backend_name()
-        self.engine = create_async_engine(url, pool_pre_ping=self.dialect != "sqlite")
+        options: dict[str, Any] = {"pool_pre_ping": self.dialect != "sqlite"}
+        if self.dialect == "sqlite" and make_url(url).database not in (None, "", ":memory:"):
+            # SQLite takes one writer at a time and each pooled connection keeps its own page
+            # cache (and aiosqlite thread): two stay open, bursts borrow a few more.
+            options.update(pool_size=2, max_overflow=8)
+        self.engine = create_async_engine(url, **options)
         if self.dialect == "sqlite":
             configure_sqlite(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
