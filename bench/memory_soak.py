@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -77,17 +78,21 @@ def main() -> int:
         while sent < args.requests:
             streams = int(args.round * args.stream_share)
             plain = args.round - streams
-            subprocess.run(["wrk", "-t1", "-c16", "-d120s", "-s", str(HERE / "wrk_post.lua"),
-                            base + "/v1/chat/completions"], check=True, capture_output=True,
-                           env=dict(env, WRK_BODY_FILE=str(body_file),
-                                    WRK_AUTH=f"Bearer {args.api_key}",
-                                    WRK_MAX_REQUESTS=str(plain)))
+            # wrk's main thread sleeps its whole -d even when the count stops the load, so
+            # -d is sized for about 2,000 req/s, and what was really sent is counted.
+            load = subprocess.run(
+                ["wrk", "-t1", "-c16", f"-d{max(2, math.ceil(plain / 2000))}s", "-s",
+                 str(HERE / "wrk_post.lua"), base + "/v1/chat/completions"], check=True,
+                capture_output=True, text=True,
+                env=dict(env, WRK_BODY_FILE=str(body_file), WRK_AUTH=f"Bearer {args.api_key}",
+                         WRK_MAX_REQUESTS=str(plain)))
+            plain = json.loads(load.stdout.split("WRK_JSON ", 1)[1].splitlines()[0])["requests"]
             subprocess.run([python, str(HERE / "stream_client.py"), "--url",
                             base + "/v1/chat/completions", "--concurrency", "16",
                             "--duration", "300", "--max-requests", str(streams),
                             "--api-key", args.api_key],
                            check=True, capture_output=True)
-            sent += args.round
+            sent += plain + streams
             samples.append((sent, rss_mb(gateway.pid)))
             print(f"{sent:>7} requests: RSS {samples[-1][1]:.1f} MB", flush=True)
     finally:

@@ -156,8 +156,8 @@ async def test_the_listener_reconnects_after_its_connection_drops(
         await publisher.aclose()
 
 
-async def test_each_call_is_one_round_trip(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = RedisStore.from_url(REDIS_URL, prefix)
+def record_commands(store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The names of the commands ``store`` sends from now on (its client still sends them)."""
     commands: list[Any] = []
     execute: Any = store._client.execute_command
 
@@ -166,6 +166,12 @@ async def test_each_call_is_one_round_trip(prefix: str, monkeypatch: pytest.Monk
         return await execute(*args, **options)
 
     monkeypatch.setattr(store._client, "execute_command", counting)
+    return commands
+
+
+async def test_each_call_is_one_round_trip(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = RedisStore.from_url(REDIS_URL, prefix)
+    commands = record_commands(store, monkeypatch)
     try:
         admission = await store.admit(
             [WindowLimit("a", 10, 1), WindowLimit("b", 10, 1), WindowLimit("c", 10, 1)],
@@ -190,14 +196,7 @@ async def test_concurrent_calls_share_round_trips_and_stay_exact(
     calls travel together (one script call for a burst, not one per request)."""
     store = RedisStore.from_url(REDIS_URL, prefix)
     await store.ping()
-    calls: list[Any] = []
-    execute: Any = store._client.execute_command
-
-    async def counting(*args: Any, **options: Any) -> Any:
-        calls.append(args[0])
-        return await execute(*args, **options)
-
-    monkeypatch.setattr(store._client, "execute_command", counting)
+    calls = record_commands(store, monkeypatch)
     try:
         burst = await asyncio.gather(*(store.admit([WindowLimit("rpm", 30, 1)], now=T0)
                                        for _ in range(100)))
