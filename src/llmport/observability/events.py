@@ -57,15 +57,22 @@ class EventBus:
     """Delivers each event to the subscribers of its type.
 
     A subscriber names the event types it handles in a ``handles`` attribute (or at
-    ``subscribe``); one without gets every event. Emitters ask ``wants(kind)`` before
-    building an event, so an event nobody handles is never built.
+    ``subscribe``); one without gets every event. A subscriber with a ``handlers``
+    mapping (event type → method) has each method subscribed to its type, so an event
+    reaches its method without a dispatch of its own. Emitters ask ``wants(kind)``
+    before building an event, so an event nobody handles is never built.
     """
 
     def __init__(self) -> None:
         self._everything: list[Subscriber] = []
         self._by_kind: dict[type, list[Subscriber]] = {}
 
-    def subscribe(self, subscriber: Subscriber, *kinds: type) -> None:
+    def subscribe(self, subscriber: Any, *kinds: type) -> None:
+        handlers = getattr(subscriber, "handlers", None)
+        if handlers is not None and not kinds:
+            for kind, handler in handlers.items():
+                self.subscribe(handler, kind)
+            return
         kinds = kinds or tuple(getattr(subscriber, "handles", ()))
         if not kinds:
             self._everything.append(subscriber)

@@ -45,6 +45,7 @@ class Metrics:
         self._live = live
         self._children: dict[Hashable, Any] = {}
         self.tallies = Tallies()  # the per-request updates, batched (see tallies.py)
+        self._tallies: dict[Hashable, Any] = {}  # one per labelled child
         self._bundles: dict[Hashable, tuple[Any, ...]] = {}  # tallies per finished-label set
         self._attempt_pairs: dict[Hashable, tuple[Any, Any]] = {}
         r = self.registry
@@ -95,18 +96,12 @@ class Metrics:
                             "livesum")
         self.breaker = gauge("circuit_breaker_state", "0 closed, 1 half-open, 2 open",
                              ["deployment"], "livemax")
-        # Subscribed kind by kind (``handlers``), so an event reaches its method directly.
+        # The event bus subscribes each method to its event type (EventBus.subscribe).
         self.handlers: dict[type, Callable[[Any], None]] = {
             RequestFinished: self._finished, AttemptFinished: self._attempt,
             FallbackUsed: self._fallback, BreakerStateChanged: self._breaker,
             QueueWaited: self._queue, CacheLookup: self._cache,
         }
-        self.handles = tuple(self.handlers)
-
-    def __call__(self, event: object) -> None:
-        handler = self.handlers.get(type(event))
-        if handler is not None:
-            handler(event)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """A labelled child, cached: label resolution costs more than the update."""
@@ -144,7 +139,7 @@ class Metrics:
         """Every child a finished request with these labels updates, resolved once."""
         model, endpoint = e.served_model or e.model, e.endpoint.value
         rejected = e.status in REJECTIONS and e.deployment is None
-        count, observe = self.counter_tally, self.histogram_tally
+        count, observe = self._counter_tally, self._histogram_tally
         return (
             count(self.requests, endpoint, e.model, e.deployment or "", str(e.status),
                   e.error_type or ""),
@@ -157,18 +152,18 @@ class Metrics:
             count(self.rejections, REJECTIONS[e.status]) if rejected else None,
         )
 
-    def counter_tally(self, metric: Any, *labels: str) -> Any:
+    def _counter_tally(self, metric: Any, *labels: str) -> Any:
         return self._tally(metric, labels, self.tallies.counter)
 
-    def histogram_tally(self, metric: Any, *labels: str) -> Any:
+    def _histogram_tally(self, metric: Any, *labels: str) -> Any:
         return self._tally(metric, labels, self.tallies.histogram)
 
     def _tally(self, metric: Any, labels: tuple[str, ...], make: Callable[[Any], Any]) -> Any:
         """One tally per child, shared by every bundle that updates that child."""
-        key = ("tally", id(metric), labels)
-        found = self._children.get(key)
+        key = (id(metric), labels)
+        found = self._tallies.get(key)
         if found is None:
-            found = self._children[key] = make(self.child(metric, *labels))
+            found = self._tallies[key] = make(self.child(metric, *labels))
         return found
 
     def _attempt(self, e: AttemptFinished) -> None:
@@ -176,9 +171,9 @@ class Metrics:
         pair = self._attempt_pairs.get(key)
         if pair is None:
             pair = self._attempt_pairs[key] = (
-                self.counter_tally(self.attempts, e.deployment,
-                                   "ok" if e.ok else e.error_type or "error"),
-                self.histogram_tally(self.attempt_latency, e.deployment))
+                self._counter_tally(self.attempts, e.deployment,
+                                    "ok" if e.ok else e.error_type or "error"),
+                self._histogram_tally(self.attempt_latency, e.deployment))
         pair[0].inc()
         pair[1].observe(e.duration_s)
         if e.attempt > 1:

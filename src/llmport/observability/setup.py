@@ -27,12 +27,10 @@ class Observability:
             from llmport.observability.tracing import Tracing  # OpenTelemetry only when on
 
             self.tracing = Tracing(settings.tracing)
-            for kind, handler in self.tracing.handlers.items():  # first: it names the trace
-                gateway.events.subscribe(handler, kind)
+            gateway.events.subscribe(self.tracing)  # first: it names the trace others log
         if settings.metrics.enabled:
             self.metrics = Metrics(gateway.live_state, settings.metrics.tenant_labels)
-            for kind, handler in self.metrics.handlers.items():
-                gateway.events.subscribe(handler, kind)
+            gateway.events.subscribe(self.metrics)
         self.access_lines: JSONLines | None = None
         if config.logging.access_log and config.logging.level in ("debug", "info"):
             if resolved_format(config.logging.format) == "json":
@@ -61,10 +59,10 @@ class Observability:
                 await task
         if self.metrics is not None:
             self.metrics.tallies.flush()
-        if self.metrics is not None and multiprocess_dir() is not None:
-            from prometheus_client import multiprocess
+            if multiprocess_dir() is not None:
+                from prometheus_client import multiprocess
 
-            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+                multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
         if self.tracing is not None:
             self.tracing.shutdown()
 

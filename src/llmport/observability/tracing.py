@@ -46,7 +46,6 @@ from llmport.observability.settings import TracingConfig
 
 OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 UNSET = Status(StatusCode.UNSET)
 _LOW_64 = (1 << 64) - 1
 
@@ -65,10 +64,13 @@ class _Request:
     ctx: CallContext
     trace_id: int
     span_id: int
-    parent: SpanContext | None
-    trace_state: TraceState | None
+    parent: SpanContext | None  # the client's, when it sent a traceparent
     start_ns: int
     attempts: dict[int, _Attempt] = field(default_factory=dict)
+
+    @property
+    def trace_state(self) -> TraceState | None:
+        return self.parent.trace_state if self.parent is not None else None
 
     def ns(self, perf: float) -> int:
         """A perf_counter reading of this request as wall-clock nanoseconds."""
@@ -76,8 +78,6 @@ class _Request:
 
 
 class Tracing:
-    handles = (RequestStarted, AttemptStarted, AttemptFinished, RequestFinished)
-
     def __init__(self, settings: TracingConfig) -> None:
         self.resource = Resource.create({"service.name": settings.service_name})
         self.scope = InstrumentationScope("llmport", __version__)
@@ -92,6 +92,7 @@ class Tracing:
         self._bound = round(settings.sample_ratio * (_LOW_64 + 1))
         self._propagator = TraceContextTextMapPropagator()
         self._open: dict[str, _Request] = {}
+        # The event bus subscribes each method to its event type (EventBus.subscribe).
         self.handlers: dict[type, Callable[[Any], None]] = {
             RequestStarted: self._request_started, AttemptStarted: self._attempt_started,
             AttemptFinished: self._attempt_finished, RequestFinished: self._finished}
@@ -103,11 +104,6 @@ class Tracing:
         for processor in self.processors:
             processor.shutdown()
 
-    def __call__(self, event: object) -> None:
-        handler = self.handlers.get(type(event))
-        if handler is not None:
-            handler(event)
-
     def _request_started(self, event: RequestStarted) -> None:
         ctx = event.ctx
         parent = self._client_parent(ctx)
@@ -117,8 +113,7 @@ class Tracing:
             trace_id = _new_id(128)
             sampled = (trace_id & _LOW_64) < self._bound
         ctx.trace_id = format(trace_id, "032x")
-        request = _Request(ctx, trace_id, _new_id(64), parent,
-                           parent.trace_state if parent is not None else None, time.time_ns())
+        request = _Request(ctx, trace_id, _new_id(64), parent, time.time_ns())
         if not sampled:  # still propagated upstream, as "not sampled", but nothing recorded
             ctx.state["trace_unsampled"] = request
             return
@@ -168,32 +163,28 @@ class Tracing:
             return
         ctx = request.ctx
         end_ns = time.time_ns()
-        trace_id, trace_state = request.trace_id, request.trace_state
-        root = SpanContext(trace_id, request.span_id, False, SAMPLED, trace_state)
-        resource, scope = self.resource, self.scope
+        root = SpanContext(request.trace_id, request.span_id, False, SAMPLED, request.trace_state)
         spans: list[ReadableSpan] = []
-        add = spans.append
 
-        def internal(name: str, start: int, end: int) -> None:
-            add(ReadableSpan(name, SpanContext(trace_id, _new_id(64), False, SAMPLED,
-                                               trace_state), root, resource, None,
-                             start_time=start, end_time=end, instrumentation_scope=scope))
+        def child(name: str, start: int, end: int, span_id: int | None = None,
+                  **details: Any) -> None:
+            context = SpanContext(root.trace_id, span_id or _new_id(64), False, SAMPLED,
+                                  root.trace_state)
+            spans.append(ReadableSpan(name, context, root, self.resource, start_time=start,
+                                      end_time=end, instrumentation_scope=self.scope, **details))
 
         if ctx.authenticated_at is not None:
-            internal("llmport.auth", request.start_ns, request.ns(ctx.authenticated_at))
+            child("llmport.auth", request.start_ns, request.ns(ctx.authenticated_at))
         marks = ctx.marks or ()
         for index, (name, began) in enumerate(marks):
             if name:  # the terminal's mark only ends the policy before it
                 ended = marks[index + 1][1] if index + 1 < len(marks) else None
-                internal(f"llmport.policy.{name}", request.ns(began),
-                         end_ns if ended is None else request.ns(ended))
+                child(f"llmport.policy.{name}", request.ns(began),
+                      end_ns if ended is None else request.ns(ended))
         for attempt in request.attempts.values():  # cancelled ones end with the request
-            add(ReadableSpan(
-                "llmport.upstream", SpanContext(trace_id, attempt.span_id, False, SAMPLED,
-                                                trace_state), root, resource,
-                attempt.attributes, kind=SpanKind.CLIENT, status=attempt.status,
-                start_time=attempt.start_ns, end_time=attempt.end_ns or end_ns,
-                instrumentation_scope=scope))
+            child("llmport.upstream", attempt.start_ns, attempt.end_ns or end_ns,
+                  attempt.span_id, attributes=attempt.attributes, kind=SpanKind.CLIENT,
+                  status=attempt.status)
         usage = event.usage
         attributes: dict[str, Any] = {
             "llmport.request_id": event.request_id,
@@ -205,17 +196,16 @@ class Tracing:
         if ctx.finish_reason:
             attributes["gen_ai.response.finish_reasons"] = (ctx.finish_reason,)
         if event.stream and ctx.first_token_at is not None:
-            add(ReadableSpan("llmport.stream", SpanContext(trace_id, _new_id(64), False, SAMPLED,
-                                                           trace_state), root, resource,
-                             dict(attributes), start_time=request.ns(ctx.first_token_at),
-                             end_time=end_ns, instrumentation_scope=scope))
+            child("llmport.stream", request.ns(ctx.first_token_at), end_ns,
+                  attributes=dict(attributes))
         status = UNSET
         if event.error_type is not None:
             attributes["error.type"] = event.error_type
             status = Status(StatusCode.ERROR, event.error_message or event.error_type)
-        add(ReadableSpan("llmport.request", root, request.parent, resource, attributes,
-                         kind=SpanKind.SERVER, status=status, start_time=request.start_ns,
-                         end_time=end_ns, instrumentation_scope=scope))
+        spans.append(ReadableSpan("llmport.request", root, request.parent, self.resource,
+                                  attributes, kind=SpanKind.SERVER, status=status,
+                                  start_time=request.start_ns, end_time=end_ns,
+                                  instrumentation_scope=self.scope))
         for processor in self.processors:
             for span in spans:
                 processor.on_end(span)
