@@ -42,6 +42,8 @@ from llmport.observability.logging import configure_logging
 from llmport.observability.setup import Observability
 from llmport.types import Endpoint
 
+GC_YOUNG_THRESHOLD = 10_000  # see the lifespan
+
 
 class LLMPortApp:
     """Dispatches hot routes directly; hands the rest to the FastAPI app."""
@@ -120,6 +122,11 @@ def create_app(config: Config | None = None) -> LLMPortApp:
         # not walk the whole heap (about 10% of a request's CPU on the benchmark).
         gc.collect()
         gc.freeze()
+        # The default young-generation threshold (700 net new containers) is crossed
+        # every few requests by what the requests in flight hold; each crossing walks
+        # them all. Ten thousand lets short-lived objects die first: the collector's
+        # share of a request's CPU falls from about 6% to 2% on the benchmark.
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         try:
             yield
         finally:
