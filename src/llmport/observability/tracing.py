@@ -54,9 +54,10 @@ _LOW_64 = (1 << 64) - 1
 class _Attempt:
     span_id: int
     start_ns: int
-    attributes: dict[str, Any]
+    started: AttemptStarted  # its attributes are read from it only if spans are built
     end_ns: int | None = None
-    status: Status = UNSET
+    error_type: str | None = None
+    status_code: int | None = None
 
 
 @dataclass(slots=True)
@@ -137,12 +138,7 @@ class Tracing:
             if unsampled is not None:
                 _send_upstream(ctx, unsampled, span_id, "00")
             return
-        request.attempts[event.attempt] = _Attempt(span_id, time.time_ns(), {
-            "gen_ai.operation.name": OPERATIONS.get(ctx.endpoint.value, ctx.endpoint.value),
-            "gen_ai.provider.name": event.provider, "gen_ai.request.model": event.upstream_model,
-            "llmport.model": event.model, "llmport.deployment": event.deployment,
-            "llmport.attempt": event.attempt, "gen_ai.request.stream": ctx.stream,
-        })
+        request.attempts[event.attempt] = _Attempt(span_id, time.time_ns(), event)
         _send_upstream(ctx, request, span_id, "01")  # the upstream sees this attempt's span
 
     def _attempt_finished(self, event: AttemptFinished) -> None:
@@ -152,14 +148,12 @@ class Tracing:
             return
         attempt.end_ns = time.time_ns()
         if not event.ok:
-            attempt.attributes["error.type"] = event.error_type or "error"
-            attempt.status = Status(StatusCode.ERROR, event.error_type)
-        if event.status is not None:
-            attempt.attributes["http.response.status_code"] = event.status
+            attempt.error_type = event.error_type or "error"
+        attempt.status_code = event.status
 
     def _finished(self, event: RequestFinished) -> None:
         request = self._open.pop(event.request_id, None)
-        if request is None:
+        if request is None or not self.processors:  # no processor: no span to build
             return
         ctx = request.ctx
         end_ns = time.time_ns()
@@ -183,8 +177,9 @@ class Tracing:
                       end_ns if ended is None else request.ns(ended))
         for attempt in request.attempts.values():  # cancelled ones end with the request
             child("llmport.upstream", attempt.start_ns, attempt.end_ns or end_ns,
-                  attempt.span_id, attributes=attempt.attributes, kind=SpanKind.CLIENT,
-                  status=attempt.status)
+                  attempt.span_id, attributes=_attempt_attributes(ctx, attempt),
+                  kind=SpanKind.CLIENT, status=UNSET if attempt.error_type is None
+                  else Status(StatusCode.ERROR, attempt.error_type))
         usage = event.usage
         attributes: dict[str, Any] = {
             "llmport.request_id": event.request_id,
@@ -211,6 +206,21 @@ class Tracing:
                 processor.on_end(span)
 
 
+def _attempt_attributes(ctx: CallContext, attempt: _Attempt) -> dict[str, Any]:
+    """The GenAI semantic-convention attributes of an upstream attempt's span."""
+    event = attempt.started
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": OPERATIONS.get(ctx.endpoint.value, ctx.endpoint.value),
+        "gen_ai.provider.name": event.provider, "gen_ai.request.model": event.upstream_model,
+        "llmport.model": event.model, "llmport.deployment": event.deployment,
+        "llmport.attempt": event.attempt, "gen_ai.request.stream": ctx.stream}
+    if attempt.error_type is not None:
+        attributes["error.type"] = attempt.error_type
+    if attempt.status_code is not None:
+        attributes["http.response.status_code"] = attempt.status_code
+    return attributes
+
+
 def _new_id(bits: int) -> int:
     """A random non-zero trace (128 bits) or span (64 bits) id."""
     value = random.getrandbits(bits)
@@ -220,6 +230,7 @@ def _new_id(bits: int) -> int:
 
 
 def _send_upstream(ctx: CallContext, request: _Request, span_id: int, flags: str) -> None:
-    ctx.outbound_headers["traceparent"] = f"00-{request.trace_id:032x}-{span_id:016x}-{flags}"
+    # ctx.trace_id is the request's trace id, already in hex
+    ctx.outbound_headers["traceparent"] = f"00-{ctx.trace_id}-{span_id:016x}-{flags}"
     if request.trace_state is not None and len(request.trace_state):
         ctx.outbound_headers["tracestate"] = request.trace_state.to_header()
