@@ -48,6 +48,10 @@ def targets() -> dict[str, dict[str, object]]:
                    "--no-access-log --log-level warning"},
         "llmport-bare": llmport("bare.yaml"),
         "llmport-observability": llmport("observability.yaml"),
+        "llmport-observability-otlp": {
+            **llmport("observability-otlp.yaml"),
+            "cmd": "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT={upstream_base}/traces "
+                   + str(llmport("observability-otlp.yaml")["cmd"])},
         "llmport-observability-metrics": llmport("observability-metrics.yaml"),
         "llmport-observability-logs": llmport("observability-logs.yaml"),
         "llmport-observability-tracing": llmport("observability-tracing.yaml"),

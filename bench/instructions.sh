@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by valgrind's callgrind: deterministic where this VM's
+# timings drift by ±15% between identical runs, so two configurations (or two commits) can
+# be compared one change at a time. Not a speed: cache misses and syscalls' kernel time are
+# not in it. The gateway runs under callgrind (about 50× slower; start-up takes a minute or
+# two); after 300 requests to warm it up the counters are zeroed, N requests are sent, and
+# the total is divided by N.
+#   bench/instructions.sh CONFIG [N]        e.g. bench/instructions.sh observability.yaml 1000
+# CONFIG is a file in bench/configs. Needs valgrind (apt-get install valgrind).
+# Environment: PORT (gateway, default 38290), MOCK_PORT (default 38291).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+python="${LLMPORT_PYTHON:-$root/.venv/bin/python}"
+config="$1"; count="${2:-1000}"
+port="${PORT:-38290}"; mock_port="${MOCK_PORT:-38291}"
+command -v valgrind >/dev/null || { echo "valgrind not found: apt-get install valgrind" >&2; exit 2; }
+work="$(mktemp -d)"
+"$python" "$here/mock_upstream.py" --port "$mock_port" > "$work/mock.log" 2>&1 &
+mock=$!
+gateway=""
+cleanup() { kill "$mock" ${gateway:+"$gateway"} 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+export UPSTREAM_BASE="http://127.0.0.1:$mock_port/v1" BENCH_DATA_DIR="$work/data"
+valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.%p" --dump-instr=no \
+  "$python" "$root/.venv/bin/llmport" serve --config "$here/configs/$config" --port "$port" \
+  > "$work/gateway.log" 2>&1 &
+gateway=$!
+for _ in $(seq 600); do
+  curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break
+  kill -0 "$gateway" 2>/dev/null || { cat "$work/gateway.log" >&2; exit 1; }
+  sleep 0.5
+done
+url="http://127.0.0.1:$port/v1/chat/completions"
+"$python" "$here/fixed_load.py" "$url" 300
+callgrind_control -z "$gateway" > /dev/null
+"$python" "$here/fixed_load.py" "$url" "$count"
+callgrind_control -d "$gateway" > /dev/null
+total=$(callgrind_annotate "$work/callgrind.$gateway.1" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "$config: $((total / count)) instructions per request ($count requests, 4 at a time)"
