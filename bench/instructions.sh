@@ -33,8 +33,8 @@ for _ in $(seq 600); do
 done
 url="http://127.0.0.1:$port/v1/chat/completions"
 "$python" "$here/fixed_load.py" "$url" 300
-callgrind_control -z "$gateway" > /dev/null
+callgrind_control -z "$gateway" > /dev/null 2>&1
 "$python" "$here/fixed_load.py" "$url" "$count"
-callgrind_control -d "$gateway" > /dev/null
+callgrind_control -d "$gateway" > /dev/null 2>&1
 total=$(callgrind_annotate "$work/callgrind.$gateway.1" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "$config: $((total / count)) instructions per request ($count requests, 4 at a time)"
