@@ -138,3 +138,19 @@ def test_a_tenant_key_may_lower_its_priority_but_not_raise_it() -> None:
     master = Principal(id="master", kind="master", is_admin=True)
     assert request_priority(master, b"high") == 10
     assert request_priority(ANONYMOUS, b"7") == 7  # no tenants: the header decides
+
+
+def test_the_window_keeps_counts_not_one_entry_per_outcome() -> None:
+    b, clock, _ = breaker(failure_threshold=10_000, error_rate=0.5, min_requests=10, window=10)
+    for i in range(20_000):  # 2,000 outcomes a second for 10 s, one in ten a failure
+        clock.now += 0.0005
+        b.record_failure() if i % 10 == 0 else b.record_success()
+    assert b.state is BreakerState.CLOSED
+    assert len(b._slices) <= 101  # bounded by the window's slices, not by the request rate
+    assert b._outcomes_in_window == sum(int(s[1]) for s in b._slices) >= 19_000
+    for _ in range(25_000):  # then mostly failures: the share over the window crosses 50%
+        clock.now += 0.0005
+        b.record_failure()
+        if b.state is BreakerState.OPEN:
+            break
+    assert b.state is BreakerState.OPEN
