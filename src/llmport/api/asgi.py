@@ -96,11 +96,11 @@ class DisconnectGuard:
     the garbage collector then has to find (about a tenth of a request's CPU).
     """
 
-    __slots__ = ("_task", "_watcher", "closed", "disconnected")
+    __slots__ = ("_closed", "_task", "_watcher", "disconnected")
 
     def __init__(self, receive: Receive) -> None:
         self.disconnected = False
-        self.closed = False
+        self._closed = False
         self._task = asyncio.current_task()
         self._watcher = asyncio.ensure_future(self._watch(receive))
 
@@ -108,13 +108,13 @@ class DisconnectGuard:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                if not self.closed and self._task is not None:
+                if not self._closed and self._task is not None:
                     self.disconnected = True
                     self._task.cancel()
                 return
 
     def close(self) -> None:
-        self.closed = True
+        self._closed = True
 
     def absorb(self) -> bool:
         """After a CancelledError: True (and the cancel undone) if the client caused it."""

@@ -72,14 +72,13 @@ class JSONLines:
             self._stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         # %-formatting: two thirds of the cost of an f-string's format spec, once a line
         fields["timestamp"] = self._stamp_prefix + ".%06dZ" % ((now - second) * 1e6)  # noqa: UP031
-        if not self._pending:
+        first = not self._pending
+        self._pending.append(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
+        if first:
             try:
                 asyncio.get_running_loop().call_later(self.DELAY, self.flush)
             except RuntimeError:  # no loop (tests calling it directly): write at once
-                self._pending.append(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
                 self.flush()
-                return
-        self._pending.append(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
 
     def flush(self) -> None:
         if not self._pending:
@@ -120,8 +119,8 @@ class AccessLog:
     def fields(event: RequestFinished) -> dict[str, Any]:
         usage = event.usage
         ttft = event.ttft_s
-        # int(x + 0.5) / 10**n rounds as round(x, n) does, at a third of its cost (round
-        # of a float goes through a decimal conversion); the line is built per request.
+        # int(x + 0.5) / 10**n rounds these non-negative times half up to n decimals, at a
+        # third of round(x, n)'s cost (which goes through a decimal conversion).
         return {
             "request_id": event.request_id, "endpoint": event.endpoint.value,
             "model": event.model, "served_model": event.served_model,

@@ -30,6 +30,17 @@ from llmport.routing.settings import BreakerConfig
 SLICES_PER_WINDOW = 100
 
 
+class _Slice:
+    """The outcomes recorded from ``start`` for 1/SLICES_PER_WINDOW of the window."""
+
+    __slots__ = ("failures", "outcomes", "start")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.outcomes = 0
+        self.failures = 0
+
+
 class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
@@ -44,7 +55,7 @@ class CircuitBreaker:
         self.state = BreakerState.CLOSED
         self.opened_until = 0.0
         self.consecutive_failures = 0
-        self._slices: deque[list[float]] = deque()  # [start, outcomes, failures]
+        self._slices: deque[_Slice] = deque()
         self._outcomes_in_window = 0
         self._failures_in_window = 0
         self._probing = False
@@ -119,21 +130,21 @@ class CircuitBreaker:
         now = self._clock()
         window = self.config.window
         slices = self._slices
-        if slices and now < slices[-1][0] + window / SLICES_PER_WINDOW:
+        if slices and now < slices[-1].start + window / SLICES_PER_WINDOW:
             current = slices[-1]
         else:
-            current = [now, 0, 0]
+            current = _Slice(now)
             slices.append(current)
-        current[1] += 1
+        current.outcomes += 1
         self._outcomes_in_window += 1
         if not ok:
-            current[2] += 1
+            current.failures += 1
             self._failures_in_window += 1
         horizon = now - window
-        while slices[0][0] < horizon:  # never the current slice: it started after the horizon
-            _, outcomes, failures = slices.popleft()
-            self._outcomes_in_window -= int(outcomes)
-            self._failures_in_window -= int(failures)
+        while slices[0].start < horizon:  # never the current slice: it started after the horizon
+            old = slices.popleft()
+            self._outcomes_in_window -= old.outcomes
+            self._failures_in_window -= old.failures
 
     def _set(self, state: BreakerState) -> None:
         previous, self.state = self.state, state
