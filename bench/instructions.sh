@@ -22,6 +22,10 @@ gateway=""
 cleanup() { kill "$mock" ${gateway:+"$gateway"} 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 export UPSTREAM_BASE="http://127.0.0.1:$mock_port/v1" BENCH_DATA_DIR="$work/data"
+case "$config" in  # the full configurations need their database and tenant key first
+  full-inprocess.yaml) "$python" "$here/setup_full.py" full > /dev/null ;;
+  full-redis.yaml) "$python" "$here/setup_full.py" full-redis > /dev/null ;;
+esac
 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.%p" --dump-instr=no \
   "$python" "$root/.venv/bin/llmport" serve --config "$here/configs/$config" --port "$port" \
   > "$work/gateway.log" 2>&1 &

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, String, delete, event, func, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from llmport.db import migrations, reports
+from llmport.db.bulk import SpendInsert
 from llmport.db.models import (
     TENANT_MODELS,
     ApiKey,
@@ -189,12 +190,12 @@ class Database:
         if not records:
             return 0
         rows = [spend_row(record) for record in records]
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        statement = insert(SpendLog).on_conflict_do_nothing(index_elements=["id"])
         async with self.engine.begin() as connection:
-            # executemany with RETURNING: batched multi-row INSERTs; only new rows come back.
-            result = await connection.execute(statement.returning(SpendLog.id), rows)
-            return len(result.all())
+            return await self._spend_insert.run(connection, rows)
+
+    @functools.cached_property
+    def _spend_insert(self) -> SpendInsert:
+        return SpendInsert(self.engine.dialect)
 
     async def spend_total(self, column: SpendColumn, value: str, since: datetime | None) -> float:
         """Sum of cost for that tenant since ``since`` (None = all time)."""
