@@ -264,7 +264,7 @@ class RedisStore:
                 self._pubsub = None
                 self._confirmed.clear()
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, _BACKOFF_MAX_S)
 
