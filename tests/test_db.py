@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -23,7 +25,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from llmport.db import ApiKey, Base, Database
+from llmport.db import ApiKey, Base, Database, migrations
 from llmport.tenancy.keys import hash_key
 
 PG_HOST = os.environ.get("LLMPORT_TEST_PG_HOST", "127.0.0.1")
@@ -167,6 +169,25 @@ async def test_upgrade_from_empty_to_head_and_again(empty_url: str) -> None:
     assert await alembic_version(empty_url) == ["0001"]
     await database.create("orgs", {"name": "after two upgrades"})
     await database.aclose()
+
+
+def test_head_names_the_newest_migration() -> None:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrations.alembic_config("sqlite://"))
+    assert script.get_heads() == [migrations.HEAD]
+
+
+def test_a_database_at_head_starts_without_loading_alembic(empty_url: str) -> None:
+    asyncio.run(Database(empty_url).upgrade())
+    # A fresh interpreter: this one has loaded Alembic for the other tests.
+    probe = ("import asyncio, sys\n"
+             "from llmport.db import Database\n"
+             f"asyncio.run(Database({empty_url!r}).upgrade())\n"
+             "print(sorted(m for m in ('alembic', 'mako') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 async def test_concurrent_upgrades_in_one_process(empty_url: str) -> None:

@@ -7,6 +7,8 @@ import base64
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,7 +24,8 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.warnings import InsecureKeyLengthWarning
 from pydantic import SecretStr, ValidationError
 
-from llmport.tenancy.jwt_auth import ClaimMap, JWTConfig, JWTError, JWTIdentity, JWTVerifier
+from llmport.tenancy.jwt_auth import JWTVerifier
+from llmport.tenancy.jwt_config import ClaimMap, JWTConfig, JWTError, JWTIdentity
 
 SECRET = "a-shared-secret-of-at-least-32-bytes!"
 
@@ -532,3 +535,15 @@ async def test_jwks_file_and_url_together(jwks_server: JWKSServer, tmp_path: Pat
     async with started(JWTConfig(jwks_url=jwks_server.url, jwks_file=path)) as verifier:
         assert verifier.verify(signed(rsa_key, "RS256", "from-url")).subject == "svc-1"
         assert verifier.verify(signed(ec_key, "ES256", "from-file")).subject == "svc-1"
+
+
+def test_a_gateway_without_jwt_does_not_load_pyjwt() -> None:
+    # PyJWT and cryptography cost each worker about 11 MB; only a JWT config loads them.
+    probe = ("import sys\n"
+             "from llmport.app import create_app\n"
+             "from llmport.config import Config\n"
+             "create_app(Config.model_validate({'auth': {'master_key': 'sk-test-master'}}))\n"
+             "print(sorted(m for m in ('jwt', 'cryptography') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stderr

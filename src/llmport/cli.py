@@ -77,7 +77,7 @@ def serve(
     models = ", ".join(settings.model_names)
     typer.echo(f"llmport serving {models} on http://{bind}:{listen_port}/v1", err=True)
     common: dict[str, Any] = {
-        "host": bind, "port": listen_port, "loop": "uvloop", "http": "httptools",
+        "host": bind, "port": listen_port, "loop": "uvloop", "http": "httptools", "ws": "none",
         "log_level": "warning", "access_log": False, "timeout_keep_alive": 30,
         "timeout_graceful_shutdown": 30}
     if processes > 1:

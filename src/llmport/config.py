@@ -33,7 +33,7 @@ from llmport.policies.idempotency import IdempotencyConfig
 from llmport.policies.limits import LimitsConfig
 from llmport.providers.registry import provider_class
 from llmport.routing.settings import RouterConfig
-from llmport.tenancy.jwt_auth import JWTConfig
+from llmport.tenancy.jwt_config import JWTConfig
 
 DEFAULT_DEMO_MODEL = "llmport-demo"
 

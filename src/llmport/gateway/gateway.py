@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -26,8 +26,10 @@ from llmport.routing.router import Router
 from llmport.routing.shared_breakers import SharedBreakers
 from llmport.stores.base import StateStore
 from llmport.stores.factory import open_store
-from llmport.tenancy.jwt_auth import JWTVerifier
 from llmport.tenancy.principals import PrincipalResolver
+
+if TYPE_CHECKING:
+    from llmport.tenancy.jwt_auth import JWTVerifier
 
 log = structlog.get_logger("llmport.gateway")
 
@@ -56,6 +58,8 @@ class Gateway:
         self.jwt: JWTVerifier | None = None
         if master is not None and self.db is not None:
             if config.auth.jwt is not None:
+                from llmport.tenancy.jwt_auth import JWTVerifier  # PyJWT loads only when used
+
                 self.jwt = JWTVerifier(config.auth.jwt)
             self.resolver = PrincipalResolver(self.db, self.store, self.jwt,
                                               config.auth.key_cache_ttl)

@@ -16,13 +16,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from llmport.errors import AuthenticationError
+from llmport.tenancy.jwt_config import JWTError, JWTIdentity
 from llmport.tenancy.keys import hash_key
 from llmport.types import Principal, Quota
 
 if TYPE_CHECKING:
     from llmport.db.database import Database
     from llmport.stores.base import StateStore
-    from llmport.tenancy.jwt_auth import JWTIdentity, JWTVerifier
+    from llmport.tenancy.jwt_auth import JWTVerifier
 
 CHANNEL = "principals"
 UNKNOWN_TTL = 1.0  # seconds an unknown key is remembered as unknown
@@ -71,8 +72,6 @@ class PrincipalResolver:
     async def from_jwt(self, token: bytes) -> Principal:
         if self.jwt is None:
             raise AuthenticationError("Incorrect API key provided.")
-        from llmport.tenancy.jwt_auth import JWTError
-
         try:
             identity = self.jwt.verify(token.decode("ascii", "replace"))
         except JWTError as exc:
