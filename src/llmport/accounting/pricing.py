@@ -85,8 +85,13 @@ def cost(price: Price | None, prompt_tokens: int, completion_tokens: int,
     ``cached_input`` (at ``input`` when the price has no cached rate)."""
     if price is None:
         return 0.0
-    prompt = max(prompt_tokens, 0)
-    cached = min(max(cached_tokens, 0), prompt)
+    # Comparisons, not max()/min(): this runs for every request, and each builtin call
+    # costs more than the arithmetic.
+    prompt = prompt_tokens if prompt_tokens > 0 else 0
+    completion = completion_tokens if completion_tokens > 0 else 0
+    if cached_tokens <= 0:
+        return (prompt * price.input + completion * price.output) / 1_000_000
+    cached = cached_tokens if cached_tokens < prompt else prompt
     cached_rate = price.input if price.cached_input is None else price.cached_input
     return ((prompt - cached) * price.input + cached * cached_rate
-            + max(completion_tokens, 0) * price.output) / 1_000_000
+            + completion * price.output) / 1_000_000

@@ -109,22 +109,24 @@ class SpendRecorder:
 
 
 def record_of(event: RequestFinished) -> dict[str, Any]:
-    principal = event.principal
-    usage = event.usage
+    ctx = event.ctx  # read directly: the event's properties cost a call each
+    principal = ctx.principal
+    usage = ctx.usage
+    first = ctx.first_token_at
     return {
         "id": new_record_id(),
-        "request_id": event.request_id,
+        "request_id": ctx.request_id,
         "created_at": time.time(),
         "key_id": principal.key_id,
         "user_id": principal.user_id,
         "team_id": principal.team_id,
         "org_id": principal.org_id,
         "principal_kind": principal.kind,
-        "endpoint": event.endpoint.value,
-        "model": event.model,
-        "served_model": event.served_model,
-        "deployment": event.deployment,
-        "stream": event.stream,
+        "endpoint": ctx.endpoint,  # a str enum (its .value costs a descriptor call)
+        "model": ctx.model,
+        "served_model": ctx.served_model,
+        "deployment": ctx.deployment,
+        "stream": ctx.stream,
         "status": event.status,
         "error_type": event.error_type,
         "prompt_tokens": usage.prompt_tokens if usage else 0,
@@ -132,7 +134,7 @@ def record_of(event: RequestFinished) -> dict[str, Any]:
         "cached_tokens": usage.cached_tokens if usage else 0,
         "cost": event.cost,
         "latency_ms": round(event.latency_s * 1000, 3),
-        "ttft_ms": None if event.ttft_s is None else round(event.ttft_s * 1000, 3),
-        "cache_hit": event.cache_hit,
-        "attempts": event.attempts,
+        "ttft_ms": None if first is None else round((first - ctx.started) * 1000, 3),
+        "cache_hit": ctx.state.get("cache") == "hit",
+        "attempts": ctx.attempts,
     }

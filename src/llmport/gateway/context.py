@@ -42,6 +42,7 @@ class CallContext:
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # policies add
     outbound_headers: dict[str, str] = field(default_factory=dict)  # e.g. the traceparent
     trace_id: str | None = None
+    trace: Any = None  # the tracing subscriber's record of this request, when tracing is on
     authenticated_at: float | None = None
     finish_reason: str | None = None  # of the first choice, as the upstream reported it
     marks: list[tuple[str, float]] | None = None  # policy entry times, when traced

@@ -161,17 +161,11 @@ class Gateway:
             error_type, message = type(error).__name__, str(error)
         else:
             error_type = message = None
+        overhead = ctx.overhead_s
         self.events.emit(RequestFinished(
-            request_id=ctx.request_id, endpoint=ctx.endpoint, dialect=ctx.dialect,
-            model=ctx.model, served_model=ctx.served_model, deployment=ctx.deployment,
-            principal_id=ctx.principal.id, stream=ctx.stream, status=status,
-            error_type=error_type, error_message=message, attempts=ctx.attempts,
-            latency_s=latency,
-            overhead_s=ctx.overhead_s if ctx.overhead_s is not None else latency - ctx.upstream_s,
-            ttft_s=(ctx.first_token_at - ctx.started) if ctx.first_token_at else None,
-            usage=ctx.usage, skipped_chunks=ctx.skipped_chunks, trace_id=ctx.trace_id,
-            principal=ctx.principal, cost=cost_of(ctx, self.prices),
-            cache_hit=ctx.state.get("cache") == "hit"))
+            ctx, status, error_type, message, latency,
+            latency - ctx.upstream_s if overhead is None else overhead,
+            cost_of(ctx, self.prices)))
 
 
 async def _purge_every_hour(db: Database, days: float) -> None:

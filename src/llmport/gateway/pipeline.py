@@ -48,8 +48,11 @@ def _marked(name: str, handler: Handler) -> Handler:
     # A plain function handing back the handler's coroutine: the mark costs no
     # coroutine of its own (a frame, an await and a send per policy per request).
     def marked(ctx: CallContext) -> Awaitable[Result]:
-        if ctx.marks is not None:
-            ctx.marks.append((name, perf_counter()))
+        marks = ctx.marks
+        if marks is None:
+            ctx.marks = [(name, perf_counter())]
+        else:
+            marks.append((name, perf_counter()))
         return handler(ctx)
 
     return marked

@@ -10,10 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmport.types import ANONYMOUS, Endpoint, Principal, Usage
-
 if TYPE_CHECKING:
     from llmport.gateway.context import CallContext
+    from llmport.types import Endpoint, Principal, Usage
 
 
 @dataclass(slots=True)
@@ -25,29 +24,85 @@ class RequestStarted:
 
 @dataclass(slots=True)
 class RequestFinished:
-    """One per request, whatever its outcome (success, error, client gone)."""
+    """One per request, whatever its outcome (success, error, client gone).
 
-    request_id: str
-    endpoint: Endpoint
-    dialect: str
-    model: str  # as requested
-    served_model: str | None  # the model that answered, after fallbacks
-    deployment: str | None
-    principal_id: str
-    stream: bool
+    The event is the outcome plus the request's context, which nothing changes once
+    the request has finished. Building it copies no field of the context (a copy of
+    twenty fields cost more than all the metrics of a request); the properties below
+    read them through, and the subscribers on the request path read ``ctx`` directly.
+    """
+
+    ctx: CallContext
     status: int  # HTTP status sent; 499 when the client went away first
     error_type: str | None
     error_message: str | None
-    attempts: int
     latency_s: float
     overhead_s: float
-    ttft_s: float | None
-    usage: Usage | None
-    skipped_chunks: int = 0  # malformed upstream stream events dropped
-    trace_id: str | None = None
-    principal: Principal = ANONYMOUS
     cost: float = 0.0  # US$ charged for this request (0 for cache hits, replays, failures)
-    cache_hit: bool = False
+
+    @property
+    def request_id(self) -> str:
+        return self.ctx.request_id
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.ctx.endpoint
+
+    @property
+    def dialect(self) -> str:
+        return self.ctx.dialect
+
+    @property
+    def model(self) -> str:
+        """As requested."""
+        return self.ctx.model
+
+    @property
+    def served_model(self) -> str | None:
+        """The model that answered, after fallbacks."""
+        return self.ctx.served_model
+
+    @property
+    def deployment(self) -> str | None:
+        return self.ctx.deployment
+
+    @property
+    def principal(self) -> Principal:
+        return self.ctx.principal
+
+    @property
+    def principal_id(self) -> str:
+        return self.ctx.principal.id
+
+    @property
+    def stream(self) -> bool:
+        return self.ctx.stream
+
+    @property
+    def attempts(self) -> int:
+        return self.ctx.attempts
+
+    @property
+    def ttft_s(self) -> float | None:
+        first = self.ctx.first_token_at
+        return None if first is None else first - self.ctx.started
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.ctx.usage
+
+    @property
+    def skipped_chunks(self) -> int:
+        """Malformed upstream stream events dropped."""
+        return self.ctx.skipped_chunks
+
+    @property
+    def trace_id(self) -> str | None:
+        return self.ctx.trace_id
+
+    @property
+    def cache_hit(self) -> bool:
+        return self.ctx.state.get("cache") == "hit"
 
 
 Subscriber = Callable[[Any], None]
@@ -113,7 +168,7 @@ class AttemptFinished:
     For a stream, success means its first output arrived.
     """
 
-    request_id: str
+    ctx: CallContext
     model: str
     deployment: str
     stream: bool
@@ -123,6 +178,10 @@ class AttemptFinished:
     duration_s: float
     hedged: bool = False
     attempt: int = 0
+
+    @property
+    def request_id(self) -> str:
+        return self.ctx.request_id
 
 
 @dataclass(slots=True)

@@ -7,15 +7,12 @@ import logging
 import re
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import structlog
 
 from llmport.observability.events import RequestFinished, RequestStarted
-
-if TYPE_CHECKING:
-    from llmport.gateway.context import CallContext
 
 
 def resolved_format(fmt: str) -> str:
@@ -48,6 +45,9 @@ def _orjson_text(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+_THREE_DIGITS = tuple(f"{n:03d}" for n in range(1000))
+
+
 class JSONLines:
     """JSON lines for stderr, written in batches: one write per ~50 ms, not per request.
 
@@ -69,9 +69,11 @@ class JSONLines:
         second = int(now)
         if second != self._stamp_second:  # the ISO time, formatted once a second
             self._stamp_second = second
-            self._stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        # %-formatting: two thirds of the cost of an f-string's format spec, once a line
-        fields["timestamp"] = self._stamp_prefix + ".%06dZ" % ((now - second) * 1e6)  # noqa: UP031
+            self._stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        # The microseconds from two table look-ups: half the instructions of a "%06d".
+        micros = int((now - second) * 1e6)
+        fields["timestamp"] = (self._stamp_prefix + _THREE_DIGITS[micros // 1000]
+                               + _THREE_DIGITS[micros % 1000] + "Z")
         first = not self._pending
         self._pending.append(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
         if first:
@@ -104,9 +106,7 @@ class AccessLog:
         self._log = structlog.get_logger("llmport.access")
         self.lines = json_lines
 
-    def __call__(self, event: object) -> None:
-        if not isinstance(event, RequestFinished):
-            return
+    def __call__(self, event: RequestFinished) -> None:
         fields = self.fields(event)
         if self.lines is not None:
             fields["event"] = "request"
@@ -117,22 +117,24 @@ class AccessLog:
 
     @staticmethod
     def fields(event: RequestFinished) -> dict[str, Any]:
-        usage = event.usage
-        ttft = event.ttft_s
+        ctx = event.ctx  # read directly: the event's properties cost a call each
+        usage = ctx.usage
+        first = ctx.first_token_at
         # int(x + 0.5) / 10**n rounds these non-negative times half up to n decimals, at a
         # third of round(x, n)'s cost (which goes through a decimal conversion).
         return {
-            "request_id": event.request_id, "endpoint": event.endpoint.value,
-            "model": event.model, "served_model": event.served_model,
-            "deployment": event.deployment, "principal": event.principal_id,
-            "stream": event.stream, "status": event.status, "error": event.error_type,
-            "attempts": event.attempts,
+            "request_id": ctx.request_id, "endpoint": ctx.endpoint,  # a str (enum .value costs)
+            "model": ctx.model, "served_model": ctx.served_model,
+            "deployment": ctx.deployment, "principal": ctx.principal.id,
+            "stream": ctx.stream, "status": event.status, "error": event.error_type,
+            "attempts": ctx.attempts,
             "latency_ms": int(event.latency_s * 100_000 + 0.5) / 100,
             "overhead_ms": int(event.overhead_s * 1_000_000 + 0.5) / 1000,
-            "ttft_ms": int(ttft * 100_000 + 0.5) / 100 if ttft is not None else None,
+            "ttft_ms": None if first is None
+            else int((first - ctx.started) * 100_000 + 0.5) / 100,
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
-            "trace_id": event.trace_id,
+            "trace_id": ctx.trace_id,
         }
 
 
@@ -146,26 +148,25 @@ SECRET_PATTERNS = (
 class BodyLog:
     """Subscriber: request and response bodies, when explicitly enabled, with secrets masked.
 
-    Bodies are read from the request's context, kept from its start to its finish.
+    Bodies are read from the request's context when it finishes; at its start the
+    context is told to keep the response body.
     """
 
     handles = (RequestStarted, RequestFinished)
 
     def __init__(self, redact: list[str]) -> None:
         self._patterns = [re.compile(p) for p in (*SECRET_PATTERNS, *redact)]
-        self._open: dict[str, CallContext] = {}
         self._log = structlog.get_logger("llmport.bodies")
 
     def __call__(self, event: object) -> None:
         if isinstance(event, RequestStarted):
             event.ctx.state["capture_response"] = True
-            self._open[event.ctx.request_id] = event.ctx
         elif isinstance(event, RequestFinished):
-            ctx = self._open.pop(event.request_id, None)
-            if ctx is None:
+            ctx = event.ctx
+            if not ctx.state.get("capture_response"):
                 return
             response = ctx.state.get("response_body")
-            self._log.info("bodies", request_id=event.request_id, status=event.status,
+            self._log.info("bodies", request_id=ctx.request_id, status=event.status,
                            request=self.mask(orjson.dumps(ctx.body).decode()),
                            response=self.mask(response.decode("utf-8", "replace"))
                            if isinstance(response, bytes) else None)

@@ -112,9 +112,10 @@ class Metrics:
         return found
 
     def _finished(self, e: RequestFinished) -> None:
-        tenant = (e.principal.org_id or e.principal_id) if self.tenant_labels else ""
-        key = (e.endpoint, e.model, e.served_model, e.deployment, e.status, e.error_type,
-               e.stream, tenant)
+        ctx = e.ctx  # read directly: the event's properties cost a call each
+        tenant = (ctx.principal.org_id or ctx.principal.id) if self.tenant_labels else ""
+        key = (ctx.endpoint, ctx.model, ctx.served_model, ctx.deployment, e.status,
+               e.error_type, ctx.stream, tenant)
         bundle = self._bundles.get(key)
         if bundle is None:
             bundle = self._bundles[key] = self._bundle(e, tenant)
@@ -122,13 +123,13 @@ class Metrics:
         requests.inc()
         latency.observe(e.latency_s)
         overhead.observe(e.overhead_s)
-        if e.ttft_s is not None and ttft is not None:
-            ttft.observe(e.ttft_s)
+        if ttft is not None and ctx.first_token_at is not None:
+            ttft.observe(ctx.first_token_at - ctx.started)
         if rejection is not None:
             rejection.inc()
-        if e.skipped_chunks:
-            self.child(self.malformed, e.served_model or e.model).inc(e.skipped_chunks)
-        usage = e.usage
+        if ctx.skipped_chunks:
+            self.child(self.malformed, ctx.served_model or ctx.model).inc(ctx.skipped_chunks)
+        usage = ctx.usage
         if usage is not None:
             prompt.inc(usage.prompt_tokens)
             completion.inc(usage.completion_tokens)

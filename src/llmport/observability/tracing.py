@@ -20,10 +20,9 @@ and hands them to the span processors (``on_end``; they never see
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from random import getrandbits
+from time import perf_counter, time_ns
 from typing import Any
 
 from opentelemetry import trace
@@ -31,7 +30,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from llmport import __version__
@@ -40,7 +39,6 @@ from llmport.observability.events import (
     AttemptFinished,
     AttemptStarted,
     RequestFinished,
-    RequestStarted,
 )
 from llmport.observability.settings import TracingConfig
 
@@ -50,32 +48,30 @@ UNSET = Status(StatusCode.UNSET)
 _LOW_64 = (1 << 64) - 1
 
 
-@dataclass(slots=True)
 class _Attempt:
-    span_id: int
-    start_ns: int
-    started: AttemptStarted  # its attributes are read from it only if spans are built
-    end_ns: int | None = None
-    error_type: str | None = None
-    status_code: int | None = None
+    __slots__ = ("began", "ended", "error_type", "span_id", "started", "status_code")
+
+    def __init__(self, started: AttemptStarted, span_id: str, began: float) -> None:
+        self.started = started  # its attributes are read from it only if spans are built
+        self.span_id = span_id  # hex, as sent upstream
+        self.began = began  # perf_counter readings, turned into wall-clock time at the end
+        self.ended: float | None = None
+        self.error_type: str | None = None
+        self.status_code: int | None = None
 
 
-@dataclass(slots=True)
 class _Request:
-    ctx: CallContext
-    trace_id: int
-    span_id: int
-    parent: SpanContext | None  # the client's, when it sent a traceparent
-    start_ns: int
-    attempts: dict[int, _Attempt] = field(default_factory=dict)
+    """One request's trace, kept on its context (``ctx.trace``) until it finishes."""
 
-    @property
-    def trace_state(self) -> TraceState | None:
-        return self.parent.trace_state if self.parent is not None else None
+    __slots__ = ("attempts", "parent", "sampled", "trace_id", "upstream")
 
-    def ns(self, perf: float) -> int:
-        """A perf_counter reading of this request as wall-clock nanoseconds."""
-        return self.start_ns + int((perf - self.ctx.started) * 1e9)
+    def __init__(self, trace_id: str, parent: SpanContext | None, sampled: bool) -> None:
+        self.trace_id = trace_id  # hex
+        self.parent = parent  # the client's, when it sent a traceparent
+        self.sampled = sampled
+        self.attempts: list[_Attempt] = []
+        # Each attempt's traceparent is this, its span id and the flags.
+        self.upstream = ("00-" + trace_id + "-", "-01" if sampled else "-00")
 
 
 class Tracing:
@@ -92,11 +88,12 @@ class Tracing:
         # TraceIdRatioBased's rule: sampled when the trace id's low 64 bits fall under the bound.
         self._bound = round(settings.sample_ratio * (_LOW_64 + 1))
         self._propagator = TraceContextTextMapPropagator()
-        self._open: dict[str, _Request] = {}
-        # The event bus subscribes each method to its event type (EventBus.subscribe).
+        # The event bus subscribes each method to its event type (EventBus.subscribe). A
+        # request's trace is made when it first needs one (its first upstream attempt, or
+        # its end): the request path holds no more than ids and perf_counter readings.
         self.handlers: dict[type, Callable[[Any], None]] = {
-            RequestStarted: self._request_started, AttemptStarted: self._attempt_started,
-            AttemptFinished: self._attempt_finished, RequestFinished: self._finished}
+            AttemptStarted: self._attempt_started, AttemptFinished: self._attempt_finished,
+            RequestFinished: self._finished}
 
     def add_processor(self, processor: SpanProcessor) -> None:
         self.processors.append(processor)
@@ -105,25 +102,24 @@ class Tracing:
         for processor in self.processors:
             processor.shutdown()
 
-    def _request_started(self, event: RequestStarted) -> None:
-        ctx = event.ctx
-        parent = self._client_parent(ctx)
+    def _trace(self, ctx: CallContext) -> _Request:
+        """The request's trace: the client's when it sent a valid traceparent, else a new one."""
+        parent = None
+        for name, _ in ctx.headers:
+            if name == b"traceparent":
+                parent = self._client_parent(ctx)
+                break
         if parent is not None:
             trace_id, sampled = parent.trace_id, parent.trace_flags.sampled
         else:
-            trace_id = _new_id(128)
+            trace_id = getrandbits(128) or 1
             sampled = (trace_id & _LOW_64) < self._bound
-        ctx.trace_id = format(trace_id, "032x")
-        request = _Request(ctx, trace_id, _new_id(64), parent, time.time_ns())
-        if not sampled:  # still propagated upstream, as "not sampled", but nothing recorded
-            ctx.state["trace_unsampled"] = request
-            return
-        ctx.marks = []
-        self._open[ctx.request_id] = request
+        # Unsampled requests are still propagated upstream (flags 00), but nothing is recorded.
+        ctx.trace_id = trace_id.to_bytes(16, "big").hex()
+        request = ctx.trace = _Request(ctx.trace_id, parent, sampled)
+        return request
 
     def _client_parent(self, ctx: CallContext) -> SpanContext | None:
-        if ctx.header(b"traceparent") is None:
-            return None
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in ctx.headers
                    if k in (b"traceparent", b"tracestate")}
         context = trace.get_current_span(self._propagator.extract(carrier)).get_span_context()
@@ -131,53 +127,65 @@ class Tracing:
 
     def _attempt_started(self, event: AttemptStarted) -> None:
         ctx = event.ctx
-        request = self._open.get(ctx.request_id)
-        span_id = _new_id(64)
-        if request is None:
-            unsampled: _Request | None = ctx.state.get("trace_unsampled")
-            if unsampled is not None:
-                _send_upstream(ctx, unsampled, span_id, "00")
-            return
-        request.attempts[event.attempt] = _Attempt(span_id, time.time_ns(), event)
-        _send_upstream(ctx, request, span_id, "01")  # the upstream sees this attempt's span
+        request: _Request = ctx.trace or self._trace(ctx)
+        span_id = _new_span_id()
+        if request.sampled:
+            request.attempts.append(_Attempt(event, span_id, perf_counter()))
+        # The upstream sees this attempt's span as its parent.
+        prefix, flags = request.upstream
+        ctx.outbound_headers["traceparent"] = prefix + span_id + flags
+        parent = request.parent
+        if parent is not None and parent.trace_state:
+            ctx.outbound_headers["tracestate"] = parent.trace_state.to_header()
 
     def _attempt_finished(self, event: AttemptFinished) -> None:
-        request = self._open.get(event.request_id)
-        attempt = request.attempts.get(event.attempt) if request else None
-        if attempt is None or attempt.end_ns is not None:
+        request: _Request | None = event.ctx.trace
+        if request is None:
             return
-        attempt.end_ns = time.time_ns()
-        if not event.ok:
-            attempt.error_type = event.error_type or "error"
-        attempt.status_code = event.status
+        for attempt in request.attempts:
+            if attempt.started.attempt == event.attempt and attempt.ended is None:
+                attempt.ended = perf_counter()
+                if not event.ok:
+                    attempt.error_type = event.error_type or "error"
+                attempt.status_code = event.status
+                return
 
     def _finished(self, event: RequestFinished) -> None:
-        request = self._open.pop(event.request_id, None)
-        if request is None or not self.processors:  # no processor: no span to build
-            return
-        ctx = request.ctx
-        end_ns = time.time_ns()
-        root = SpanContext(request.trace_id, request.span_id, False, SAMPLED, request.trace_state)
+        ctx = event.ctx
+        request: _Request = ctx.trace or self._trace(ctx)  # also names the trace in the logs
+        # Taken off the context: its attempts hold their events, which hold the context,
+        # a cycle only the garbage collector would otherwise break.
+        ctx.trace = None
+        if not request.sampled or not self.processors:
+            return  # no processor: no span to build
+        end_ns = time_ns()
+        origin = end_ns - int((perf_counter() - ctx.started) * 1e9)  # ctx.started, wall clock
+
+        def ns(perf: float) -> int:
+            return origin + int((perf - ctx.started) * 1e9)
+
+        trace_state = request.parent.trace_state if request.parent is not None else None
+        root = SpanContext(int(request.trace_id, 16), _new_id(), False, SAMPLED, trace_state)
         spans: list[ReadableSpan] = []
 
         def child(name: str, start: int, end: int, span_id: int | None = None,
                   **details: Any) -> None:
-            context = SpanContext(root.trace_id, span_id or _new_id(64), False, SAMPLED,
-                                  root.trace_state)
+            context = SpanContext(root.trace_id, span_id or _new_id(), False, SAMPLED,
+                                  trace_state)
             spans.append(ReadableSpan(name, context, root, self.resource, start_time=start,
                                       end_time=end, instrumentation_scope=self.scope, **details))
 
         if ctx.authenticated_at is not None:
-            child("llmport.auth", request.start_ns, request.ns(ctx.authenticated_at))
+            child("llmport.auth", origin, ns(ctx.authenticated_at))
         marks = ctx.marks or ()
         for index, (name, began) in enumerate(marks):
             if name:  # the terminal's mark only ends the policy before it
                 ended = marks[index + 1][1] if index + 1 < len(marks) else None
-                child(f"llmport.policy.{name}", request.ns(began),
-                      end_ns if ended is None else request.ns(ended))
-        for attempt in request.attempts.values():  # cancelled ones end with the request
-            child("llmport.upstream", attempt.start_ns, attempt.end_ns or end_ns,
-                  attempt.span_id, attributes=_attempt_attributes(ctx, attempt),
+                child(f"llmport.policy.{name}", ns(began), end_ns if ended is None else ns(ended))
+        for attempt in request.attempts:  # cancelled ones end with the request
+            child("llmport.upstream", ns(attempt.began),
+                  end_ns if attempt.ended is None else ns(attempt.ended),
+                  int(attempt.span_id, 16), attributes=_attempt_attributes(ctx, attempt),
                   kind=SpanKind.CLIENT, status=UNSET if attempt.error_type is None
                   else Status(StatusCode.ERROR, attempt.error_type))
         usage = event.usage
@@ -191,7 +199,7 @@ class Tracing:
         if ctx.finish_reason:
             attributes["gen_ai.response.finish_reasons"] = (ctx.finish_reason,)
         if event.stream and ctx.first_token_at is not None:
-            child("llmport.stream", request.ns(ctx.first_token_at), end_ns,
+            child("llmport.stream", ns(ctx.first_token_at), end_ns,
                   attributes=dict(attributes))
         status = UNSET
         if event.error_type is not None:
@@ -199,7 +207,7 @@ class Tracing:
             status = Status(StatusCode.ERROR, event.error_message or event.error_type)
         spans.append(ReadableSpan("llmport.request", root, request.parent, self.resource,
                                   attributes, kind=SpanKind.SERVER, status=status,
-                                  start_time=request.start_ns, end_time=end_ns,
+                                  start_time=origin, end_time=end_ns,
                                   instrumentation_scope=self.scope))
         for processor in self.processors:
             for span in spans:
@@ -221,16 +229,10 @@ def _attempt_attributes(ctx: CallContext, attempt: _Attempt) -> dict[str, Any]:
     return attributes
 
 
-def _new_id(bits: int) -> int:
-    """A random non-zero trace (128 bits) or span (64 bits) id."""
-    value = random.getrandbits(bits)
-    while not value:
-        value = random.getrandbits(bits)
-    return value
+def _new_id() -> int:
+    """A random non-zero span id (64 bits), as the SDK's id generator makes them."""
+    return getrandbits(64) or 1
 
 
-def _send_upstream(ctx: CallContext, request: _Request, span_id: int, flags: str) -> None:
-    # ctx.trace_id is the request's trace id, already in hex
-    ctx.outbound_headers["traceparent"] = f"00-{ctx.trace_id}-{span_id:016x}-{flags}"
-    if request.trace_state is not None and len(request.trace_state):
-        ctx.outbound_headers["tracestate"] = request.trace_state.to_header()
+def _new_span_id() -> str:
+    return (getrandbits(64) or 1).to_bytes(8, "big").hex()

@@ -319,7 +319,7 @@ class Router:
             return
         status = getattr(error, "status_code", None) if error is not None else 200
         self.events.emit(AttemptFinished(
-            ctx.request_id, model, deployment.name, ctx.stream, error is None,
+            ctx, model, deployment.name, ctx.stream, error is None,
             type(error).__name__ if error is not None else None, status, elapsed, hedged,
             number))
 
