@@ -31,14 +31,32 @@ EVENTS_PER_STREAM = 35  # role + 32 tokens + finish + usage events, as the mock 
 KEY = "sk-llmport-bench"
 
 
+def runtime_bin() -> Path:
+    """The bin folder of the venv every Python gateway runs from (runtime_venv.sh)."""
+    if "BENCH_RUNTIME_BIN" not in os.environ:
+        venv = subprocess.run([str(HERE / "runtime_venv.sh")], check=True, text=True,
+                              stdout=subprocess.PIPE).stdout.strip().splitlines()[-1]
+        os.environ["BENCH_RUNTIME_BIN"] = str(Path(venv) / "bin")
+    return Path(os.environ["BENCH_RUNTIME_BIN"])
+
+
+def interpreter() -> str:
+    """Which CPython the Python gateways ran on, and its version."""
+    python = runtime_bin() / "python"
+    return subprocess.run([str(python), "-c", "import sys, platform; print("
+                           "open(sys.prefix + '/.interpreter').read().strip(), "
+                           "platform.python_version())"],
+                          check=True, text=True, stdout=subprocess.PIPE).stdout.strip()
+
+
 def llmport(config: str) -> dict[str, object]:
-    binary = os.environ.get("LLMPORT_BIN", str(ROOT / ".venv" / "bin" / "llmport"))
+    binary = os.environ.get("LLMPORT_BIN", str(runtime_bin() / "llmport"))
     return {"cmd": f"exec {binary} serve --config {HERE / 'configs' / config} --port {{port}}",
             "api_key": KEY}
 
 
 def targets() -> dict[str, dict[str, object]]:
-    venv_bin = ROOT / ".venv" / "bin"
+    venv_bin = runtime_bin()
     litellm_venv = os.environ.get("LITELLM_VENV", "/tmp/litellm-venv")
     portkey_root = os.environ.get("PORTKEY_ROOT", "/tmp/portkey-gateway")
     return {
@@ -59,7 +77,8 @@ def targets() -> dict[str, dict[str, object]]:
         "llmport-full-redis": {**llmport("full-redis.yaml"), "setup": "full-redis"},
         "litellm": {
             "install": [str(HERE / "install_litellm.sh"), litellm_venv],
-            "env": {"LITELLM_LOG": "ERROR", "LITELLM_MODE": "PRODUCTION",
+            "env": {"BENCH_PYTHON": str(venv_bin / "python"),
+                    "LITELLM_LOG": "ERROR", "LITELLM_MODE": "PRODUCTION",
                     "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                     "LITELLM_MASTER_KEY": "sk-" + "5" * 48},
             "api_key": "sk-" + "5" * 48,
@@ -134,7 +153,8 @@ def table(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
     lines = [
         f"Medians of {args.reps} repetitions x {args.duration:g} s; gateway pinned to CPU(s) "
         f"{args.gateway_cpus!r}, load generator and mock on CPU 0; ns:C = wrk with C "
-        "connections, st:16 = 16 streams of 32 tokens 2 ms apart.",
+        "connections, st:16 = 16 streams of 32 tokens 2 ms apart. Python gateways on "
+        f"{interpreter()} (bench/fastest_python.py).",
         "",
         "| target | CPU per request (ns:16) | req/s, 1 core (ns:16) | added p50 (ns:1) "
         "| streams vs direct | added TTFT (st:16) | CPU per relayed chunk | RSS |",

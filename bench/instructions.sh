@@ -7,7 +7,8 @@
 # the total is divided by N.
 #   bench/instructions.sh CONFIG [N]        e.g. bench/instructions.sh observability.yaml 1000
 # CONFIG is a file in bench/configs. Needs valgrind (apt-get install valgrind).
-# Environment: PORT (gateway, default 38290), MOCK_PORT (default 38291).
+# Environment: PORT (gateway, default 38290), MOCK_PORT (default 38291), KEEP (a path: the
+# callgrind profile is copied there, for callgrind_annotate --inclusive=no).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -41,4 +42,5 @@ callgrind_control -z "$gateway" > /dev/null 2>&1
 "$python" "$here/fixed_load.py" "$url" "$count"
 callgrind_control -d "$gateway" > /dev/null 2>&1
 total=$(callgrind_annotate "$work/callgrind.$gateway.1" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+[ -n "${KEEP:-}" ] && cp "$work/callgrind.$gateway.1" "$KEEP"
 echo "$config: $((total / count)) instructions per request ($count requests, 4 at a time)"
