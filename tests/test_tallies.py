@@ -47,7 +47,9 @@ def test_updates_flush_by_themselves_shortly_after() -> None:
         tallies = Tallies()
         tally = tallies.counter(counter.labels("x"))
         tally.inc()
+        tallies.touch()  # what an updater does once per batch of updates
         tally.inc(2)
+        tallies.touch()
         await asyncio.sleep(FLUSH_DELAY * 2)
         return registry.get_sample_value("c_total", {"k": "x"})
 

@@ -48,28 +48,22 @@ UNSET = Status(StatusCode.UNSET)
 _LOW_64 = (1 << 64) - 1
 
 
-class _Attempt:
-    __slots__ = ("began", "ended", "error_type", "span_id", "started", "status_code")
-
-    def __init__(self, started: AttemptStarted, span_id: str, began: float) -> None:
-        self.started = started  # its attributes are read from it only if spans are built
-        self.span_id = span_id  # hex, as sent upstream
-        self.began = began  # perf_counter readings, turned into wall-clock time at the end
-        self.ended: float | None = None
-        self.error_type: str | None = None
-        self.status_code: int | None = None
-
-
 class _Request:
-    """One request's trace, kept on its context (``ctx.trace``) until it finishes."""
+    """One request's trace, kept on its context (``ctx.trace``) until it finishes.
 
-    __slots__ = ("attempts", "parent", "sampled", "trace_id", "upstream")
+    ``attempts`` holds each upstream attempt as (its ``AttemptStarted``, its span id in
+    hex, the perf_counter reading it began at); ``outcomes`` the ``AttemptFinished`` of
+    each attempt number. Plain tuples and a dict: an object per attempt cost more.
+    """
+
+    __slots__ = ("attempts", "outcomes", "parent", "sampled", "trace_id", "upstream")
 
     def __init__(self, trace_id: str, parent: SpanContext | None, sampled: bool) -> None:
         self.trace_id = trace_id  # hex
         self.parent = parent  # the client's, when it sent a traceparent
         self.sampled = sampled
-        self.attempts: list[_Attempt] = []
+        self.attempts: list[tuple[AttemptStarted, str, float]] = []
+        self.outcomes: dict[int, AttemptFinished] = {}
         # Each attempt's traceparent is this, its span id and the flags.
         self.upstream = ("00-" + trace_id + "-", "-01" if sampled else "-00")
 
@@ -128,9 +122,9 @@ class Tracing:
     def _attempt_started(self, event: AttemptStarted) -> None:
         ctx = event.ctx
         request: _Request = ctx.trace or self._trace(ctx)
-        span_id = _new_span_id()
+        span_id = (getrandbits(64) or 1).to_bytes(8, "big").hex()
         if request.sampled:
-            request.attempts.append(_Attempt(event, span_id, perf_counter()))
+            request.attempts.append((event, span_id, perf_counter()))
         # The upstream sees this attempt's span as its parent.
         prefix, flags = request.upstream
         ctx.outbound_headers["traceparent"] = prefix + span_id + flags
@@ -140,20 +134,13 @@ class Tracing:
 
     def _attempt_finished(self, event: AttemptFinished) -> None:
         request: _Request | None = event.ctx.trace
-        if request is None:
-            return
-        for attempt in request.attempts:
-            if attempt.started.attempt == event.attempt and attempt.ended is None:
-                attempt.ended = perf_counter()
-                if not event.ok:
-                    attempt.error_type = event.error_type or "error"
-                attempt.status_code = event.status
-                return
+        if request is not None and request.sampled:
+            request.outcomes.setdefault(event.attempt, event)  # the first outcome counts
 
     def _finished(self, event: RequestFinished) -> None:
         ctx = event.ctx
         request: _Request = ctx.trace or self._trace(ctx)  # also names the trace in the logs
-        # Taken off the context: its attempts hold their events, which hold the context,
+        # Taken off the context: it holds attempt events, which hold the context,
         # a cycle only the garbage collector would otherwise break.
         ctx.trace = None
         if not request.sampled or not self.processors:
@@ -182,12 +169,14 @@ class Tracing:
             if name:  # the terminal's mark only ends the policy before it
                 ended = marks[index + 1][1] if index + 1 < len(marks) else None
                 child(f"llmport.policy.{name}", ns(began), end_ns if ended is None else ns(ended))
-        for attempt in request.attempts:  # cancelled ones end with the request
-            child("llmport.upstream", ns(attempt.began),
-                  end_ns if attempt.ended is None else ns(attempt.ended),
-                  int(attempt.span_id, 16), attributes=_attempt_attributes(ctx, attempt),
-                  kind=SpanKind.CLIENT, status=UNSET if attempt.error_type is None
-                  else Status(StatusCode.ERROR, attempt.error_type))
+        for started, span_id, began in request.attempts:  # cancelled ones end with the request
+            outcome = request.outcomes.get(started.attempt)
+            error = None if outcome is None or outcome.ok else outcome.error_type or "error"
+            child("llmport.upstream", ns(began),
+                  end_ns if outcome is None else ns(began + outcome.duration_s),
+                  int(span_id, 16), attributes=_attempt_attributes(ctx, started, outcome, error),
+                  kind=SpanKind.CLIENT,
+                  status=UNSET if error is None else Status(StatusCode.ERROR, error))
         usage = event.usage
         attributes: dict[str, Any] = {
             "llmport.request_id": event.request_id,
@@ -214,25 +203,21 @@ class Tracing:
                 processor.on_end(span)
 
 
-def _attempt_attributes(ctx: CallContext, attempt: _Attempt) -> dict[str, Any]:
+def _attempt_attributes(ctx: CallContext, event: AttemptStarted,
+                        outcome: AttemptFinished | None, error: str | None) -> dict[str, Any]:
     """The GenAI semantic-convention attributes of an upstream attempt's span."""
-    event = attempt.started
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": OPERATIONS.get(ctx.endpoint.value, ctx.endpoint.value),
         "gen_ai.provider.name": event.provider, "gen_ai.request.model": event.upstream_model,
         "llmport.model": event.model, "llmport.deployment": event.deployment,
         "llmport.attempt": event.attempt, "gen_ai.request.stream": ctx.stream}
-    if attempt.error_type is not None:
-        attributes["error.type"] = attempt.error_type
-    if attempt.status_code is not None:
-        attributes["http.response.status_code"] = attempt.status_code
+    if error is not None:
+        attributes["error.type"] = error
+    if outcome is not None and outcome.status is not None:
+        attributes["http.response.status_code"] = outcome.status
     return attributes
 
 
 def _new_id() -> int:
     """A random non-zero span id (64 bits), as the SDK's id generator makes them."""
     return getrandbits(64) or 1
-
-
-def _new_span_id() -> str:
-    return (getrandbits(64) or 1).to_bytes(8, "big").hex()
