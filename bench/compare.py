@@ -6,6 +6,12 @@ mock upstream.
 
     bench/run.sh                       # everything (about 25 minutes)
     bench/run.sh --targets llmport-full,litellm --reps 1
+    bench/run.sh --targets llmport-bare,llmport-observability --rounds 4 --scenarios ns:16
+
+``--rounds N`` runs the whole list of targets N times, one after the other (A B A B …),
+and each figure is the median over the rounds: this VM's speed drifts by 10-20% over
+minutes, so two configurations measured once each, minutes apart, can differ by more
+than what separates them; interleaved rounds share the drift.
 
 Each target runs in its own run_bench.py invocation (mock restarted, gateway pinned to
 CPU 1, load and mock on CPU 0; direct and gateway measured back to back, ABBA); the
@@ -20,6 +26,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -145,14 +152,32 @@ def row(name: str, result: dict[str, object]) -> dict[str, object]:
     }
 
 
+def median_row(name: str, rounds: list[dict[str, object]]) -> dict[str, object]:
+    """One row from the rows of several rounds: each number is their median."""
+    merged: dict[str, object] = {"target": name, "rounds": len(rounds)}
+    for key, value in rounds[0].items():
+        if key == "target":
+            continue
+        values = [r[key] for r in rounds if isinstance(r.get(key), int | float)]
+        if key == "errors":
+            merged[key] = sum(values)  # type: ignore[arg-type]
+        elif isinstance(value, int | float) and values:
+            merged[key] = statistics.median(values)  # type: ignore[type-var]
+        else:
+            merged[key] = value
+    return merged
+
+
 def fmt(value: object, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
 def table(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
+    rounds = f", in each of {args.rounds} interleaved rounds (medians over rounds)" \
+        if args.rounds > 1 else ""
     lines = [
-        f"Medians of {args.reps} repetitions x {args.duration:g} s; gateway pinned to CPU(s) "
-        f"{args.gateway_cpus!r}, load generator and mock on CPU 0; ns:C = wrk with C "
+        f"Medians of {args.reps} repetitions x {args.duration:g} s{rounds}; gateway pinned to "
+        f"CPU(s) {args.gateway_cpus!r}, load generator and mock on CPU 0; ns:C = wrk with C "
         "connections, st:16 = 16 streams of 32 tokens 2 ms apart. Python gateways on "
         f"{interpreter()} (bench/fastest_python.py).",
         "",
@@ -174,6 +199,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", default=",".join(targets()))
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the target list this many times, interleaved")
     parser.add_argument("--duration", type=float, default=7.0)
     parser.add_argument("--scenarios", default="ns:1,ns:16,ns:64,st:16")
     parser.add_argument("--gateway-cpus", default="1")
@@ -184,11 +211,15 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     known = targets()
-    rows = []
-    for name in args.targets.split(","):
-        result = run_target(name, known[name], args, stamp)
-        if result is not None:
-            rows.append(row(name, result))
+    names = args.targets.split(",")
+    measured: dict[str, list[dict[str, object]]] = {name: [] for name in names}
+    for round_ in range(args.rounds):
+        for name in names:
+            suffix = f"{stamp}-r{round_ + 1}" if args.rounds > 1 else stamp
+            result = run_target(name, known[name], args, suffix)
+            if result is not None:
+                measured[name].append(row(name, result))
+    rows = [median_row(name, found) for name, found in measured.items() if found]
     text = table(rows, args)
     print(text)
     (RESULTS / f"compare-{stamp}.md").write_text(text + "\n")

@@ -63,7 +63,10 @@ def main() -> int:
     env = dict(os.environ, UPSTREAM_BASE=upstream, MOCK_API_BASE=upstream)
     mock = subprocess.Popen([python, str(HERE / "mock_upstream.py"), "--port",
                              str(args.mock_port), "--tokens", "32"], env=env)
-    binary = os.environ.get("LLMPORT_BIN", str(ROOT / ".venv" / "bin" / "llmport"))
+    # The benchmark's runtime venv (runtime_venv.sh) when it exists, as compare.py uses it.
+    runtime = HERE / ".venv" / "bin" / "llmport"
+    default = runtime if runtime.exists() else ROOT / ".venv" / "bin" / "llmport"
+    binary = os.environ.get("LLMPORT_BIN", str(default))
     gateway = subprocess.Popen([binary, "serve", "--config", str(HERE / "configs" / args.config),
                                 "--port", str(args.port)], env=env, start_new_session=True)
     samples: list[tuple[int, float]] = []
