@@ -143,7 +143,8 @@ def row(name: str, result: dict[str, object]) -> dict[str, object]:
         "rps_ns16": ns16.get("gateway", {}).get("rps"),
         "cores_ns16": ns16.get("gateway", {}).get("gw_cores"),
         "added_p50_ms_ns1": ns1.get("added", {}).get("p50_ms"),
-        "streams_pct_of_direct": 100 * st.get("added", {}).get("rps_ratio_gw_over_direct", 0),
+        "streams_pct_of_direct": None if "added" not in st
+        else 100 * st["added"].get("rps_ratio_gw_over_direct", 0),
         "added_ttft_ms_st16": st.get("added", {}).get("ttft_p50_ms"),
         "cpu_us_per_chunk": None if stream_cpu is None else stream_cpu * 1000 / EVENTS_PER_STREAM,
         "rss_mb": max(s.get("gateway", {}).get("gw_rss_peak_mb", 0) for s in summary.values()),
@@ -168,8 +169,8 @@ def median_row(name: str, rounds: list[dict[str, object]]) -> dict[str, object]:
     return merged
 
 
-def fmt(value: object, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def fmt(value: object, spec: str, unit: str = "", sign: str = "") -> str:
+    return "-" if value is None else f"{sign}{format(value, spec)}{unit}"
 
 
 def table(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
@@ -187,11 +188,11 @@ def table(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['target']} | {fmt(r['cpu_ms_per_request'], '.3f')} ms "
-            f"| {fmt(r['rps_ns16'], ',.0f')} | +{fmt(r['added_p50_ms_ns1'], '.2f')} ms "
-            f"| {fmt(r['streams_pct_of_direct'], '.0f')}% "
-            f"| +{fmt(r['added_ttft_ms_st16'], '.2f')} ms "
-            f"| {fmt(r['cpu_us_per_chunk'], '.0f')} µs | {fmt(r['rss_mb'], '.0f')} MB |")
+            f"| {r['target']} | {fmt(r['cpu_ms_per_request'], '.3f', ' ms')} "
+            f"| {fmt(r['rps_ns16'], ',.0f')} | {fmt(r['added_p50_ms_ns1'], '.2f', ' ms', '+')} "
+            f"| {fmt(r['streams_pct_of_direct'], '.0f', '%')} "
+            f"| {fmt(r['added_ttft_ms_st16'], '.2f', ' ms', '+')} "
+            f"| {fmt(r['cpu_us_per_chunk'], '.0f', ' µs')} | {fmt(r['rss_mb'], '.0f', ' MB')} |")
     return "\n".join(lines)
 
 
