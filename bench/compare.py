@@ -6,7 +6,7 @@ mock upstream.
 
     bench/run.sh                       # everything (about 25 minutes)
     bench/run.sh --targets llmport-full,litellm --reps 1
-    bench/run.sh --targets llmport-bare,llmport-observability --rounds 4 --scenarios ns:16
+    bench/run.sh --targets llmport-bare,llmport-observability --rounds 3 --scenarios ns:16
 
 ``--rounds N`` runs the whole list of targets N times, one after the other (A B A B …),
 and each figure is the median over the rounds: this VM's speed drifts by 10-20% over
