@@ -112,7 +112,7 @@ def record_of(event: RequestFinished) -> dict[str, Any]:
     ctx = event.ctx  # read directly: the event's properties cost a call each
     principal = ctx.principal
     usage = ctx.usage
-    first = ctx.first_token_at
+    ttft = ctx.ttft_s
     return {
         "id": new_record_id(),
         "request_id": ctx.request_id,
@@ -134,7 +134,7 @@ def record_of(event: RequestFinished) -> dict[str, Any]:
         "cached_tokens": usage.cached_tokens if usage else 0,
         "cost": event.cost,
         "latency_ms": round(event.latency_s * 1000, 3),
-        "ttft_ms": None if first is None else round((first - ctx.started) * 1000, 3),
+        "ttft_ms": None if ttft is None else round(ttft * 1000, 3),
         "cache_hit": ctx.state.get("cache") == "hit",
         "attempts": ctx.attempts,
     }

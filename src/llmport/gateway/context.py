@@ -64,6 +64,12 @@ class CallContext:
         options = self.body.get("stream_options")
         return isinstance(options, dict) and options.get("include_usage") is True
 
+    @property
+    def ttft_s(self) -> float | None:
+        """Seconds from arrival to the first output token, for streams that produced one."""
+        first = self.first_token_at
+        return None if first is None else first - self.started
+
     def elapsed(self) -> float:
         return perf_counter() - self.started
 

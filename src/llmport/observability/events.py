@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from llmport.gateway.context import CallContext
-    from llmport.types import Endpoint, Principal, Usage
+    from llmport.types import Endpoint, Usage
 
 
 @dataclass(slots=True)
@@ -29,7 +29,8 @@ class RequestFinished:
     The event is the outcome plus the request's context, which nothing changes once
     the request has finished. Building it copies no field of the context (a copy of
     twenty fields cost more than all the metrics of a request); the properties below
-    read them through, and the subscribers on the request path read ``ctx`` directly.
+    read the fields other subscribers use through, and the subscribers on the request
+    path read ``ctx`` directly.
     """
 
     ctx: CallContext
@@ -49,10 +50,6 @@ class RequestFinished:
         return self.ctx.endpoint
 
     @property
-    def dialect(self) -> str:
-        return self.ctx.dialect
-
-    @property
     def model(self) -> str:
         """As requested."""
         return self.ctx.model
@@ -67,25 +64,12 @@ class RequestFinished:
         return self.ctx.deployment
 
     @property
-    def principal(self) -> Principal:
-        return self.ctx.principal
-
-    @property
-    def principal_id(self) -> str:
-        return self.ctx.principal.id
-
-    @property
     def stream(self) -> bool:
         return self.ctx.stream
 
     @property
     def attempts(self) -> int:
         return self.ctx.attempts
-
-    @property
-    def ttft_s(self) -> float | None:
-        first = self.ctx.first_token_at
-        return None if first is None else first - self.ctx.started
 
     @property
     def usage(self) -> Usage | None:
@@ -96,13 +80,7 @@ class RequestFinished:
         """Malformed upstream stream events dropped."""
         return self.ctx.skipped_chunks
 
-    @property
-    def trace_id(self) -> str | None:
-        return self.ctx.trace_id
 
-    @property
-    def cache_hit(self) -> bool:
-        return self.ctx.state.get("cache") == "hit"
 
 
 Subscriber = Callable[[Any], None]

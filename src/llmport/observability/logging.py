@@ -119,7 +119,7 @@ class AccessLog:
     def fields(event: RequestFinished) -> dict[str, Any]:
         ctx = event.ctx  # read directly: the event's properties cost a call each
         usage = ctx.usage
-        first = ctx.first_token_at
+        ttft = ctx.ttft_s
         # int(x + 0.5) / 10**n rounds these non-negative times half up to n decimals, at a
         # third of round(x, n)'s cost (which goes through a decimal conversion).
         return {
@@ -130,8 +130,7 @@ class AccessLog:
             "attempts": ctx.attempts,
             "latency_ms": int(event.latency_s * 100_000 + 0.5) / 100,
             "overhead_ms": int(event.overhead_s * 1_000_000 + 0.5) / 1000,
-            "ttft_ms": None if first is None
-            else int((first - ctx.started) * 100_000 + 0.5) / 100,
+            "ttft_ms": int(ttft * 100_000 + 0.5) / 100 if ttft is not None else None,
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
             "trace_id": ctx.trace_id,

@@ -129,8 +129,8 @@ class Metrics:
         value = e.overhead_s
         overhead.counts[bisect_left(overhead.bounds, value)] += 1
         overhead.total += value
-        if ttft is not None and ctx.first_token_at is not None:
-            ttft.observe(ctx.first_token_at - ctx.started)
+        if ttft is not None and (seconds := ctx.ttft_s) is not None:
+            ttft.observe(seconds)
         if rejection is not None:
             rejection.value += 1
         if ctx.skipped_chunks:

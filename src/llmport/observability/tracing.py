@@ -98,11 +98,7 @@ class Tracing:
 
     def _trace(self, ctx: CallContext) -> _Request:
         """The request's trace: the client's when it sent a valid traceparent, else a new one."""
-        parent = None
-        for name, _ in ctx.headers:
-            if name == b"traceparent":
-                parent = self._client_parent(ctx)
-                break
+        parent = self._client_parent(ctx) if ctx.header(b"traceparent") is not None else None
         if parent is not None:
             trace_id, sampled = parent.trace_id, parent.trace_flags.sampled
         else:
