@@ -2,19 +2,17 @@
 
 Requests are translated from the gateway's OpenAI form once
 (``translation.openai_to_messages``), answers back
-(``translation.messages_to_openai``), streams event by event. aiohttp with one
-pooled session per deployment, as the OpenAI-compatible provider; its SSE
+(``translation.messages_to_openai``), streams event by event. One
+``HTTPClient`` pool per deployment, as the OpenAI-compatible provider; its SSE
 framing and error helpers are shared, not copied.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -24,11 +22,11 @@ from llmport.errors import (
     UpstreamConnectionError,
     UpstreamProtocolError,
     UpstreamStatusError,
-    UpstreamTimeoutError,
 )
-from llmport.providers.base import Capabilities, Provider, with_user_agent
+from llmport.providers.base import Capabilities, Provider, request_head, with_user_agent
+from llmport.providers.http_client import HTTPClient, Limits, Response
 from llmport.providers.sse import SSEDecoder
-from llmport.providers.upstream_errors import retry_after, translate_client_error
+from llmport.providers.upstream_errors import retry_after
 from llmport.translation.messages_to_openai import chat_completion
 from llmport.translation.messages_to_openai_stream import ChunkStream
 from llmport.translation.openai_to_messages import messages_request
@@ -39,6 +37,8 @@ if TYPE_CHECKING:
     from llmport.gateway.context import CallContext
 
 FORWARDED_HEADERS = (b"traceparent", b"tracestate", b"anthropic-beta")
+MESSAGES_PATH = "/v1/messages"
+COUNT_PATH = "/v1/messages/count_tokens"
 COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice")  # what counting reads
 # The Messages API's error types, by the status it sends them with.
 ERROR_STATUSES = {"invalid_request_error": 400, "authentication_error": 401,
@@ -76,76 +76,36 @@ class AnthropicProvider(Provider):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         options: AnthropicOptions = self.options
-        self._url = options.api_base + "/v1/messages"
-        self._count_url = self._url + "/count_tokens"
-        self._headers = with_user_agent({"content-type": "application/json",
-                                         "anthropic-version": options.anthropic_version,
-                                         **options.headers})
+        headers = with_user_agent({"content-type": "application/json",
+                                   "anthropic-version": options.anthropic_version,
+                                   **options.headers})
         if options.api_key is not None:
-            self._headers["x-api-key"] = options.api_key.get_secret_value()
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout,
-                                              connect=config.connect_timeout)
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=config.timeout, connect=config.connect_timeout,
-            sock_read=config.stream_idle_timeout)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.options.max_connections,
-                                         ttl_dns_cache=300, enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            headers["x-api-key"] = options.api_key.get_secret_value()
+        self._limits = Limits(config.timeout, config.headers_timeout)
+        self._stream_limits = Limits(config.timeout, config.headers_timeout,
+                                     config.stream_idle_timeout)
+        self._client = HTTPClient(options.api_base, label=self.name, headers=headers,
+                                  connect_timeout=config.connect_timeout,
+                                  max_connections=options.max_connections)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.aclose()
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError(f"provider {self.name} used before start()")
-        return self._session
-
-    def _request_headers(self, ctx: CallContext) -> dict[str, str]:
-        headers = {**self._headers, "x-request-id": ctx.request_id}
-        for key, value in ctx.headers:
-            if key in FORWARDED_HEADERS:
-                headers[key.decode("latin-1")] = value.decode("latin-1")
-        if ctx.outbound_headers:  # the gateway's own (its trace span) win over the client's
-            headers.update(ctx.outbound_headers)
-        return headers
-
-    async def _send(self, ctx: CallContext, url: str, payload: bytes,
-                    limits: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-        """Send the request; ``headers_timeout`` bounds the wait for the response headers."""
-        call = self.session.post(url, data=payload, headers=self._request_headers(ctx),
-                                 timeout=limits)
-        if self.config.headers_timeout is None:
-            return await call
-        try:
-            async with asyncio.timeout(self.config.headers_timeout):
-                return await call
-        except TimeoutError:
-            raise UpstreamTimeoutError(f"{self.name} sent no response headers within "
-                                       f"{self.config.headers_timeout:g}s") from None
+    async def _send(self, ctx: CallContext, path: str, payload: bytes,
+                    limits: Limits) -> Response:
+        return await self._client.request(b"POST", path, payload,
+                                          request_head(ctx, FORWARDED_HEADERS), limits)
 
     def _payload(self, request: dict[str, Any]) -> dict[str, Any]:
         return messages_request(request, model=self.config.upstream_model,
                                 default_max_tokens=self.options.default_max_tokens)
 
-    async def _post(self, ctx: CallContext, url: str, payload: dict[str, Any]) -> Any:
+    async def _post(self, ctx: CallContext, path: str, payload: dict[str, Any]) -> Any:
         """POST and parse one JSON answer, translating every failure."""
-        try:
-            async with await self._send(ctx, url, orjson.dumps(payload),
-                                        self._timeout) as response:
-                body = await response.read()
-                if response.status >= 400:
-                    raise translate_error(response.status, body, response.headers)
-        except aiohttp.ClientError as exc:
-            raise translate_client_error(exc, self) from exc
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError(
-                f"{self.name} did not answer within {self.config.timeout:g}s") from exc
+        response = await self._send(ctx, path, orjson.dumps(payload), self._limits)
+        body = await response.read()
+        if response.status >= 400:
+            raise translate_error(response.status, body, response.headers)
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -156,14 +116,14 @@ class AnthropicProvider(Provider):
                        request: dict[str, Any]) -> JSONResult:
         if endpoint is not Endpoint.CHAT:
             raise self.unsupported(endpoint)
-        data = await self._post(ctx, self._url, self._payload(request))
+        data = await self._post(ctx, MESSAGES_PATH, self._payload(request))
         if not isinstance(data, dict) or data.get("type") != "message":
             raise UpstreamProtocolError(f"{self.name} answered with something not a message")
         return JSONResult(chat_completion(data, int(time.time())))
 
     async def count_tokens(self, ctx: CallContext, request: dict[str, Any]) -> int | None:
         full = self._payload({**request, "n": None, "logprobs": None})
-        data = await self._post(ctx, self._count_url,
+        data = await self._post(ctx, COUNT_PATH,
                                 {key: full[key] for key in COUNT_FIELDS if key in full})
         tokens = data.get("input_tokens") if isinstance(data, dict) else None
         if not isinstance(tokens, int):
@@ -175,14 +135,14 @@ class AnthropicProvider(Provider):
         if endpoint is not Endpoint.CHAT:
             raise self.unsupported(endpoint)
         payload = orjson.dumps({**self._payload(request), "stream": True})
-        response: aiohttp.ClientResponse | None = None
+        response: Response | None = None
         translator = ChunkStream(int(time.time()))
         try:
-            response = await self._send(ctx, self._url, payload, self._stream_timeout)
+            response = await self._send(ctx, MESSAGES_PATH, payload, self._stream_limits)
             if response.status >= 400:
                 raise translate_error(response.status, await response.read(), response.headers)
             decoder = SSEDecoder()
-            async for piece in response.content.iter_any():
+            while piece := await response.read_chunk():
                 for event in decoder.feed(piece):
                     data = _parse_event(event.data)
                     if data is None:
@@ -198,18 +158,11 @@ class AnthropicProvider(Provider):
                         f"{self.name} ended the stream before the answer was complete")
                 for data in translator.feed({"type": "message_stop"}):  # complete but unsaid
                     yield Chunk(data)
-        except aiohttp.ClientPayloadError as exc:
-            raise UpstreamConnectionError(f"{self.name} broke off the stream: {exc}") from exc
-        except aiohttp.ClientError as exc:
-            raise translate_client_error(exc, self) from exc
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError(f"{self.name} went silent mid-stream") from exc
         finally:
             if response is not None:
-                # A finished body returns its connection to the pool; anything else closes it,
-                # so the upstream sees the disconnect and stops generating.
-                response.release() if translator.done and response.content.at_eof() \
-                    else response.close()
+                # A finished body has already handed its connection back to the pool; anything
+                # else closes it, so the upstream sees the disconnect and stops generating.
+                response.close()
 
 
 def _parse_event(data: bytes) -> dict[str, Any] | None:

@@ -100,8 +100,21 @@ USER_AGENT = f"llmport/{__version__}"
 
 
 def with_user_agent(headers: dict[str, str]) -> dict[str, str]:
-    """``headers`` with llmport's user-agent unless they name one. Sending our own also spares
-    aiohttp the per-request work that ``skip_auto_headers`` costs."""
+    """``headers`` with llmport's user-agent unless they name one."""
     if not any(name.lower() == "user-agent" for name in headers):
         headers["user-agent"] = USER_AGENT
     return headers
+
+
+def request_head(ctx: CallContext, forwarded: tuple[bytes, ...]) -> bytes:
+    """The header lines that change per request: the request id, the client's headers named in
+    ``forwarded`` and the gateway's own (its trace span), which win over the client's."""
+    head = b"x-request-id: %s\r\n" % ctx.request_id.encode()
+    outbound = ctx.outbound_headers
+    for key, value in ctx.headers:
+        if key in forwarded and b"\r" not in value and b"\n" not in value \
+                and not (outbound and key.decode("latin-1") in outbound):
+            head += b"%s: %s\r\n" % (key, value)
+    if outbound:  # made by the gateway, never from client input
+        head += "".join(f"{name}: {value}\r\n" for name, value in outbound.items()).encode()
+    return head

@@ -1,10 +1,10 @@
 """Any OpenAI-compatible HTTP API: OpenAI itself, vLLM, TGI, Ollama, llama.cpp server, ….
 
-The client is aiohttp, chosen by measurement (about 9x less CPU per request
-than httpx on this project's benchmark machine). One pooled session per
-deployment, opened at start-up and reused. Requests whose body the gateway
-did not change are forwarded as the client's original bytes; responses are
-relayed as the upstream's bytes, parsed once to read usage.
+The client is ``http_client.HTTPClient``, chosen by measurement (see its
+docstring): one keep-alive pool per deployment, request heads built once.
+Requests whose body the gateway did not change are forwarded as the client's
+original bytes; responses are relayed as the upstream's bytes, parsed once to
+read usage.
 """
 
 from __future__ import annotations
@@ -14,19 +14,14 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from llmport.errors import (
-    UpstreamConnectionError,
-    UpstreamProtocolError,
-    UpstreamStatusError,
-    UpstreamTimeoutError,
-)
-from llmport.providers.base import Capabilities, Provider, with_user_agent
+from llmport.errors import UpstreamConnectionError, UpstreamProtocolError, UpstreamStatusError
+from llmport.providers.base import Capabilities, Provider, request_head, with_user_agent
+from llmport.providers.http_client import HTTPClient, Limits, Response
 from llmport.providers.sse import SSEDecoder
-from llmport.providers.upstream_errors import translate_client_error, translate_status
+from llmport.providers.upstream_errors import translate_status
 from llmport.types import Chunk, Endpoint, JSONResult
 
 if TYPE_CHECKING:
@@ -75,43 +70,20 @@ class OpenAICompatibleProvider(Provider):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         options: OpenAICompatibleOptions = self.options
-        self._urls = {endpoint: options.api_base + path for endpoint, path in PATHS.items()}
-        self._headers = with_user_agent({"content-type": "application/json", **options.headers})
+        headers = with_user_agent({"content-type": "application/json", **options.headers})
         if options.api_key is not None:
-            self._headers["authorization"] = f"Bearer {options.api_key.get_secret_value()}"
+            headers["authorization"] = f"Bearer {options.api_key.get_secret_value()}"
         self._upstream_model = config.upstream_model
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout,
-                                              connect=config.connect_timeout)
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=config.timeout, connect=config.connect_timeout,
-            sock_read=config.stream_idle_timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self._limits = Limits(config.timeout, config.headers_timeout)
+        self._stream_limits = Limits(config.timeout, config.headers_timeout,
+                                     config.stream_idle_timeout)
+        self._client = HTTPClient(options.api_base, label=self.name, headers=headers,
+                                  connect_timeout=config.connect_timeout,
+                                  max_connections=options.max_connections)
         self.capabilities = replace(self.capabilities, prefill=options.supports_prefill)
 
-    async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.options.max_connections,
-                                         ttl_dns_cache=300, enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
-
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError(f"provider {self.name} used before start()")
-        return self._session
-
-    def _request_headers(self, ctx: CallContext) -> dict[str, str]:
-        headers = {**self._headers, "x-request-id": ctx.request_id}
-        for key, value in ctx.headers:
-            if key in FORWARDED_HEADERS:
-                headers[key.decode("latin-1")] = value.decode("latin-1")
-        if ctx.outbound_headers:  # the gateway's own (its trace span) win over the client's
-            headers.update(ctx.outbound_headers)
-        return headers
+        await self._client.aclose()
 
     def _payload(self, ctx: CallContext, request: dict[str, Any], stream: bool) -> bytes:
         """The bytes to send: the client's own when nothing needs to change."""
@@ -130,17 +102,11 @@ class OpenAICompatibleProvider(Provider):
 
     async def complete(self, ctx: CallContext, endpoint: Endpoint,
                        request: dict[str, Any]) -> JSONResult:
-        payload = self._payload(ctx, request, stream=False)
-        try:
-            async with await self._post(endpoint, payload, ctx, self._timeout) as response:
-                body = await response.read()
-                if response.status >= 400:
-                    raise translate_status(response.status, body, response.headers)
-        except aiohttp.ClientError as exc:
-            raise translate_client_error(exc, self) from exc
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError(
-                f"{self.name} did not answer within {self.config.timeout:g}s") from exc
+        response = await self._post(endpoint, self._payload(ctx, request, stream=False), ctx,
+                                    self._limits)
+        body = await response.read()
+        if response.status >= 400:
+            raise translate_status(response.status, body, response.headers)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -156,20 +122,18 @@ class OpenAICompatibleProvider(Provider):
         # `"usage": null` to every chunk; strip it so the client sees what it asked for.
         strip_usage = self.options.stream_usage and not _asks_usage(request)
         choices_left = set(range(int(request.get("n") or 1)))
-        response: aiohttp.ClientResponse | None = None
-        done = False  # [DONE] received: the connection can go back to the pool
+        response: Response | None = None
         try:
-            response = await self._post(endpoint, payload, ctx, self._stream_timeout)
+            response = await self._post(endpoint, payload, ctx, self._stream_limits)
             if response.status >= 400:
                 raise translate_status(response.status, await response.read(), response.headers)
             decoder = SSEDecoder()
             while True:
-                piece = await _read(response.content, DONE_GRACE if not choices_left else None)
+                piece = await _read(response, DONE_GRACE if not choices_left else None)
                 if not piece:
                     break  # end of body, or the answer is complete and [DONE] is late
                 for event in decoder.feed(piece):
                     if event.data == b"[DONE]":
-                        done = True
                         continue
                     chunk = _parse_chunk(event.data, event.raw)
                     if chunk is None:
@@ -183,40 +147,25 @@ class OpenAICompatibleProvider(Provider):
             if choices_left:
                 raise UpstreamConnectionError(
                     f"{self.name} ended the stream before the answer was complete")
-        except aiohttp.ClientPayloadError as exc:
-            raise UpstreamConnectionError(f"{self.name} broke off the stream: {exc}") from exc
-        except aiohttp.ClientError as exc:
-            raise translate_client_error(exc, self) from exc
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError(f"{self.name} went silent mid-stream") from exc
         finally:
             if response is not None:
-                # A finished body returns its connection to the pool; anything else (client
-                # gone, error, a server that never sent [DONE]) closes it, so the upstream
-                # sees the disconnect and stops.
-                response.release() if done and response.content.at_eof() else response.close()
+                # A finished body has already handed its connection back to the pool; anything
+                # else (client gone, error, a server that never sent [DONE]) closes it, so the
+                # upstream sees the disconnect and stops.
+                response.close()
 
     async def _post(self, endpoint: Endpoint, payload: bytes, ctx: CallContext,
-                    limits: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-        """Send the request; ``headers_timeout`` bounds the wait for the response headers."""
-        call = self.session.post(self._urls[endpoint], data=payload,
-                                 headers=self._request_headers(ctx), timeout=limits)
-        if self.config.headers_timeout is None:
-            return await call
-        try:
-            async with asyncio.timeout(self.config.headers_timeout):
-                return await call
-        except TimeoutError:
-            raise UpstreamTimeoutError(f"{self.name} sent no response headers within "
-                                       f"{self.config.headers_timeout:g}s") from None
+                    limits: Limits) -> Response:
+        return await self._client.request(b"POST", PATHS[endpoint], payload,
+                                          request_head(ctx, FORWARDED_HEADERS), limits)
 
 
-async def _read(reader: aiohttp.StreamReader, grace: float | None) -> bytes:
+async def _read(response: Response, grace: float | None) -> bytes:
     if grace is None:
-        return await reader.readany()
+        return await response.read_chunk()
     try:
         async with asyncio.timeout(grace):
-            return await reader.readany()
+            return await response.read_chunk()
     except TimeoutError:
         return b""
 

@@ -7,21 +7,16 @@ are recognised here, where the upstream's wording is known.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import aiohttp
 import orjson
 
 from llmport.errors import (
     ContentPolicyError,
     ContextLengthExceededError,
     LLMPortError,
-    UpstreamConnectionError,
     UpstreamStatusError,
-    UpstreamTimeoutError,
 )
-from llmport.providers.base import Provider
 
 
 def translate_status(status: int, body: bytes, headers: Any) -> LLMPortError:
@@ -60,9 +55,3 @@ def retry_after(headers: Any) -> float | None:
             except ValueError:
                 continue
     return None
-
-
-def translate_client_error(exc: aiohttp.ClientError, provider: Provider) -> LLMPortError:
-    if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
-        return UpstreamTimeoutError(f"{provider.name} timed out: {exc}")
-    return UpstreamConnectionError(f"{provider.name} could not be reached: {exc}")
