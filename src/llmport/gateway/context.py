@@ -40,7 +40,7 @@ class CallContext:
     skipped_chunks: int = 0  # malformed upstream stream events dropped
     usage: Usage | None = None
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # policies add
-    outbound_headers: dict[str, str] = field(default_factory=dict)  # e.g. the traceparent
+    outbound_headers: dict[bytes, bytes] = field(default_factory=dict)  # e.g. the traceparent
     trace_id: str | None = None
     trace: Any = None  # the tracing subscriber's record of this request, when tracing is on
     authenticated_at: float | None = None

@@ -56,16 +56,19 @@ class _Request:
     each attempt number. Plain tuples and a dict: an object per attempt cost more.
     """
 
-    __slots__ = ("attempts", "outcomes", "parent", "sampled", "trace_id", "upstream")
+    __slots__ = ("attempts", "outcomes", "parent", "sampled", "trace_id", "trace_state",
+                 "upstream")
 
     def __init__(self, trace_id: str, parent: SpanContext | None, sampled: bool) -> None:
         self.trace_id = trace_id  # hex
         self.parent = parent  # the client's, when it sent a traceparent
         self.sampled = sampled
-        self.attempts: list[tuple[AttemptStarted, str, float]] = []
+        self.attempts: list[tuple[AttemptStarted, bytes, float]] = []
         self.outcomes: dict[int, AttemptFinished] = {}
-        # Each attempt's traceparent is this, its span id and the flags.
-        self.upstream = ("00-" + trace_id + "-", "-01" if sampled else "-00")
+        # Each attempt's traceparent: this with its span id (hex) in the middle.
+        self.upstream = b"00-" + trace_id.encode() + (b"-%s-01" if sampled else b"-%s-00")
+        self.trace_state = None if parent is None or not parent.trace_state \
+            else parent.trace_state.to_header().encode()
 
 
 class Tracing:
@@ -105,8 +108,8 @@ class Tracing:
             trace_id = getrandbits(128) or 1
             sampled = (trace_id & _LOW_64) < self._bound
         # Unsampled requests are still propagated upstream (flags 00), but nothing is recorded.
-        ctx.trace_id = trace_id.to_bytes(16, "big").hex()
-        request = ctx.trace = _Request(ctx.trace_id, parent, sampled)
+        hex_id = ctx.trace_id = trace_id.to_bytes(16, "big").hex()
+        request = ctx.trace = _Request(hex_id, parent, sampled)
         return request
 
     def _client_parent(self, ctx: CallContext) -> SpanContext | None:
@@ -118,15 +121,14 @@ class Tracing:
     def _attempt_started(self, event: AttemptStarted) -> None:
         ctx = event.ctx
         request: _Request = ctx.trace or self._trace(ctx)
-        span_id = (getrandbits(64) or 1).to_bytes(8, "big").hex()
+        span_id = b"%016x" % (getrandbits(64) or 1)
         if request.sampled:
             request.attempts.append((event, span_id, perf_counter()))
         # The upstream sees this attempt's span as its parent.
-        prefix, flags = request.upstream
-        ctx.outbound_headers["traceparent"] = prefix + span_id + flags
-        parent = request.parent
-        if parent is not None and parent.trace_state:
-            ctx.outbound_headers["tracestate"] = parent.trace_state.to_header()
+        outbound = ctx.outbound_headers
+        outbound[b"traceparent"] = request.upstream % span_id
+        if request.trace_state is not None:
+            outbound[b"tracestate"] = request.trace_state
 
     def _attempt_finished(self, event: AttemptFinished) -> None:
         request: _Request | None = event.ctx.trace

@@ -109,12 +109,13 @@ def with_user_agent(headers: dict[str, str]) -> dict[str, str]:
 def request_head(ctx: CallContext, forwarded: tuple[bytes, ...]) -> bytes:
     """The header lines that change per request: the request id, the client's headers named in
     ``forwarded`` and the gateway's own (its trace span), which win over the client's."""
-    head = b"x-request-id: %s\r\n" % ctx.request_id.encode()
+    head = b"x-request-id: " + ctx.request_id.encode() + b"\r\n"
     outbound = ctx.outbound_headers
     for key, value in ctx.headers:
-        if key in forwarded and b"\r" not in value and b"\n" not in value \
-                and not (outbound and key.decode("latin-1") in outbound):
-            head += b"%s: %s\r\n" % (key, value)
+        if key in forwarded and key not in outbound and b"\r" not in value \
+                and b"\n" not in value:
+            head += key + b": " + value + b"\r\n"
     if outbound:  # made by the gateway, never from client input
-        head += "".join(f"{name}: {value}\r\n" for name, value in outbound.items()).encode()
+        for key, value in outbound.items():
+            head += key + b": " + value + b"\r\n"
     return head
