@@ -32,7 +32,14 @@ from llmport.gateway.context import CallContext
 from llmport.gateway.pipeline import Handler
 from llmport.observability.events import BudgetAlert, EventBus
 from llmport.policies.estimate import estimate_tokens
-from llmport.stores.base import Admission, CounterCeiling, LeaseLimit, StateStore, WindowLimit
+from llmport.stores.base import (
+    Admission,
+    CounterCeiling,
+    ItemState,
+    LeaseLimit,
+    StateStore,
+    WindowLimit,
+)
 from llmport.types import Chunk, JSONResult, Quota, Result, StreamResult
 
 log = structlog.get_logger("llmport.limits")
@@ -212,20 +219,28 @@ class LimitsPolicy:
                                                  ctx.request_id))
 
 
+_RATE_HEADER_NAMES = {kind: (f"x-ratelimit-limit-{kind}".encode(),
+                             f"x-ratelimit-remaining-{kind}".encode(),
+                             f"x-ratelimit-reset-{kind}".encode())
+                      for kind in ("requests", "tokens")}
+
+
 def _rate_headers(plan: _Plan, admission: Admission) -> list[tuple[bytes, bytes]]:
     """OpenAI's ``x-ratelimit-*`` headers, for the tightest request and token windows."""
+    tightest: dict[str, ItemState] = {}
+    for (kind, _), state in zip(plan.kinds, admission.windows, strict=True):
+        best = tightest.get(kind)
+        if best is None or state.limit - state.used < best.limit - best.used:
+            tightest[kind] = state
     headers: list[tuple[bytes, bytes]] = []
     for kind in ("requests", "tokens"):
-        states = [s for (k, _), s in zip(plan.kinds, admission.windows, strict=True)
-                  if k == kind]
-        if not states:
-            continue
-        tight = min(states, key=lambda s: s.limit - s.used)
-        headers += [
-            (f"x-ratelimit-limit-{kind}".encode(), b"%d" % tight.limit),
-            (f"x-ratelimit-remaining-{kind}".encode(), b"%d" % max(0, tight.limit - tight.used)),
-            (f"x-ratelimit-reset-{kind}".encode(), _duration(tight.reset_s).encode()),
-        ]
+        tight = tightest.get(kind)
+        if tight is not None:
+            limit_name, remaining_name, reset_name = _RATE_HEADER_NAMES[kind]
+            left = tight.limit - tight.used
+            headers += ((limit_name, b"%d" % tight.limit),
+                        (remaining_name, b"%d" % (left if left > 0 else 0)),
+                        (reset_name, _duration(tight.reset_s).encode()))
     return headers
 
 
