@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import ipaddress
 import ssl
 from collections.abc import Awaitable, Callable
@@ -311,6 +312,28 @@ async def test_large_streamed_body_with_a_slow_reader_arrives_whole() -> None:
         received += chunk
         await asyncio.sleep(0.001)
     assert received == piece * 32
+    await client.aclose()
+    await server.stop()
+
+
+async def test_exchanges_leave_no_garbage_for_the_cycle_collector() -> None:
+    """Each request's parser refers back to its response; the cycle must be broken when the
+    response ends, or every request leaves work for the garbage collector."""
+    server = await Server([ok]).start()
+    client = client_for(server)
+    response = await client.request(b"POST", "/x", b"{}", b"", LIMITS)  # opens the connection
+    await response.read()
+    del response
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            response = await client.request(b"POST", "/x", b"{}", b"", LIMITS)
+            assert await response.read() == b'{"ok":true}'
+        del response
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
     await client.aclose()
     await server.stop()
 

@@ -53,11 +53,12 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         response = self.response
-        if response is None:  # bytes nobody asked for: the connection cannot be trusted
-            self.abort()
+        parser = None if response is None else response.parser
+        if response is None or parser is None:
+            self.abort()  # bytes nobody asked for: the connection cannot be trusted
             return
         try:
-            response.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserError as exc:
             response.fail(UpstreamConnectionError(
                 f"{self.client.label} sent a malformed HTTP response: {exc}"))
@@ -69,8 +70,9 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.client.connection_lost(self)
-        if self.response is not None:
-            self.response.lost(exc)
+        response, self.response = self.response, None
+        if response is not None:
+            response.lost(exc)
 
     def abort(self) -> None:
         if not self.closed and self.transport is not None:
@@ -91,7 +93,10 @@ class Response:
     def __init__(self, connection: Connection, limits: Limits, deadline: float) -> None:
         self.connection = connection
         self.limits = limits
-        self.parser = httptools.HttpResponseParser(self)
+        # The parser holds this response's bound methods: a reference cycle, broken (parser set
+        # to None) as soon as the response ends or fails, so no request leaves garbage for the
+        # cycle collector.
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: dict[str, str] = {}
         self.headers_done = False
@@ -112,7 +117,7 @@ class Response:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        self.status = self.parser.get_status_code()  # type: ignore[union-attr]
         self.headers_done = True
         self.wake()
 
@@ -126,13 +131,14 @@ class Response:
 
     def on_message_complete(self) -> None:
         self.complete = True
-        self.reusable = self.parser.should_keep_alive()
+        self.reusable = self.parser.should_keep_alive()  # type: ignore[union-attr]
         self.deadline.cancel()
         self.wake()
 
     # the connection's notices
     def ended(self) -> None:
         """The body is complete: the connection is free for the next request."""
+        self.parser = None
         if self.paused:
             self.paused = False
             self.connection.resume_reading()
@@ -144,6 +150,7 @@ class Response:
         if self.headers_done and self._delimited_by_close():
             self.on_message_complete()  # a body without a length ends when the socket does
             self.reusable = False
+            self.parser = None
             return
         label = self.connection.client.label
         reason = f": {exc}" if exc else ""
@@ -155,6 +162,7 @@ class Response:
     def fail(self, error: LLMPortError) -> None:
         if self.error is None and not self.complete:
             self.error = error
+            self.parser = None
             self.deadline.cancel()
             self.connection.abort()
         self.wake()
