@@ -35,6 +35,14 @@ log = structlog.get_logger("llmport.proxy")
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
 
 
+class StreamEncoder(Protocol):
+    def encode(self, chunk: Chunk) -> bytes:
+        """The bytes to send for ``chunk`` (b"": nothing)."""
+
+    def end(self) -> bytes:
+        """The bytes that end a stream that ran to its end (``[DONE]``, ``message_stop``)."""
+
+
 class Dialect(Protocol):
     """How one wire API (OpenAI, Anthropic) maps onto the gateway's OpenAI-form domain."""
 
@@ -45,8 +53,9 @@ class Dialect(Protocol):
 
     def encode(self, ctx: CallContext, result: JSONResult) -> bytes: ...
 
-    def encode_stream(self, ctx: CallContext,
-                      chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]: ...
+    def stream_encoder(self, ctx: CallContext) -> StreamEncoder:
+        """A stream's encoder, called per chunk by the relay loop (a plain call per chunk,
+        not another async generator layer)."""
 
     def stream_error(self, error: LLMPortError) -> bytes: ...
 
@@ -134,11 +143,14 @@ class ProxyRoute:
         """Relay a primed stream. An error after the first byte ends it with an error event."""
         await send({"type": "http.response.start", "status": 200,
                     "headers": self._headers(ctx) + SSE_HEADERS})
-        encoded = self.dialect.encode_stream(ctx, chunks)
+        encoder = self.dialect.stream_encoder(ctx)
         failure: LLMPortError | None = None
         try:
-            async for data in encoded:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
+            async for chunk in chunks:
+                data = encoder.encode(chunk)
+                if data:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": encoder.end(), "more_body": True})
         except LLMPortError as exc:
             failure = exc
         except Exception as exc:
@@ -146,7 +158,7 @@ class ProxyRoute:
             failure = LLMPortError(f"The stream failed: {type(exc).__name__}",
                                    code="internal_error")
         finally:
-            await encoded.aclose()  # type: ignore[attr-defined]
+            await chunks.aclose()  # type: ignore[attr-defined]
         if failure is not None:
             await send({"type": "http.response.body", "body": self.dialect.stream_error(failure),
                         "more_body": True})

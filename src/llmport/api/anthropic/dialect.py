@@ -8,7 +8,6 @@ pipeline. Encoding translates the OpenAI result back
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -48,20 +47,27 @@ class MessagesDialect:
                                              stop_sequences=ctx.body.get("stop"),
                                              thinking=THINKING in ctx.state))
 
-    async def encode_stream(self, ctx: CallContext,
-                            chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:
-        events = MessageEvents(ctx.model, ctx.body.get("stop"), THINKING in ctx.state)
-        try:
-            async for chunk in chunks:
-                batch = events.feed(chunk.data)
-                if batch:
-                    yield b"".join(sse_event(name, data) for name, data in batch)
-        finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
-        yield b"".join(sse_event(name, data) for name, data in events.close())
+    def stream_encoder(self, ctx: CallContext) -> MessagesStream:
+        return MessagesStream(MessageEvents(ctx.model, ctx.body.get("stop"), THINKING in ctx.state))
 
     def stream_error(self, error: LLMPortError) -> bytes:
         return b"event: error\ndata: " + error.anthropic_json() + b"\n\n"
 
     def error_body(self, error: LLMPortError) -> bytes:
         return error.anthropic_json()
+
+
+class MessagesStream:
+    """A stream's OpenAI chunks as Messages events."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: MessageEvents) -> None:
+        self.events = events
+
+    def encode(self, chunk: Chunk) -> bytes:
+        batch = self.events.feed(chunk.data)
+        return b"".join(sse_event(name, data) for name, data in batch) if batch else b""
+
+    def end(self) -> bytes:
+        return b"".join(sse_event(name, data) for name, data in self.events.close())

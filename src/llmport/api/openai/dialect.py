@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -29,22 +29,31 @@ class OpenAIDialect:
     def encode(self, ctx: CallContext, result: JSONResult) -> bytes:
         return result.body()
 
-    async def encode_stream(self, ctx: CallContext,
-                            chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:
-        # Providers always end with a usage chunk (the gateway needs it for accounting);
-        # the client sees it only if it asked for it, as with OpenAI itself.
-        keep_usage = ctx.include_usage
-        try:
-            async for chunk in chunks:
-                if not keep_usage and "usage" in chunk.data and not chunk.data.get("choices"):
-                    continue
-                yield chunk.sse()
-        finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
-        yield DONE
+    def stream_encoder(self, ctx: CallContext) -> OpenAIStream:
+        return OpenAIStream(ctx.include_usage)
 
     def stream_error(self, error: LLMPortError) -> bytes:
         return b"data: " + orjson.dumps(error.openai_body()) + b"\n\n"
 
     def error_body(self, error: LLMPortError) -> bytes:
         return error.openai_json()
+
+
+class OpenAIStream:
+    """A stream's chunks as SSE, as the upstream sent them where it could be kept."""
+
+    __slots__ = ("keep_usage",)
+
+    def __init__(self, keep_usage: bool) -> None:
+        # Providers always end with a usage chunk (the gateway needs it for accounting);
+        # the client sees it only if it asked for it, as with OpenAI itself.
+        self.keep_usage = keep_usage
+
+    def encode(self, chunk: Chunk) -> bytes:
+        data = chunk.data
+        if not self.keep_usage and "usage" in data and not data.get("choices"):
+            return b""
+        return chunk.sse()
+
+    def end(self) -> bytes:
+        return DONE
