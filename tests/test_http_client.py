@@ -177,6 +177,21 @@ async def test_connection_dropped_before_or_during_the_answer() -> None:
     await server.stop()
 
 
+async def test_bytes_after_the_answer_are_ignored_and_the_connection_dropped() -> None:
+    async def extra(exchange: Exchange) -> None:
+        await exchange.send(OK + b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nbad")
+
+    server = await Server([extra, ok]).start()
+    client = client_for(server)
+    first = await client.request(b"POST", "/x", b"{}", b"", LIMITS)
+    assert await first.read() == b'{"ok":true}'  # the answer asked for, nothing appended
+    second = await client.request(b"POST", "/x", b"{}", b"", LIMITS)
+    assert await second.read() == b'{"ok":true}'
+    assert server.connections == 2  # the first connection was not trusted again
+    await client.aclose()
+    await server.stop()
+
+
 async def test_malformed_response_is_an_upstream_error() -> None:
     async def garbage(exchange: Exchange) -> None:
         await exchange.send(b"NOT HTTP AT ALL\r\n\r\n")

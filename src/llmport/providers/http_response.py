@@ -60,9 +60,11 @@ class Connection(asyncio.Protocol):
         try:
             parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            response.fail(UpstreamConnectionError(
-                f"{self.client.label} sent a malformed HTTP response: {exc}"))
-            return
+            if not response.complete:
+                response.fail(UpstreamConnectionError(
+                    f"{self.client.label} sent a malformed HTTP response: {exc}"))
+                return
+            response.reusable = False  # bytes after the answer: the connection is not reused
         if response.complete:
             self.response = None
             response.ended()
@@ -113,6 +115,10 @@ class Response:
                                           limits.total)
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second response in the same bytes: nobody asked for it
+            raise ValueError("unsolicited response")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
