@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from llmport.errors import UpstreamConnectionError, UpstreamTimeoutError
 from llmport.providers.http_client import HTTPClient, Limits, header_lines
+from llmport.providers.http_response import STREAM_HIGH_WATER
 
 LIMITS = Limits(total=5.0)
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}"
@@ -311,8 +312,8 @@ async def test_idle_connection_closed_by_the_server_is_not_reused() -> None:
     await server.stop()
 
 
-async def test_large_streamed_body_with_a_slow_reader_arrives_whole() -> None:
-    piece = bytes(range(256)) * 256  # 64 KiB
+async def test_a_slow_stream_reader_stops_the_socket_and_still_gets_every_byte() -> None:
+    piece = bytes(range(256)) * 256  # 64 KiB, 2 MiB in all
 
     async def big(exchange: Exchange) -> None:
         await exchange.send(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % (len(piece) * 32))
@@ -323,10 +324,14 @@ async def test_large_streamed_body_with_a_slow_reader_arrives_whole() -> None:
     client = client_for(server)
     response = await client.request(b"POST", "/x", b"{}", b"", LIMITS)
     received = bytearray()
+    most_buffered = 0
     while chunk := await response.read_chunk():
         received += chunk
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.02)  # the server could send it all meanwhile
+        most_buffered = max(most_buffered, response.buffered)
     assert received == piece * 32
+    # Reading stopped at the high-water mark (plus at most one socket read), not at 2 MiB.
+    assert most_buffered <= STREAM_HIGH_WATER + 256 * 1024
     await client.aclose()
     await server.stop()
 

@@ -23,8 +23,9 @@ from llmport.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from llmport.providers.base import Capabilities, Provider, request_head, with_user_agent
-from llmport.providers.http_client import HTTPClient, Limits, Response
+from llmport.providers.base import Capabilities
+from llmport.providers.http_client import Response
+from llmport.providers.http_provider import HTTPProvider
 from llmport.providers.sse import SSEDecoder
 from llmport.providers.upstream_errors import retry_after
 from llmport.translation.messages_to_openai import chat_completion
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from llmport.config import ModelConfig
     from llmport.gateway.context import CallContext
 
-FORWARDED_HEADERS = (b"traceparent", b"tracestate", b"anthropic-beta")
 MESSAGES_PATH = "/v1/messages"
 COUNT_PATH = "/v1/messages/count_tokens"
 COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice")  # what counting reads
@@ -68,41 +68,26 @@ class AnthropicOptions(BaseModel):
         return value.rstrip("/").removesuffix("/v1")
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(HTTPProvider):
     Options = AnthropicOptions
+    forwarded_headers = (b"traceparent", b"tracestate", b"anthropic-beta")
     capabilities = Capabilities(endpoints=frozenset({Endpoint.CHAT}), tools=True, vision=True,
                                 json_schema=True, prefill=True, stream_usage=True)
 
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config)
-        options: AnthropicOptions = self.options
-        headers = with_user_agent({"content-type": "application/json",
-                                   "anthropic-version": options.anthropic_version,
-                                   **options.headers})
+        options: AnthropicOptions = config.options
+        headers = {"anthropic-version": options.anthropic_version, **options.headers}
         if options.api_key is not None:
             headers["x-api-key"] = options.api_key.get_secret_value()
-        self._limits = Limits(config.timeout, config.headers_timeout)
-        self._stream_limits = Limits(config.timeout, config.headers_timeout,
-                                     config.stream_idle_timeout)
-        self._client = HTTPClient(options.api_base, label=self.name, headers=headers,
-                                  connect_timeout=config.connect_timeout,
-                                  max_connections=options.max_connections)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def _send(self, ctx: CallContext, path: str, payload: bytes,
-                    limits: Limits) -> Response:
-        return await self._client.request(b"POST", path, payload,
-                                          request_head(ctx, FORWARDED_HEADERS), limits)
+        super().__init__(config, headers)
 
     def _payload(self, request: dict[str, Any]) -> dict[str, Any]:
         return messages_request(request, model=self.config.upstream_model,
                                 default_max_tokens=self.options.default_max_tokens)
 
-    async def _post(self, ctx: CallContext, path: str, payload: dict[str, Any]) -> Any:
+    async def _post_json(self, ctx: CallContext, path: str, payload: dict[str, Any]) -> Any:
         """POST and parse one JSON answer, translating every failure."""
-        response = await self._send(ctx, path, orjson.dumps(payload), self._limits)
+        response = await self.post(ctx, path, orjson.dumps(payload), self.limits)
         body = await response.read()
         if response.status >= 400:
             raise translate_error(response.status, body, response.headers)
@@ -116,14 +101,14 @@ class AnthropicProvider(Provider):
                        request: dict[str, Any]) -> JSONResult:
         if endpoint is not Endpoint.CHAT:
             raise self.unsupported(endpoint)
-        data = await self._post(ctx, MESSAGES_PATH, self._payload(request))
+        data = await self._post_json(ctx, MESSAGES_PATH, self._payload(request))
         if not isinstance(data, dict) or data.get("type") != "message":
             raise UpstreamProtocolError(f"{self.name} answered with something not a message")
         return JSONResult(chat_completion(data, int(time.time())))
 
     async def count_tokens(self, ctx: CallContext, request: dict[str, Any]) -> int | None:
         full = self._payload({**request, "n": None, "logprobs": None})
-        data = await self._post(ctx, COUNT_PATH,
+        data = await self._post_json(ctx, COUNT_PATH,
                                 {key: full[key] for key in COUNT_FIELDS if key in full})
         tokens = data.get("input_tokens") if isinstance(data, dict) else None
         if not isinstance(tokens, int):
@@ -138,7 +123,7 @@ class AnthropicProvider(Provider):
         response: Response | None = None
         translator = ChunkStream(int(time.time()))
         try:
-            response = await self._send(ctx, MESSAGES_PATH, payload, self._stream_limits)
+            response = await self.post(ctx, MESSAGES_PATH, payload, self.stream_limits)
             if response.status >= 400:
                 raise translate_error(response.status, await response.read(), response.headers)
             decoder = SSEDecoder()

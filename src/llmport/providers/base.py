@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from llmport import __version__
 from llmport.errors import InvalidRequestError
 from llmport.types import Chunk, Endpoint, JSONResult
 
@@ -94,28 +93,3 @@ class Provider:
         return InvalidRequestError(
             f"Model `{self.config.name}` does not support the {endpoint.value} endpoint.",
             param="model", code="unsupported_endpoint")
-
-
-USER_AGENT = f"llmport/{__version__}"
-
-
-def with_user_agent(headers: dict[str, str]) -> dict[str, str]:
-    """``headers`` with llmport's user-agent unless they name one."""
-    if not any(name.lower() == "user-agent" for name in headers):
-        headers["user-agent"] = USER_AGENT
-    return headers
-
-
-def request_head(ctx: CallContext, forwarded: tuple[bytes, ...]) -> bytes:
-    """The header lines that change per request: the request id, the client's headers named in
-    ``forwarded`` and the gateway's own (its trace span), which win over the client's."""
-    head = b"x-request-id: " + ctx.request_id.encode() + b"\r\n"
-    outbound = ctx.outbound_headers
-    for key, value in ctx.headers:
-        if key in forwarded and key not in outbound and b"\r" not in value \
-                and b"\n" not in value:
-            head += key + b": " + value + b"\r\n"
-    if outbound:  # made by the gateway, never from client input
-        for key, value in outbound.items():
-            head += key + b": " + value + b"\r\n"
-    return head

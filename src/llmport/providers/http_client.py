@@ -89,9 +89,7 @@ class HTTPClient:
             try:
                 async with asyncio.timeout_at(deadline):
                     connection = await self._acquire(loop)
-            except TimeoutError:
-                if loop.time() < deadline:
-                    raise  # the connect timeout, already explained
+            except TimeoutError:  # the connect timeout raises its own UpstreamTimeoutError
                 raise UpstreamTimeoutError(
                     f"{self.label}: no connection within {limits.total:g}s") from None
         head = self.heads.get((method, path))

@@ -18,8 +18,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from llmport.errors import UpstreamConnectionError, UpstreamProtocolError, UpstreamStatusError
-from llmport.providers.base import Capabilities, Provider, request_head, with_user_agent
-from llmport.providers.http_client import HTTPClient, Limits, Response
+from llmport.providers.base import Capabilities
+from llmport.providers.http_client import Response
+from llmport.providers.http_provider import HTTPProvider
 from llmport.providers.sse import SSEDecoder
 from llmport.providers.upstream_errors import translate_status
 from llmport.types import Chunk, Endpoint, JSONResult
@@ -34,7 +35,6 @@ PATHS = {
     Endpoint.EMBEDDINGS: "/embeddings",
 }
 DONE_GRACE = 1.0  # seconds to wait for [DONE] once every choice has finished
-FORWARDED_HEADERS = (b"traceparent", b"tracestate", b"openai-organization", b"openai-project")
 
 
 class OpenAICompatibleOptions(BaseModel):
@@ -61,29 +61,22 @@ class OpenAICompatibleOptions(BaseModel):
         return value.rstrip("/")
 
 
-class OpenAICompatibleProvider(Provider):
+class OpenAICompatibleProvider(HTTPProvider):
     Options = OpenAICompatibleOptions
+    forwarded_headers = (b"traceparent", b"tracestate", b"openai-organization",
+                         b"openai-project")
     capabilities = Capabilities(
         endpoints=frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.EMBEDDINGS}),
         tools=True, vision=True, json_schema=True, prefill=False, stream_usage=True)
 
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config)
-        options: OpenAICompatibleOptions = self.options
-        headers = with_user_agent({"content-type": "application/json", **options.headers})
+        options: OpenAICompatibleOptions = config.options
+        headers = dict(options.headers)
         if options.api_key is not None:
             headers["authorization"] = f"Bearer {options.api_key.get_secret_value()}"
+        super().__init__(config, headers)
         self._upstream_model = config.upstream_model
-        self._limits = Limits(config.timeout, config.headers_timeout)
-        self._stream_limits = Limits(config.timeout, config.headers_timeout,
-                                     config.stream_idle_timeout)
-        self._client = HTTPClient(options.api_base, label=self.name, headers=headers,
-                                  connect_timeout=config.connect_timeout,
-                                  max_connections=options.max_connections)
         self.capabilities = replace(self.capabilities, prefill=options.supports_prefill)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
     def _payload(self, ctx: CallContext, request: dict[str, Any], stream: bool) -> bytes:
         """The bytes to send: the client's own when nothing needs to change."""
@@ -102,8 +95,8 @@ class OpenAICompatibleProvider(Provider):
 
     async def complete(self, ctx: CallContext, endpoint: Endpoint,
                        request: dict[str, Any]) -> JSONResult:
-        response = await self._post(endpoint, self._payload(ctx, request, stream=False), ctx,
-                                    self._limits)
+        response = await self.post(ctx, PATHS[endpoint],
+                                   self._payload(ctx, request, stream=False), self.limits)
         body = await response.read()
         if response.status >= 400:
             raise translate_status(response.status, body, response.headers)
@@ -124,7 +117,7 @@ class OpenAICompatibleProvider(Provider):
         choices_left = set(range(int(request.get("n") or 1)))
         response: Response | None = None
         try:
-            response = await self._post(endpoint, payload, ctx, self._stream_limits)
+            response = await self.post(ctx, PATHS[endpoint], payload, self.stream_limits)
             if response.status >= 400:
                 raise translate_status(response.status, await response.read(), response.headers)
             decoder = SSEDecoder()
@@ -153,11 +146,6 @@ class OpenAICompatibleProvider(Provider):
                 # else (client gone, error, a server that never sent [DONE]) closes it, so the
                 # upstream sees the disconnect and stops.
                 response.close()
-
-    async def _post(self, endpoint: Endpoint, payload: bytes, ctx: CallContext,
-                    limits: Limits) -> Response:
-        return await self._client.request(b"POST", PATHS[endpoint], payload,
-                                          request_head(ctx, FORWARDED_HEADERS), limits)
 
 
 async def _read(response: Response, grace: float | None) -> bytes:
