@@ -181,6 +181,18 @@ async def test_reset_is_when_the_oldest_usage_leaves(store: StateStore) -> None:
     assert (await store.admit([rpm("reset-empty", 10, amount=0)], now=T0)).windows[0].reset_s == 0
 
 
+async def test_reset_follows_usage_given_back_and_skips_empty_buckets(store: StateStore) -> None:
+    await store.admit([rpm("back", 100, amount=4)], now=T0)
+    await store.admit([rpm("back", 100, amount=2)], now=T0 + 5)
+    await store.settle(windows=[("back", -5, 60)], now=T0 + 5)  # 2 from the newest, 3 of 4
+    state = (await store.admit([rpm("back", 100, amount=0)], now=T0 + 5)).windows[0]
+    assert state.used == 1 and state.reset_s == pytest.approx(55)  # the oldest keeps 1
+    # A bucket holding nothing (an admission of 0) is not the one whose leaving resets.
+    await store.admit([rpm("lead", 100, amount=0)], now=T0)
+    state = (await store.admit([rpm("lead", 100, amount=2)], now=T0 + 5)).windows[0]
+    assert state.used == 2 and state.reset_s == pytest.approx(60)
+
+
 async def test_settle_corrects_usage_but_never_below_zero(store: StateStore) -> None:
     assert (await store.admit([rpm("tokens", 1000, amount=100)], now=T0)).admitted
     await store.settle(windows=[("tokens", -30, 60)], now=T0)

@@ -225,14 +225,17 @@ async def test_key_layout_and_expiry(prefix: str, raw: redis.asyncio.Redis) -> N
                           now=T0)
         await store.admit([WindowLimit("w", 10, 1)], now=T0 + 1)
         assert await raw.type(prefix + "w") == b"hash"
-        assert await raw.hgetall(prefix + "w") == {b"1000020": b"1", b"1000021": b"1"}
+        # Buckets by index, and their total, oldest and newest index.
+        assert await raw.hgetall(prefix + "w") == {b"1000020": b"1", b"1000021": b"1",
+                                                   b"t": b"2", b"o": b"1000020", b"n": b"1000021"}
         assert 60_000 < await raw.pttl(prefix + "w") <= 61_000  # window + one bucket
         assert await raw.type(prefix + "l") == b"zset"
         assert await raw.zscore(prefix + "l", "x") == T0 + 30
         assert 0 < await raw.pttl(prefix + "l") <= 30_000
         # Buckets that left the window are pruned by the next call.
         await store.admit([WindowLimit("w", 10, 1)], now=T0 + 120)
-        assert await raw.hgetall(prefix + "w") == {b"1000140": b"1"}
+        assert await raw.hgetall(prefix + "w") == {b"1000140": b"1", b"t": b"1",
+                                                   b"o": b"1000140", b"n": b"1000140"}
         # Settling a bucket down to zero removes its field.
         await store.settle([("w", -1, 60)], now=T0 + 120)
         assert await raw.exists(prefix + "w") == 0
@@ -248,6 +251,23 @@ async def test_key_layout_and_expiry(prefix: str, raw: redis.asyncio.Redis) -> N
         # A counter written elsewhere as a plain string still counts.
         await raw.set(prefix + "spend", b"9")
         assert await store.get_counter("spend") == 9
+    finally:
+        await store.aclose()
+
+
+async def test_a_window_without_its_total_is_recounted(prefix: str,
+                                                      raw: redis.asyncio.Redis) -> None:
+    """A hash holding only buckets (written before the bookkeeping fields) still counts."""
+    store = RedisStore.from_url(REDIS_URL, prefix)
+    try:
+        await raw.hset(prefix + "w", mapping={"1000019": "3", "1000020": "2", "999950": "4"})
+        admitted = await store.admit([WindowLimit("w", 10, 1)], now=T0)
+        assert admitted.windows[0].used == 6  # 3 + 2 + this one; bucket 999950 left the window
+        assert await raw.hgetall(prefix + "w") == {b"1000019": b"3", b"1000020": b"3",
+                                                   b"t": b"6", b"o": b"1000019", b"n": b"1000020"}
+        refused = await store.admit([WindowLimit("w", 10, 5)], now=T0)
+        assert not refused.admitted
+        assert refused.retry_after_s == pytest.approx(1000019 + 60 - T0)  # bucket 1000019 leaves
     finally:
         await store.aclose()
 

@@ -78,8 +78,8 @@ class _Window:
             taken = min(amounts[i], amount)
             amounts[i] -= taken
             amount -= taken
+            self.total -= taken  # subtracted, as the Redis script does (prune recounts)
             i -= 1
-        self.total = sum(amounts) if amounts else 0.0
 
     def reset_s(self, now: float) -> float:
         if self.total <= 0:

@@ -6,8 +6,13 @@ across replicas. The admissions and settlements of concurrent requests travel
 together, one script call per batch (``redis_batch.py``). Layout, under the store's
 prefix:
 
-* window: a HASH, field = bucket index, value = amount; the script prunes
-  fields that left the window; PEXPIRE window + one bucket.
+* window: a HASH, field = bucket index, value = amount, plus the running total
+  ``t``, the oldest bucket with usage ``o`` and the newest ``n`` (see
+  ``redis_scripts``); the script prunes buckets that left the window; PEXPIRE
+  window + one bucket, renewed when a bucket opens. (A hash without ``t``, as
+  written before these fields existed, is recounted on first use; replicas of
+  the older layout must not share Redis with this one: their script cannot read
+  the bookkeeping fields.)
 * lease pool: a ZSET, member = lease id, score = expiry (epoch seconds);
   expired members are dropped before counting; PEXPIRE the longest lease.
 * counter / value / replay marker: a STRING (INCRBYFLOAT for counters).

@@ -5,29 +5,157 @@ sequence of them in one script call (see ``redis_batch.py``).
 """
 
 # Shared Lua: bucket arithmetic identical to MemoryStore's (same IEEE operations).
-_LIVE_BUCKETS = """
+#
+# A window is a HASH of buckets (field = bucket index, value = amount) and three bookkeeping
+# fields: 't' the buckets' total, 'o' the oldest bucket holding usage (absent when none does)
+# and 'n' the newest bucket. With them an admission reads three fields instead of every
+# bucket; the buckets are read whole only when the oldest with usage has left the window (at
+# most once a bucket) and to refuse (the Retry-After). The key's expiry is renewed when a bucket
+# is opened: the newest bucket leaves the window before it. A bucket settled down to zero loses
+# its field; a window whose total reaches zero is deleted.
+_WINDOWS = """
 local BUCKETS = 60
 local function fmt(x) return string.format('%.17g', x) end
--- The window's live buckets oldest first as {index, amount}; stale fields are deleted.
-local function live_buckets(key, current)
+local function index_name(x) return string.format('%.0f', x) end
+
+-- The window's buckets, oldest first, as {index, amount, field}.
+local function buckets(key)
   local flat = redis.call('HGETALL', key)
-  local live, stale = {}, {}
+  local list = {}
   for j = 1, #flat, 2 do
     local index = tonumber(flat[j])
-    if index <= current - BUCKETS then
-      stale[#stale + 1] = flat[j]
-    else
-      live[#live + 1] = {index, tonumber(flat[j + 1])}
+    if index then list[#list + 1] = {index, tonumber(flat[j + 1]), flat[j]} end
+  end
+  table.sort(list, function(x, y) return x[1] < y[1] end)
+  return list
+end
+
+local function oldest_with_usage(list)
+  for j = 1, #list do
+    if list[j][2] > 0 then return list[j][1] end
+  end
+  return nil
+end
+
+-- The window at bucket `current` as {total, oldest, newest, field = the current bucket's
+-- name, here = its amount}, buckets that left it dropped.
+local function open_window(key, current)
+  local field = index_name(current)
+  local r = redis.call('HMGET', key, 't', 'o', 'n', field)
+  local total, oldest, newest = tonumber(r[1]), tonumber(r[2]), tonumber(r[3])
+  if total then
+    if not oldest or oldest > current - BUCKETS then
+      return {total = total, oldest = oldest, newest = newest, field = field,
+              here = tonumber(r[4])}
     end
+  elseif redis.call('EXISTS', key) == 0 then
+    return {total = 0, field = field}
+  end
+  -- Usage left the window (or the hash lacks the bookkeeping fields): recount.
+  local live, stale = {}, {}
+  for _, b in ipairs(buckets(key)) do
+    if b[1] <= current - BUCKETS then stale[#stale + 1] = b[3] else live[#live + 1] = b end
+  end
+  if #live == 0 then
+    redis.call('DEL', key)
+    return {total = 0, field = field}
   end
   if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
-  table.sort(live, function(x, y) return x[1] < y[1] end)
-  return live
+  total = 0
+  for j = 1, #live do total = total + live[j][2] end
+  -- The newest index outlives its bucket when that was given back (as in MemoryStore).
+  if not (newest and newest > current - BUCKETS) then newest = live[#live][1] end
+  oldest = oldest_with_usage(live)
+  redis.call('HSET', key, 't', fmt(total), 'n', index_name(newest))
+  if oldest then
+    redis.call('HSET', key, 'o', index_name(oldest))
+  else
+    redis.call('HDEL', key, 'o')
+  end
+  return {total = total, oldest = oldest, newest = newest, field = field,
+          here = tonumber(r[4])}
 end
-local function write_field(live, current)
+
+-- Adds `amount` at bucket `current` (the window's, from open_window).
+local function add(key, w, current, amount, ttl_ms)
+  local field, here = w.field, w.here
   -- A clock that stepped back adds to the newest bucket.
-  if #live > 0 and live[#live][1] > current then current = live[#live][1] end
-  return string.format('%.0f', current)
+  if w.newest and w.newest > current then
+    current = w.newest
+    field = index_name(current)
+    here = tonumber(redis.call('HGET', key, field))
+  end
+  w.total = w.total + amount
+  local opened = w.newest ~= current
+  w.newest = current
+  local bucket = amount
+  if here then bucket = here + amount end
+  if not w.oldest and amount > 0 then
+    w.oldest = current
+    redis.call('HSET', key, field, fmt(bucket), 't', fmt(w.total), 'n', field, 'o', field)
+  elseif opened then
+    redis.call('HSET', key, field, fmt(bucket), 't', fmt(w.total), 'n', field)
+  else
+    redis.call('HSET', key, field, fmt(bucket), 't', fmt(w.total))
+  end
+  if opened then redis.call('PEXPIRE', key, string.format('%.0f', ttl_ms)) end
+end
+
+-- Removes `amount` from the newest buckets first, none below zero.
+local function take(key, w, amount)
+  if not w.oldest then return end
+  local j = w.newest
+  while amount > 0 and j >= w.oldest do
+    local field = index_name(j)
+    local have = tonumber(redis.call('HGET', key, field) or '0')
+    if have > 0 then
+      local taken = math.min(have, amount)
+      amount = amount - taken
+      w.total = w.total - taken
+      if have - taken <= 0 then
+        redis.call('HDEL', key, field)
+      else
+        redis.call('HSET', key, field, fmt(have - taken))
+      end
+    end
+    j = j - 1
+  end
+  if w.total <= 0 then
+    redis.call('DEL', key)
+    return
+  end
+  redis.call('HSET', key, 't', fmt(w.total))
+  if j < w.oldest then  -- the oldest bucket with usage was emptied (rounding left a total)
+    w.oldest = oldest_with_usage(buckets(key))
+    if w.oldest then
+      redis.call('HSET', key, 'o', index_name(w.oldest))
+    else
+      redis.call('HDEL', key, 'o')
+    end
+  end
+end
+
+-- Seconds until the oldest usage leaves the window.
+local function reset_s(w, now, bucket_s)
+  if w.total <= 0 or not w.oldest then return 0 end
+  local reset = (w.oldest + BUCKETS) * bucket_s - now
+  if reset < 0 then reset = 0 end
+  return reset
+end
+
+-- Seconds until enough usage leaves the window for `amount` to fit.
+local function retry_after(key, total, amount, limit, now, window_s, bucket_s)
+  if amount > limit then return window_s end
+  local need, gone, wait = total + amount - limit, 0, window_s
+  for _, b in ipairs(buckets(key)) do
+    if b[2] > 0 then
+      gone = gone + b[2]
+      wait = (b[1] + BUCKETS) * bucket_s - now
+      if gone >= need then break end
+    end
+  end
+  if wait < 0.001 then wait = 0.001 end
+  return wait
 end
 """
 
@@ -43,14 +171,17 @@ local function admit(KEYS, ARGV)
   local a, k = 5, 1
   local out = {}
 
-  for i = 1, nc do
-    local value = tonumber(redis.call('GET', KEYS[k]) or '0')
-    if value >= tonumber(ARGV[a]) then
-      if refused == 0 then refused = k end
-      retry = 1.0
+  if nc > 0 then
+    local values = redis.call('MGET', unpack(KEYS, 1, nc))
+    for i = 1, nc do
+      local value = tonumber(values[i] or '0')
+      if value >= tonumber(ARGV[a]) then
+        if refused == 0 then refused = k end
+        retry = 1.0
+      end
+      out[#out + 1] = values[i] or '0'  -- as stored: INCRBYFLOAT writes a number Redis parses
+      a, k = a + 1, k + 1
     end
-    out[#out + 1] = fmt(value)
-    a, k = a + 1, k + 1
   end
 
   local windows = {}
@@ -58,27 +189,15 @@ local function admit(KEYS, ARGV)
     local limit, amount, window_s = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
     local bucket_s = window_s / BUCKETS
     local current = math.floor(now / bucket_s)
-    local live = live_buckets(KEYS[k], current)
-    local used = 0
-    for j = 1, #live do used = used + live[j][2] end
-    if used + amount > limit then
+    local w = open_window(KEYS[k], current)
+    if w.total + amount > limit then
       if refused == 0 then refused = k end
-      local wait = window_s
-      if amount <= limit then
-        local need, gone = used + amount - limit, 0
-        for j = 1, #live do
-          if live[j][2] > 0 then
-            gone = gone + live[j][2]
-            wait = (live[j][1] + BUCKETS) * bucket_s - now
-            if gone >= need then break end
-          end
-        end
-        if wait < 0.001 then wait = 0.001 end
-      end
+      local wait = retry_after(KEYS[k], w.total, amount, limit, now, window_s, bucket_s)
       if wait > retry then retry = wait end
     end
-    windows[i] = {key = KEYS[k], amount = ARGV[a + 1], window_s = window_s, bucket_s = bucket_s,
-                  current = current, live = live, used = used}
+    w.key, w.amount, w.window_s, w.bucket_s, w.current = KEYS[k], amount, window_s,
+      bucket_s, current
+    windows[i] = w
     a, k = a + 3, k + 1
   end
 
@@ -87,13 +206,12 @@ local function admit(KEYS, ARGV)
     local key, limit = KEYS[k], tonumber(ARGV[a])
     redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[1])
     local count = redis.call('ZCARD', key)
-    local renewing = redis.call('ZSCORE', key, ARGV[a + 1]) ~= false
-    if (not renewing) and count >= limit then
+    -- At the limit, only a lease renewing itself is let through.
+    if count >= limit and not redis.call('ZSCORE', key, ARGV[a + 1]) then
       if refused == 0 then refused = k end
       if retry < 1.0 then retry = 1.0 end
     end
-    leases[i] = {key = key, id = ARGV[a + 1], ttl_s = tonumber(ARGV[a + 2]), count = count,
-                 renewing = renewing}
+    leases[i] = {key = key, id = ARGV[a + 1], ttl_s = tonumber(ARGV[a + 2]), count = count}
     a, k = a + 3, k + 1
   end
 
@@ -101,39 +219,23 @@ local function admit(KEYS, ARGV)
     retry = 0
     for i = 1, nw do
       local w = windows[i]
-      local field = write_field(w.live, w.current)
-      redis.call('HINCRBYFLOAT', w.key, field, w.amount)
-      local ttl_ms = math.ceil((w.window_s + w.bucket_s) * 1000)
-      redis.call('PEXPIRE', w.key, string.format('%.0f', ttl_ms))
-      w.used = w.used + tonumber(w.amount)
-      w.live[#w.live + 1] = {tonumber(field), tonumber(w.amount)}
-      table.sort(w.live, function(x, y) return x[1] < y[1] end)
+      add(w.key, w, w.current, w.amount, math.ceil((w.window_s + w.bucket_s) * 1000))
     end
     for i = 1, nl do
       local l = leases[i]
-      redis.call('ZADD', l.key, fmt(now + l.ttl_s), l.id)
+      -- ZADD counts the members it added: 0 for a lease renewing itself.
+      l.count = l.count + redis.call('ZADD', l.key, fmt(now + l.ttl_s), l.id)
       local ttl_ms = math.ceil(l.ttl_s * 1000)
       if redis.call('PTTL', l.key) < ttl_ms then
         redis.call('PEXPIRE', l.key, string.format('%.0f', ttl_ms))
       end
-      if not l.renewing then l.count = l.count + 1 end
     end
   end
 
   for i = 1, nw do
     local w = windows[i]
-    local reset = 0
-    if w.used > 0 then
-      for j = 1, #w.live do
-        if w.live[j][2] > 0 then
-          reset = (w.live[j][1] + BUCKETS) * w.bucket_s - now
-          break
-        end
-      end
-      if reset < 0 then reset = 0 end
-    end
-    out[#out + 1] = fmt(w.used)
-    out[#out + 1] = fmt(reset)
+    out[#out + 1] = fmt(w.total)
+    out[#out + 1] = fmt(reset_s(w, now, w.bucket_s))
   end
   for i = 1, nl do out[#out + 1] = fmt(leases[i].count) end
   return {refused, fmt(retry), out}
@@ -149,30 +251,14 @@ local function settle(KEYS, ARGV)
   local a, k = 5, 1
   for i = 1, nw do
     local key, delta, window_s = KEYS[k], tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-    if delta > 0 or redis.call('EXISTS', key) == 1 then
-      local bucket_s = window_s / BUCKETS
-      local current = math.floor(now / bucket_s)
-      local live = live_buckets(key, current)
-      if delta >= 0 then
-        redis.call('HINCRBYFLOAT', key, write_field(live, current), ARGV[a])
-        redis.call('PEXPIRE', key, string.format('%.0f', math.ceil((window_s + bucket_s) * 1000)))
+    local bucket_s = window_s / BUCKETS
+    local current = math.floor(now / bucket_s)
+    if delta ~= 0 then  -- (MemoryStore adds an empty bucket for 0: nothing it can observe)
+      local w = open_window(key, current)
+      if delta > 0 then
+        add(key, w, current, delta, math.ceil((window_s + bucket_s) * 1000))
       else
-        -- Taken from the newest buckets first, none below zero.
-        local remaining = -delta
-        for j = #live, 1, -1 do
-          if remaining <= 0 then break end
-          local amount = live[j][2]
-          if amount > 0 then
-            local taken = math.min(amount, remaining)
-            remaining = remaining - taken
-            local field = string.format('%.0f', live[j][1])
-            if amount - taken <= 0 then
-              redis.call('HDEL', key, field)
-            else
-              redis.call('HSET', key, field, fmt(amount - taken))
-            end
-          end
-        end
+        take(key, w, -delta)
       end
     end
     a, k = a + 2, k + 1
@@ -189,7 +275,7 @@ local function settle(KEYS, ARGV)
 end
 """
 
-_FUNCTIONS = _LIVE_BUCKETS + _ADMIT_FUNCTION + _SETTLE_FUNCTION
+_FUNCTIONS = _WINDOWS + _ADMIT_FUNCTION + _SETTLE_FUNCTION
 
 # Several operations in one call, in order. ARGV[1]: one comma-separated string (one
 # argument to pack and send, however large the batch): n, then per operation its kind ("a"
