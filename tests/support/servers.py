@@ -10,6 +10,7 @@ from typing import Any
 import uvicorn
 import yaml
 
+from llmport.api.server import UVICORN_OPTIONS
 from llmport.app import create_app
 from llmport.config import load_config
 
@@ -20,9 +21,8 @@ class GatewayServer:
         path.write_text(yaml.safe_dump(config))
         self.config = load_config(path)
         self.app = create_app(self.config)
-        self.server = uvicorn.Server(uvicorn.Config(
-            self.app, host="127.0.0.1", port=0, loop="uvloop", http="httptools",
-            lifespan="on", log_level="warning", access_log=False))
+        self.server = uvicorn.Server(uvicorn.Config(  # as `llmport serve` runs it
+            self.app, host="127.0.0.1", port=0, lifespan="on", **UVICORN_OPTIONS))
         self._thread = threading.Thread(target=self.server.run, name="llmport", daemon=True)
         self.port = 0
 
