@@ -130,3 +130,25 @@ def test_one_malformed_chunk_is_skipped(client: openai.OpenAI, fake: FakeOpenAI)
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True)
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == "Hello from the fake upstream ,"  # all six tokens, the broken event skipped
+
+
+def test_the_last_event_arrives_with_the_end_of_the_body(proxied: GatewayServer) -> None:
+    """A client that stops at ``[DONE]`` must find the response complete (to reuse the
+    connection), so the last event and the end of the body go in one ASGI message (one write)."""
+    inner = proxied.server.config.loaded_app
+    bodies: list[tuple[bytes, bool]] = []
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        async def recorded(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                bodies.append((message.get("body", b""), message.get("more_body", False)))
+            await send(message)
+        await inner(scope, receive, recorded)
+
+    proxied.server.config.loaded_app = recording  # new connections are served through it
+    with httpx.stream("POST", proxied.url + "/v1/chat/completions", headers=AUTH,
+                      json={"model": "gpt-4o-mini", "messages": USER, "stream": True}) as answer:
+        assert answer.status_code == 200
+        assert answer.read().endswith(b"data: [DONE]\n\n")
+    assert bodies[-1] == (b"data: [DONE]\n\n", False)
+    assert all(more for _, more in bodies[:-1])

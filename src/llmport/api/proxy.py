@@ -145,12 +145,13 @@ class ProxyRoute:
                     "headers": self._headers(ctx) + SSE_HEADERS})
         encoder = self.dialect.stream_encoder(ctx)
         failure: LLMPortError | None = None
+        tail = b""
         try:
             async for chunk in chunks:
                 data = encoder.encode(chunk)
                 if data:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
-            await send({"type": "http.response.body", "body": encoder.end(), "more_body": True})
+            tail = encoder.end()
         except LLMPortError as exc:
             failure = exc
         except Exception as exc:
@@ -160,7 +161,9 @@ class ProxyRoute:
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
         if failure is not None:
-            await send({"type": "http.response.body", "body": self.dialect.stream_error(failure),
-                        "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            tail = self.dialect.stream_error(failure)
+        # The last event and the end of the body in one write: a client that stops reading
+        # at the last event (most do) finds the response complete and can reuse the
+        # connection; sent apart, it sees an unfinished response and drops the connection.
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
         return failure
