@@ -157,7 +157,8 @@ async def test_the_listener_reconnects_after_its_connection_drops(
 
 
 def record_commands(store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """The names of the commands ``store`` sends from now on (its client still sends them)."""
+    """The names of the commands ``store`` sends from now on, through its redis-py client and
+    its lean connection for the batched limit calls (both still send them)."""
     commands: list[Any] = []
     execute: Any = store._client.execute_command
 
@@ -166,6 +167,14 @@ def record_commands(store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> list[
         return await execute(*args, **options)
 
     monkeypatch.setattr(store._client, "execute_command", counting)
+    assert store._wire is not None  # a redis:// URL: the batches go through RedisWire
+    wire_execute: Any = store._wire.execute
+
+    async def counting_wire(protocol: Any, *args: Any) -> Any:
+        commands.append(args[0])
+        return await wire_execute(protocol, *args)
+
+    monkeypatch.setattr(store._wire, "execute", counting_wire)
     return commands
 
 

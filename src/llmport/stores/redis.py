@@ -3,7 +3,8 @@
 Each check-and-update is a Lua function run inside Redis (``redis_scripts.py``),
 so ``admit`` is atomic however many limits it touches, and limits hold exactly
 across replicas. The admissions and settlements of concurrent requests travel
-together, one script call per batch (``redis_batch.py``). Layout, under the store's
+together, one script call per batch (``redis_batch.py``), on a lean connection of
+their own (``redis_wire.py``; redis-py for everything else). Layout, under the store's
 prefix:
 
 * window: a HASH, field = bucket index, value = amount, plus the running total
@@ -53,6 +54,7 @@ from llmport.stores.base import (
     format_number,
 )
 from llmport.stores.redis_batch import RedisBatcher
+from llmport.stores.redis_wire import RedisWire
 
 log = structlog.get_logger("llmport.stores")
 
@@ -82,7 +84,11 @@ class RedisStore:
         self._ping_timeout_s = ping_timeout_s
         self._subscribe_timeout_s = subscribe_timeout_s
         self._poll_s = poll_s
-        self._limits = RedisBatcher(client.register_script(scripts.BATCH))
+        pool = client.connection_pool
+        # The batched limit calls on a lean connection of their own where it speaks the URL.
+        self._wire = RedisWire(pool.connection_kwargs, scripts.BATCH) \
+            if RedisWire.supports(pool.connection_class, pool.connection_kwargs) else None
+        self._limits = RedisBatcher(self._wire or client.register_script(scripts.BATCH))
         self._claim = client.register_script(scripts.CLAIM)
         self._complete = client.register_script(scripts.COMPLETE)
         self._abandon = client.register_script(scripts.ABANDON)
@@ -309,5 +315,7 @@ class RedisStore:
                     waiter.set_result(None)
         self._waiting.clear()
         self._callbacks.clear()
+        if self._wire is not None:
+            await self._wire.aclose()
         if self._owns_client:
             await self._client.aclose()

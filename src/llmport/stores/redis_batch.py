@@ -13,15 +13,21 @@ the whole script without interleaving other clients.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
-from redis.commands.core import AsyncScript
+
+class ScriptCall(Protocol):
+    """Runs the batch script: redis-py's ``AsyncScript`` or a ``RedisWire``."""
+
+    def __call__(self, *, keys: list[str], args: list[Any]) -> Awaitable[Any]: ...
+
 
 MAX_BATCH = 256  # operations per script call (bounds the call's size and Redis' pause)
 
 
 class RedisBatcher:
-    def __init__(self, script: AsyncScript, max_in_flight: int = 1) -> None:
+    def __init__(self, script: ScriptCall, max_in_flight: int = 1) -> None:
         self._script = script
         self._pending: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]] = []
         self._in_flight = 0
