@@ -7,8 +7,10 @@ optimisation) runs the same code in about 0.6 of the time of a plain source buil
 (pyenv's default). compare.py runs every Python gateway (llmport, the thin passthrough,
 LiteLLM) on the interpreter printed here, so they are compared on equal terms, and says
 which one it was. Candidates: every python3.x on PATH and in /usr/bin, and python3;
-each times the same small workload (calls, attribute access, dicts, floats) three times
-and the best time counts.
+each times the same small workload (calls, attribute access, dicts, floats) three times,
+in three rounds that take the candidates in turn (so a moment of load elsewhere on the
+machine cannot make one of them lose: it once picked the slower build while an install ran),
+and its best time counts.
 """
 
 from __future__ import annotations
@@ -55,21 +57,32 @@ def candidates() -> list[str]:
     return list(unique.values())
 
 
+ROUNDS = 3
+
+
 def timed(python: str) -> float | None:
     try:
         done = subprocess.run([python, "-c", WORKLOAD], capture_output=True, text=True,
                               timeout=120)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if done.returncode != 0:
-        return None
-    has_venv = subprocess.run([python, "-c", "import venv, ensurepip"], capture_output=True)
-    return float(done.stdout) if has_venv.returncode == 0 else None
+    return float(done.stdout) if done.returncode == 0 else None
+
+
+def has_venv(python: str) -> bool:
+    return subprocess.run([python, "-c", "import venv, ensurepip"],
+                          capture_output=True).returncode == 0
 
 
 def main() -> int:
-    times = {python: timed(python) for python in candidates()}
-    usable = {python: t for python, t in times.items() if t is not None}
+    pythons = [python for python in candidates() if has_venv(python)]
+    times: dict[str, list[float]] = {python: [] for python in pythons}
+    for _ in range(ROUNDS):
+        for python in pythons:
+            t = timed(python)
+            if t is not None:
+                times[python].append(t)
+    usable = {python: min(ts) for python, ts in times.items() if ts}
     for python, t in sorted(usable.items(), key=lambda item: item[1]):
         print(f"{python}: {t * 1000:.0f} ms", file=sys.stderr)
     if not usable:

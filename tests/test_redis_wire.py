@@ -120,6 +120,23 @@ async def test_a_connection_dropped_mid_call_fails_the_call() -> None:
         server.close()
 
 
+async def test_a_malformed_reply_fails_the_call_and_drops_the_connection() -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"?not resp\r\n")
+        await reader.read(65536)  # the client hangs up
+        writer.close()
+
+    server, port = await scripted_server(garbage)
+    wire = RedisWire(options(f"redis://127.0.0.1:{port}/0"), ECHO)
+    try:
+        with pytest.raises(redis.ConnectionError, match="malformed reply"):
+            await wire(keys=["k"], args=["v"])
+    finally:
+        await wire.aclose()
+        server.close()
+
+
 async def test_unreachable_redis_is_a_connection_error() -> None:
     wire = RedisWire(options("redis://127.0.0.1:1/0", socket_connect_timeout=0.5), ECHO)
     with pytest.raises(redis.ConnectionError, match=r"Error connecting to 127\.0\.0\.1:1"):

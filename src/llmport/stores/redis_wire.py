@@ -36,7 +36,17 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
-        while (reply := self.reader.gets()) is not False:
+        while True:
+            try:
+                reply = self.reader.gets()
+            except hiredis.ProtocolError as error:
+                self.abort(errors.ConnectionError(f"Redis sent a malformed reply: {error}"))
+                return
+            if reply is False:
+                return
+            if not self.waiters:  # a reply nobody asked for: the stream cannot be trusted
+                self.abort(errors.ConnectionError("Redis sent a reply nobody asked for"))
+                return
             waiter = self.waiters.popleft()
             if not waiter.done():  # a caller that gave up still had its reply read
                 if isinstance(reply, errors.ResponseError):
