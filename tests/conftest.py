@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +109,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.tiny_models import build_tiny_chat_model
 
     return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A key prefix of its own on the test Redis (skips loudly without one); its keys are
+    deleted afterwards."""
+    from tests.test_stores import delete_prefixed, redis_or_skip, unique_prefix
+
+    redis_or_skip()
+    name = unique_prefix()
+    yield name
+    await delete_prefixed(name)

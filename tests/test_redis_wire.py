@@ -4,7 +4,7 @@ against scripted servers that go silent or hang up."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ import redis.asyncio
 
 from llmport.stores import RedisStore, WindowLimit
 from llmport.stores.redis_wire import RedisWire
-from tests.test_stores import REDIS_URL, T0, delete_prefixed, redis_or_skip, unique_prefix
+from tests.test_stores import REDIS_URL, T0
 
 ECHO = "return {KEYS[1], ARGV[1]}"
 
@@ -21,14 +21,6 @@ ECHO = "return {KEYS[1], ARGV[1]}"
 def options(url: str = REDIS_URL, **extra: Any) -> dict[str, Any]:
     pool = redis.asyncio.BlockingConnectionPool.from_url(url, **extra)
     return dict(pool.connection_kwargs)
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    redis_or_skip()
-    name = unique_prefix()
-    yield name
-    await delete_prefixed(name)
 
 
 async def test_a_script_unknown_to_the_server_is_sent_whole(prefix: str) -> None:

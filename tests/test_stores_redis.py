@@ -13,15 +13,7 @@ import pytest
 import redis.asyncio
 
 from llmport.stores import Admission, CounterCeiling, LeaseLimit, RedisStore, WindowLimit
-from tests.test_stores import REDIS_URL, T0, delete_prefixed, redis_or_skip, unique_prefix
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    redis_or_skip()
-    name = unique_prefix()
-    yield name
-    await delete_prefixed(name)
+from tests.test_stores import REDIS_URL, T0, redis_or_skip, unique_prefix
 
 
 @pytest.fixture
