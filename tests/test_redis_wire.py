@@ -4,7 +4,8 @@ against scripted servers that go silent or hang up."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -65,10 +66,18 @@ async def test_the_url_database_is_selected(prefix: str) -> None:
         await store.aclose()
 
 
-async def scripted_server(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
-                                           Awaitable[None]]) -> tuple[asyncio.Server, int]:
+@contextlib.asynccontextmanager
+async def wire_to(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                   Awaitable[None]], **extra: Any) -> AsyncIterator[RedisWire]:
+    """A RedisWire to a scripted server running ``handle`` for each connection."""
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
+    port = server.sockets[0].getsockname()[1]
+    wire = RedisWire(options(f"redis://127.0.0.1:{port}/0", **extra), ECHO)
+    try:
+        yield wire
+    finally:
+        await wire.aclose()
+        server.close()
 
 
 async def test_a_silent_server_times_out_and_the_next_call_reconnects() -> None:
@@ -84,17 +93,12 @@ async def test_a_silent_server_times_out_and_the_next_call_reconnects() -> None:
                 writer.write(b"$2\r\nok\r\n")
         writer.close()
 
-    server, port = await scripted_server(silent_then_answering)
-    wire = RedisWire(options(f"redis://127.0.0.1:{port}/0", socket_timeout=0.2), ECHO)
-    try:
+    async with wire_to(silent_then_answering, socket_timeout=0.2) as wire:
         calls = [wire(keys=["k"], args=[str(i)]) for i in range(3)]
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         assert all(isinstance(o, redis.TimeoutError) for o in outcomes)  # all in flight fail
         assert await wire(keys=["k"], args=["again"]) == b"ok"
         assert connections == 2
-    finally:
-        await wire.aclose()
-        server.close()
 
 
 async def test_a_connection_dropped_mid_call_fails_the_call() -> None:
@@ -102,14 +106,9 @@ async def test_a_connection_dropped_mid_call_fails_the_call() -> None:
         await reader.read(65536)
         writer.close()
 
-    server, port = await scripted_server(hang_up)
-    wire = RedisWire(options(f"redis://127.0.0.1:{port}/0"), ECHO)
-    try:
+    async with wire_to(hang_up) as wire:
         with pytest.raises(redis.ConnectionError, match="closed the connection"):
             await wire(keys=["k"], args=["v"])
-    finally:
-        await wire.aclose()
-        server.close()
 
 
 async def test_a_malformed_reply_fails_the_call_and_drops_the_connection() -> None:
@@ -119,14 +118,9 @@ async def test_a_malformed_reply_fails_the_call_and_drops_the_connection() -> No
         await reader.read(65536)  # the client hangs up
         writer.close()
 
-    server, port = await scripted_server(garbage)
-    wire = RedisWire(options(f"redis://127.0.0.1:{port}/0"), ECHO)
-    try:
+    async with wire_to(garbage) as wire:
         with pytest.raises(redis.ConnectionError, match="malformed reply"):
             await wire(keys=["k"], args=["v"])
-    finally:
-        await wire.aclose()
-        server.close()
 
 
 async def test_unreachable_redis_is_a_connection_error() -> None:

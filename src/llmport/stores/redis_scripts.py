@@ -37,19 +37,19 @@ local function oldest_with_usage(list)
   return nil
 end
 
--- The window at bucket `current` as {total, oldest, newest, field = the current bucket's
--- name, here = its amount}, buckets that left it dropped.
+-- The window at bucket `current` as {total, oldest, newest, current, field = the current
+-- bucket's name, here = its amount}, buckets that left it dropped.
 local function open_window(key, current)
   local field = index_name(current)
   local r = redis.call('HMGET', key, 't', 'o', 'n', field)
   local total, oldest, newest = tonumber(r[1]), tonumber(r[2]), tonumber(r[3])
   if total then
     if not oldest or oldest > current - BUCKETS then
-      return {total = total, oldest = oldest, newest = newest, field = field,
-              here = tonumber(r[4])}
+      return {total = total, oldest = oldest, newest = newest, current = current,
+              field = field, here = tonumber(r[4])}
     end
   elseif redis.call('EXISTS', key) == 0 then
-    return {total = 0, field = field}
+    return {total = 0, current = current, field = field}
   end
   -- Usage left the window (or the hash lacks the bookkeeping fields): recount.
   local live, stale = {}, {}
@@ -58,7 +58,7 @@ local function open_window(key, current)
   end
   if #live == 0 then
     redis.call('DEL', key)
-    return {total = 0, field = field}
+    return {total = 0, current = current, field = field}
   end
   if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
   total = 0
@@ -72,13 +72,13 @@ local function open_window(key, current)
   else
     redis.call('HDEL', key, 'o')
   end
-  return {total = total, oldest = oldest, newest = newest, field = field,
+  return {total = total, oldest = oldest, newest = newest, current = current, field = field,
           here = tonumber(r[4])}
 end
 
--- Adds `amount` at bucket `current` (the window's, from open_window).
-local function add(key, w, current, amount, ttl_ms)
-  local field, here = w.field, w.here
+-- Adds `amount` to the window (opened by open_window) in one HSET.
+local function add(key, w, amount, ttl_ms)
+  local current, field, here = w.current, w.field, w.here
   -- A clock that stepped back adds to the newest bucket.
   if w.newest and w.newest > current then
     current = w.newest
@@ -86,25 +86,24 @@ local function add(key, w, current, amount, ttl_ms)
     here = tonumber(redis.call('HGET', key, field))
   end
   w.total = w.total + amount
+  local fields = {field, fmt((here or 0) + amount), 't', fmt(w.total)}
   local opened = w.newest ~= current
-  w.newest = current
-  local bucket = amount
-  if here then bucket = here + amount end
+  if opened then
+    w.newest = current
+    fields[#fields + 1], fields[#fields + 2] = 'n', field
+  end
   if not w.oldest and amount > 0 then
     w.oldest = current
-    redis.call('HSET', key, field, fmt(bucket), 't', fmt(w.total), 'n', field, 'o', field)
-  elseif opened then
-    redis.call('HSET', key, field, fmt(bucket), 't', fmt(w.total), 'n', field)
-  else
-    redis.call('HSET', key, field, fmt(bucket), 't', fmt(w.total))
+    fields[#fields + 1], fields[#fields + 2] = 'o', field
   end
+  redis.call('HSET', key, unpack(fields))
   if opened then redis.call('PEXPIRE', key, string.format('%.0f', ttl_ms)) end
 end
 
 -- Removes `amount` from the newest buckets first, none below zero.
 local function take(key, w, amount)
   if not w.oldest then return end
-  local j = w.newest
+  local j, emptied_oldest = w.newest, false
   while amount > 0 and j >= w.oldest do
     local field = index_name(j)
     local have = tonumber(redis.call('HGET', key, field) or '0')
@@ -114,6 +113,7 @@ local function take(key, w, amount)
       w.total = w.total - taken
       if have - taken <= 0 then
         redis.call('HDEL', key, field)
+        emptied_oldest = j == w.oldest
       else
         redis.call('HSET', key, field, fmt(have - taken))
       end
@@ -125,7 +125,7 @@ local function take(key, w, amount)
     return
   end
   redis.call('HSET', key, 't', fmt(w.total))
-  if j < w.oldest then  -- the oldest bucket with usage was emptied (rounding left a total)
+  if emptied_oldest then  -- yet a total is left (rounding): find the oldest with usage
     w.oldest = oldest_with_usage(buckets(key))
     if w.oldest then
       redis.call('HSET', key, 'o', index_name(w.oldest))
@@ -195,8 +195,7 @@ local function admit(KEYS, ARGV)
       local wait = retry_after(KEYS[k], w.total, amount, limit, now, window_s, bucket_s)
       if wait > retry then retry = wait end
     end
-    w.key, w.amount, w.window_s, w.bucket_s, w.current = KEYS[k], amount, window_s,
-      bucket_s, current
+    w.key, w.amount, w.window_s, w.bucket_s = KEYS[k], amount, window_s, bucket_s
     windows[i] = w
     a, k = a + 3, k + 1
   end
@@ -219,7 +218,7 @@ local function admit(KEYS, ARGV)
     retry = 0
     for i = 1, nw do
       local w = windows[i]
-      add(w.key, w, w.current, w.amount, math.ceil((w.window_s + w.bucket_s) * 1000))
+      add(w.key, w, w.amount, math.ceil((w.window_s + w.bucket_s) * 1000))
     end
     for i = 1, nl do
       local l = leases[i]
@@ -251,12 +250,11 @@ local function settle(KEYS, ARGV)
   local a, k = 5, 1
   for i = 1, nw do
     local key, delta, window_s = KEYS[k], tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-    local bucket_s = window_s / BUCKETS
-    local current = math.floor(now / bucket_s)
     if delta ~= 0 then  -- (MemoryStore adds an empty bucket for 0: nothing it can observe)
-      local w = open_window(key, current)
+      local bucket_s = window_s / BUCKETS
+      local w = open_window(key, math.floor(now / bucket_s))
       if delta > 0 then
-        add(key, w, current, delta, math.ceil((window_s + bucket_s) * 1000))
+        add(key, w, delta, math.ceil((window_s + bucket_s) * 1000))
       else
         take(key, w, -delta)
       end

@@ -15,6 +15,7 @@ see one error vocabulary whichever way a command went.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections import deque
 from typing import Any
@@ -161,6 +162,11 @@ class RedisWire:
         return protocol
 
     async def aclose(self) -> None:
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None and not connecting.done():
+            connecting.cancel()  # else it would open a connection nobody closes
+            with contextlib.suppress(BaseException):
+                await connecting
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
