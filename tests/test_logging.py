@@ -104,3 +104,51 @@ async def test_access_lines_are_batched_and_flushed() -> None:
     lines.write({"event": "request", "request_id": "c"})
     lines.flush()  # at shutdown: what is pending is written at once
     assert json.loads(stream.getvalue().splitlines()[-1])["request_id"] == "c"
+
+
+def test_json_access_line_has_every_field_of_the_request_even_awkward_ones() -> None:
+    """The JSON line is rendered in two parts (per request, and shared by many requests,
+    kept): it must carry exactly the fields the console line does, correctly escaped, for
+    each request, also after the kept parts were dropped for growing past their bound."""
+    import io
+    from time import perf_counter
+
+    from llmport.gateway.context import CallContext
+    from llmport.observability.events import RequestFinished
+    from llmport.observability.logging import AccessLog, JSONLines
+    from llmport.types import Endpoint, Principal, Usage
+
+    stream = io.BytesIO()
+    access = AccessLog(JSONLines(stream))  # no event loop: each line is written at once
+    access.MAX_SHARED = 2
+
+    def finished(request_id: str, model: str, status: int, **state: Any) -> RequestFinished:
+        ctx = CallContext(request_id, Endpoint.CHAT, {}, None, model, stream=True,
+                          principal=Principal(id='key "ünï"\\1', kind="key"))
+        ctx.started = perf_counter() - 0.5
+        ctx.first_token_at = ctx.started + 0.123456
+        for name, value in state.items():
+            setattr(ctx, name, value)
+        return RequestFinished(ctx, status, "UpstreamError" if status >= 500 else None, None,
+                               0.5, 0.000321)
+
+    events = [
+        finished('a"b\\c', 'model "x"\n\u2028', 200, usage=Usage(3, 4), deployment="d1",
+                 served_model="fallback", attempts=2, trace_id="ab" * 16),
+        finished("r2", "m", 502, deployment=None),
+        finished("r3", "m", 200, usage=Usage(1, 0)),
+        finished("r4", "m", 502, deployment=None),  # the kept parts were reset before this
+    ]
+    for event in events:
+        access(event)
+    written = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(written) == len(events)
+    for line, event in zip(written, events, strict=True):
+        expected = AccessLog.fields(event)
+        assert line.pop("event") == "request" and line.pop("level") == "info"
+        assert line.pop("timestamp").endswith("Z")
+        assert line == json.loads(json.dumps(expected))
+    assert written[0]["model"] == 'model "x"\n\u2028' and written[0]["ttft_ms"] == 123.46
+    assert written[0]["prompt_tokens"] == 3 and written[1]["prompt_tokens"] is None
+    assert written[1]["error"] == "UpstreamError" and written[0]["overhead_ms"] == 0.321
+    assert len(access._shared) <= access.MAX_SHARED
