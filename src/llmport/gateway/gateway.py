@@ -49,6 +49,9 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.events = EventBus()
+        # Every request emits these two: their subscribers' live lists, called directly.
+        self._on_started = self.events.listeners(RequestStarted)
+        self._on_finished = self.events.listeners(RequestFinished)
         self.router = Router(config, self.events)
         self.prices = Prices((d.name, d.config) for d in self.router.deployments)
         self.store: StateStore = open_store(config.redis_url, config.redis_prefix)
@@ -145,13 +148,16 @@ class Gateway:
 
     def start_request(self, ctx: CallContext) -> None:
         self.in_flight += 1
-        if self.events.wants(RequestStarted):
-            self.events.emit(RequestStarted(ctx))
+        if self._on_started:
+            event = RequestStarted(ctx)
+            for subscriber in self._on_started:
+                subscriber(event)
 
     def finish(self, ctx: CallContext, status: int, error: BaseException | None = None) -> None:
         """Report a finished request to the subscribers (logs, metrics, spend)."""
         self.in_flight -= 1
-        if not self.events.wants(RequestFinished):
+        subscribers = self._on_finished
+        if not subscribers:
             return
         latency = ctx.elapsed()
         if isinstance(error, LLMPortError):
@@ -162,10 +168,11 @@ class Gateway:
         else:
             error_type = message = None
         overhead = ctx.overhead_s
-        self.events.emit(RequestFinished(
-            ctx, status, error_type, message, latency,
-            latency - ctx.upstream_s if overhead is None else overhead,
-            cost_of(ctx, self.prices)))
+        event = RequestFinished(ctx, status, error_type, message, latency,
+                                latency - ctx.upstream_s if overhead is None else overhead,
+                                cost_of(ctx, self.prices))
+        for subscriber in subscribers:
+            subscriber(event)
 
 
 async def _purge_every_hour(db: Database, days: float) -> None:

@@ -141,7 +141,8 @@ class Metrics:
             completion.value += usage.completion_tokens
             if e.cost:
                 cost.value += e.cost
-        self.tallies.touch()
+        if not self.tallies.scheduled:
+            self.tallies.touch()
 
     def _bundle(self, e: RequestFinished, tenant: str) -> tuple[Any, ...]:
         """Every child a finished request with these labels updates, resolved once."""
@@ -187,7 +188,8 @@ class Metrics:
         value = e.duration_s
         latency.counts[bisect_left(latency.bounds, value)] += 1
         latency.total += value
-        self.tallies.touch()
+        if not self.tallies.scheduled:
+            self.tallies.touch()
         if e.attempt > 1:
             self.child(self.retries, e.model).inc()
 

@@ -57,6 +57,9 @@ class Router:
     def __init__(self, config: Config, events: EventBus | None = None) -> None:
         self.config = config.router
         self.events = events or EventBus()
+        # Every attempt emits these two: their subscribers' live lists, called directly.
+        self._on_attempt = self.events.listeners(AttemptStarted)
+        self._on_attempt_end = self.events.listeners(AttemptFinished)
         self.pools: dict[str, list[Deployment]] = {}
         for model in config.models:
             provider = provider_class(model.provider)(model)
@@ -205,10 +208,12 @@ class Router:
         if waited:
             self._emit_queue(deployment, waited, admitted=True)
         number = ctx.attempts
-        if self.events.wants(AttemptStarted):
+        if self._on_attempt:
             config = deployment.config
-            self.events.emit(AttemptStarted(ctx, number, model, deployment.name,
-                                            config.upstream_model, config.provider))
+            event = AttemptStarted(ctx, number, model, deployment.name, config.upstream_model,
+                                   config.provider)
+            for subscriber in self._on_attempt:
+                subscriber(event)
         started = monotonic()
         provider = deployment.provider
         try:
@@ -315,13 +320,16 @@ class Router:
     def _emit_attempt(self, ctx: CallContext, model: str, deployment: Deployment,
                       error: BaseException | None, elapsed: float, hedged: bool,
                       number: int) -> None:
-        if not self.events.wants(AttemptFinished):
+        subscribers = self._on_attempt_end
+        if not subscribers:
             return
         status = getattr(error, "status_code", None) if error is not None else 200
-        self.events.emit(AttemptFinished(
+        event = AttemptFinished(
             ctx, model, deployment.name, ctx.stream, error is None,
             type(error).__name__ if error is not None else None, status, elapsed, hedged,
-            number))
+            number)
+        for subscriber in subscribers:
+            subscriber(event)
 
     def _emit_queue(self, deployment: Deployment, waited: float, admitted: bool) -> None:
         if self.events.wants(QueueWaited):
