@@ -76,11 +76,6 @@ class JSONLines:
         return (self._stamp_prefix + _THREE_DIGITS[micros // 1000]
                 + _THREE_DIGITS[micros % 1000] + "Z")
 
-    def write(self, fields: dict[str, Any]) -> None:
-        """One line from ``fields``, stamped with the time now."""
-        fields["timestamp"] = self.timestamp()
-        self.append(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
-
     def append(self, line: bytes) -> None:
         """A rendered line (ending in a newline), written with the next batch."""
         pending = self._pending

@@ -64,8 +64,8 @@ class Tallies:
     metrics subscriber makes them inline, not through ``inc``/``observe``, on its
     hottest path); ``touch()``, once per batch of updates, makes sure a flush follows
     within ``FLUSH_DELAY`` (that path calls it only while ``scheduled`` is false: the
-    check costs a tenth of the call). A flush visits every tally, touched or not: there are a few
-    per label set, and a flush runs at most five times a second."""
+    check costs a tenth of the call). A flush visits every tally, touched or not:
+    there are a few per label set, and a flush runs at most five times a second."""
 
     def __init__(self) -> None:
         self._tallies: list[CounterTally | HistogramTally] = []
