@@ -105,7 +105,7 @@ class AccessLog:
     Every request runs this, so the JSON line is made of two parts: the fields that
     vary per request (ids, times, tokens), rendered each time, and the rest (model,
     deployment, principal, status…), rendered once per combination and kept. Rendering
-    all sixteen fields cost a request twice as much.
+    all sixteen fields each time cost the subscriber about 40% more instructions.
     """
 
     handles = (RequestFinished,)
