@@ -39,6 +39,9 @@ class SpendLogConfig(BaseModel):
         "delete records older than this (checked hourly); unset keeps everything"))
 
 
+_UNKNOWN: Any = object()  # a deployment this book has no entry for (None is "free")
+
+
 class Prices:
     """Deployment name → its price (None: free or unknown), resolved once at start-up."""
 
@@ -54,9 +57,8 @@ class Prices:
             self._by_model.setdefault(model.name, price)
 
     def for_call(self, deployment: str | None, model: str | None) -> Price | None:
-        if deployment is not None and deployment in self._by_deployment:
-            return self._by_deployment[deployment]
-        return self._by_model.get(model or "")
+        price = self._by_deployment.get(deployment, _UNKNOWN)  # type: ignore[arg-type]
+        return self._by_model.get(model or "") if price is _UNKNOWN else price
 
 
 _ID_PREFIX = secrets.token_hex(8)  # per process: with a counter, unique without uuid4's cost
@@ -82,17 +84,20 @@ def new_record_id() -> str:
 
 
 def cost_of(ctx: CallContext, prices: Prices) -> float:
-    """US$ for this call, from the usage it reported; cached on the context."""
-    cached = ctx.state.get("cost")
-    if cached is not None:
-        return float(cached)
+    """US$ for this call, from the usage it reported; kept on the context (``ctx.cost``), so
+    the limits policy and the spend record charge the same number, computed once."""
+    value = ctx.cost
+    if value is not None:
+        return value
     usage = ctx.usage
-    if usage is None or ctx.state.get("cache") == "hit" or ctx.state.get("replayed"):
+    state = ctx.state  # usually empty: its look-ups are skipped then
+    if usage is None or (state and (state.get("cache") == "hit" or state.get("replayed"))):
         value = 0.0
     else:
         price = prices.for_call(ctx.deployment, ctx.served_model or ctx.model)
-        value = cost(price, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
-    ctx.state["cost"] = value
+        value = 0.0 if price is None else cost(price, usage.prompt_tokens,
+                                               usage.completion_tokens, usage.cached_tokens)
+    ctx.cost = value
     return value
 
 

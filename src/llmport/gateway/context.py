@@ -39,6 +39,7 @@ class CallContext:
     first_token_at: float | None = None
     skipped_chunks: int = 0  # malformed upstream stream events dropped
     usage: Usage | None = None
+    cost: float | None = None  # US$, once priced (accounting.spend.cost_of)
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # policies add
     outbound_headers: dict[bytes, bytes] = field(default_factory=dict)  # e.g. the traceparent
     trace_id: str | None = None
