@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -84,6 +85,26 @@ def test_bodies_are_logged_only_when_asked_and_redacted(tmp_path: Path,
     assert "Hello from the fake upstream" in bodies[0]["response"]
 
 
+def test_access_line_timestamp_is_now_to_the_millisecond() -> None:
+    import datetime as dt
+    import time
+
+    from llmport.observability.logging import JSONLines
+
+    lines = JSONLines(io.BytesIO())
+    for _ in range(3):  # formatted afresh, then from the kept millisecond, then afresh again
+        before = int(time.time() * 1000)
+        stamp = lines.timestamp()
+        again = lines.timestamp()
+        after = int(time.time() * 1000)
+        parsed = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert stamp.endswith("Z") and parsed.utcoffset() == dt.timedelta(0)
+        assert before <= round(parsed.timestamp() * 1000) <= after
+        assert before <= round(dt.datetime.fromisoformat(
+            again.replace("Z", "+00:00")).timestamp() * 1000) <= after
+        time.sleep(0.0015)  # the next round is in another millisecond
+
+
 async def test_access_lines_are_batched_and_flushed() -> None:
     import asyncio
     import io
@@ -104,7 +125,7 @@ async def test_access_lines_are_batched_and_flushed() -> None:
     await asyncio.sleep(JSONLines.DELAY * 3)
     written = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["request_id"] for line in written] == ["a", "b"]
-    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", line["timestamp"])
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["timestamp"])
                for line in written)
     lines.append(rendered("c"))
     lines.flush()  # at shutdown: what is pending is written at once

@@ -61,20 +61,25 @@ class JSONLines:
     def __init__(self, stream: Any = None) -> None:
         self._stream = stream if stream is not None else sys.stderr.buffer
         self._pending: list[bytes] = []
-        self._stamp_second = -1
-        self._stamp_prefix = ""
+        self._stamp_milli = self._stamp_second = -1
+        self._stamp_prefix = self._stamp = ""
 
     def timestamp(self) -> str:
-        """Now, as structlog's ISO ``timestamp`` (UTC, microseconds)."""
-        now = time.time()
-        second = int(now)
-        if second != self._stamp_second:  # the date and time, formatted once a second
-            self._stamp_second = second
-            self._stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-        # The microseconds from two table look-ups: half the instructions of a "%06d".
-        micros = int((now - second) * 1e6)
-        return (self._stamp_prefix + _THREE_DIGITS[micros // 1000]
-                + _THREE_DIGITS[micros % 1000] + "Z")
+        """Now, in ISO 8601 (UTC) to the millisecond, as access logs usually are.
+
+        The date and time are formatted once a second, the milliseconds once per
+        millisecond: at thousands of requests a second most lines share the previous
+        line's stamp, which cost a fifth of the line when formatted each time.
+        """
+        milli = int(time.time() * 1000)
+        if milli != self._stamp_milli:
+            self._stamp_milli = milli
+            second, rest = divmod(milli, 1000)
+            if second != self._stamp_second:
+                self._stamp_second = second
+                self._stamp_prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+            self._stamp = self._stamp_prefix + _THREE_DIGITS[rest] + "Z"
+        return self._stamp
 
     def append(self, line: bytes) -> None:
         """A rendered line (ending in a newline), written with the next batch."""
