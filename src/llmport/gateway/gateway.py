@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from pathlib import Path
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -159,14 +160,14 @@ class Gateway:
         subscribers = self._on_finished
         if not subscribers:
             return
-        latency = ctx.elapsed()
-        if isinstance(error, LLMPortError):
-            error_type: str | None = type(error).__name__
-            message: str | None = error.message
-        elif error is not None:
-            error_type, message = type(error).__name__, str(error)
+        latency = perf_counter() - ctx.started
+        if error is None:
+            error_type: str | None = None
+            message: str | None = None
+        elif isinstance(error, LLMPortError):
+            error_type, message = type(error).__name__, error.message
         else:
-            error_type = message = None
+            error_type, message = type(error).__name__, str(error)
         overhead = ctx.overhead_s
         event = RequestFinished(ctx, status, error_type, message, latency,
                                 latency - ctx.upstream_s if overhead is None else overhead,

@@ -219,29 +219,58 @@ class LimitsPolicy:
                                                  ctx.request_id))
 
 
-_RATE_HEADER_NAMES = {kind: (f"x-ratelimit-limit-{kind}".encode(),
-                             f"x-ratelimit-remaining-{kind}".encode(),
-                             f"x-ratelimit-reset-{kind}".encode())
-                      for kind in ("requests", "tokens")}
+_REQUESTS_HEADERS = (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests",
+                     b"x-ratelimit-reset-requests")
+_TOKENS_HEADERS = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens",
+                   b"x-ratelimit-reset-tokens")
 
 
 def _rate_headers(plan: _Plan, admission: Admission) -> list[tuple[bytes, bytes]]:
     """OpenAI's ``x-ratelimit-*`` headers, for the tightest request and token windows."""
-    tightest: dict[str, ItemState] = {}
+    requests: ItemState | None = None
+    tokens: ItemState | None = None
     for (kind, _), state in zip(plan.kinds, admission.windows, strict=True):
-        best = tightest.get(kind)
-        if best is None or state.limit - state.used < best.limit - best.used:
-            tightest[kind] = state
+        if kind == "requests":
+            if requests is None or state.limit - state.used < requests.limit - requests.used:
+                requests = state
+        elif tokens is None or state.limit - state.used < tokens.limit - tokens.used:
+            tokens = state
     headers: list[tuple[bytes, bytes]] = []
-    for kind in ("requests", "tokens"):
-        tight = tightest.get(kind)
+    for names, tight in ((_REQUESTS_HEADERS, requests), (_TOKENS_HEADERS, tokens)):
         if tight is not None:
-            limit_name, remaining_name, reset_name = _RATE_HEADER_NAMES[kind]
             left = tight.limit - tight.used
-            headers += ((limit_name, b"%d" % tight.limit),
-                        (remaining_name, b"%d" % (left if left > 0 else 0)),
-                        (reset_name, _duration(tight.reset_s).encode()))
+            headers += ((names[0], _count_text(tight.limit)),
+                        (names[1], b"%d" % left if left > 0 else b"0"),
+                        (names[2], _reset_text(tight.reset_s)))
     return headers
+
+
+# Every request sends these headers, and formatting numbers was most of their cost: the
+# limits (a few per deployment) and the resets of minute windows (rounded to the
+# hundredth of a second, at most 6,000 of them) are formatted once and kept.
+_COUNTS: dict[float, bytes] = {}
+_RESETS: dict[int, bytes] = {}
+_KEPT_COUNTS = 1024
+
+
+def _count_text(limit: float) -> bytes:
+    text = _COUNTS.get(limit)
+    if text is None:
+        if len(_COUNTS) >= _KEPT_COUNTS:
+            _COUNTS.clear()
+        text = _COUNTS[limit] = b"%d" % limit
+    return text
+
+
+def _reset_text(seconds: float) -> bytes:
+    """``_duration`` as header bytes, to the hundredth of a second."""
+    if seconds >= 60:
+        return _duration(seconds).encode()
+    hundredths = round(seconds * 100) if seconds > 0 else 0
+    text = _RESETS.get(hundredths)
+    if text is None:
+        text = _RESETS[hundredths] = _duration(hundredths / 100).encode()
+    return text
 
 
 def _duration(seconds: float) -> str:
