@@ -43,9 +43,16 @@ def request_id_from(headers: RawHeaders) -> str:
     """The client's ``x-request-id`` when it is sane, else a new one."""
     for key, value in headers:
         if key == b"x-request-id":
-            if 0 < len(value) <= 128 and value.isascii() and value.decode().isprintable():
-                return value.decode()
-            break
+            return sane_request_id(value)
+    return new_request_id()
+
+
+def sane_request_id(given: bytes | None) -> str:
+    """``given`` (a client's ``x-request-id``) when it is sane, else a new id."""
+    if given is not None and 0 < len(given) <= 128 and given.isascii():
+        text = given.decode()
+        if text.isprintable():
+            return text
     return new_request_id()
 
 

@@ -23,7 +23,7 @@ from llmport.api.asgi import (
     Send,
     error_headers,
     read_body,
-    request_id_from,
+    sane_request_id,
     send_response,
 )
 from llmport.errors import LLMPortError
@@ -81,9 +81,9 @@ class ProxyRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
-        ctx = CallContext(request_id_from(scope["headers"]), self.endpoint, {}, None, "",
-                          headers=scope["headers"], client_ip=client[0] if client else None,
-                          dialect=self.dialect.name)
+        ctx = CallContext("", self.endpoint, {}, None, "", headers=scope["headers"],
+                          client_ip=client[0] if client else None, dialect=self.dialect.name)
+        ctx.request_id = sane_request_id(ctx.header(b"x-request-id"))
         status: int = 200
         error: BaseException | None = None
         guard: DisconnectGuard | None = None

@@ -51,13 +51,18 @@ class CallContext:
     # Run by the API layer once the response is over (sent, failed or abandoned): policies
     # settle what they took at admission (token corrections, spend, concurrency leases).
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The headers by name, made at the first header() call: a request asks for five or
+    # six (request id, credentials, priority, idempotency key, traceparent…), and a scan
+    # of a real client's dozen and more headers for each cost more than one dict.
+    _by_name: dict[bytes, bytes] | None = field(default=None, init=False, repr=False)
 
     def header(self, name: bytes) -> bytes | None:
-        """A request header by lower-case name (ASGI keeps them lower-case)."""
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        """A request header by lower-case name (ASGI keeps them lower-case); the first of
+        repeated ones."""
+        by_name = self._by_name
+        if by_name is None:
+            by_name = self._by_name = dict(reversed(self.headers))
+        return by_name.get(name)
 
     @property
     def include_usage(self) -> bool:

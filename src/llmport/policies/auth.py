@@ -28,15 +28,13 @@ MASTER = Principal(id="master", kind="master", name="master key", is_admin=True)
 
 
 def credential(ctx: CallContext) -> bytes | None:
-    """The API key a client sent: ``Authorization: Bearer …`` or ``x-api-key: …``."""
-    for key, value in ctx.headers:
-        if key == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                return token.strip()
-        elif key == b"x-api-key" and value:
-            return value
-    return None
+    """The API key a client sent: ``Authorization: Bearer …`` or else ``x-api-key: …``."""
+    authorization = ctx.header(b"authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.partition(b" ")
+        if scheme.lower() == b"bearer" and token.strip():
+            return token.strip()
+    return ctx.header(b"x-api-key") or None
 
 
 class Authenticator:
