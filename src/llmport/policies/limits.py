@@ -245,9 +245,9 @@ def _rate_headers(plan: _Plan, admission: Admission) -> list[tuple[bytes, bytes]
     return headers
 
 
-# Every request sends these headers, and formatting numbers was most of their cost: the
-# limits (a few per deployment) and the resets of minute windows (rounded to the
-# hundredth of a second, at most 6,000 of them) are formatted once and kept.
+# Every request sends these headers, and formatting their numbers was a third of their
+# cost: the limits (a few per deployment) and the resets of minute windows (rounded to
+# the hundredth of a second, at most 6,000 of them) are formatted once and kept.
 _COUNTS: dict[float, bytes] = {}
 _RESETS: dict[int, bytes] = {}
 _KEPT_COUNTS = 1024
