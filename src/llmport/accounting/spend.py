@@ -95,8 +95,7 @@ def cost_of(ctx: CallContext, prices: Prices) -> float:
         value = 0.0
     else:
         price = prices.for_call(ctx.deployment, ctx.served_model or ctx.model)
-        value = 0.0 if price is None else cost(price, usage.prompt_tokens,
-                                               usage.completion_tokens, usage.cached_tokens)
+        value = cost(price, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     ctx.cost = value
     return value
 
