@@ -189,3 +189,43 @@ def test_an_unsampled_request_records_nothing_but_still_propagates(
     assert format(root.context.trace_id, "032x") == CLIENT_TRACE
     assert all(format(s.context.trace_id, "032x") == CLIENT_TRACE
                for s in memory.get_finished_spans())  # the unsampled request left no span
+
+
+def test_repeated_tracestate_fields_are_one_list_sent_upstream(fake: FakeOpenAI,
+                                                               start_gateway: Any) -> None:
+    server, memory = traced(fake, start_gateway)
+    parent = f"00-{CLIENT_TRACE}-b7ad6b7169203331-01"
+    response = httpx.post(server.url + "/v1/chat/completions",
+                          json={"model": "m", "messages": USER},
+                          headers=[("traceparent", parent), ("tracestate", "rojo=00f067aa0ba902b7"),
+                                   ("tracestate", "congo=t61rcWkgMzE")])
+    assert response.status_code == 200
+    root = next(s for s in spans_once_finished(memory) if s.name == "llmport.request")
+    assert format(root.context.trace_id, "032x") == CLIENT_TRACE
+    # Both fields, in the order they came, as one list (W3C: combined per RFC 7230).
+    assert list(root.context.trace_state.items()) == [("rojo", "00f067aa0ba902b7"),
+                                                      ("congo", "t61rcWkgMzE")]
+    sent = fake.history[-1].headers
+    assert sent.getall("tracestate") == ["rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"]
+    assert sent["traceparent"].split("-")[1] == CLIENT_TRACE
+
+
+def test_a_repeated_traceparent_restarts_the_trace(fake: FakeOpenAI,
+                                                   start_gateway: Any) -> None:
+    server, memory = traced(fake, start_gateway)
+    other = "4bf92f3577b34da6a3ce929d0e0e4736"
+    response = httpx.post(server.url + "/v1/chat/completions",
+                          json={"model": "m", "messages": USER},
+                          headers=[("traceparent", f"00-{CLIENT_TRACE}-b7ad6b7169203331-01"),
+                                   ("traceparent", f"00-{other}-00f067aa0ba902b7-01"),
+                                   ("tracestate", "congo=t61rcWkgMzE")])
+    assert response.status_code == 200
+    root = next(s for s in spans_once_finished(memory) if s.name == "llmport.request")
+    # Neither claimed parent is trusted: a new trace, and the client's tracestate is not
+    # carried (W3C: no tracestate without a valid traceparent).
+    assert root.parent is None
+    trace_id = format(root.context.trace_id, "032x")
+    assert trace_id not in (CLIENT_TRACE, other)
+    sent = fake.history[-1].headers
+    assert sent["traceparent"].split("-")[1] == trace_id
+    assert "tracestate" not in sent

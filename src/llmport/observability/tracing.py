@@ -117,8 +117,15 @@ class Tracing:
         return request
 
     def _client_parent(self, ctx: CallContext) -> SpanContext | None:
-        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in ctx.headers
-                   if k in (b"traceparent", b"tracestate")}
+        """The client's span context, as W3C Trace Context reads it: a repeated
+        ``traceparent`` is not trusted (the trace restarts), repeated ``tracestate``
+        fields are one list, joined in the order they came."""
+        parents = [v for k, v in ctx.headers if k == b"traceparent"]
+        if len(parents) != 1:
+            return None
+        carrier = {"traceparent": [parents[0].decode("latin-1")],
+                   "tracestate": [v.decode("latin-1") for k, v in ctx.headers
+                                  if k == b"tracestate"]}
         context = trace.get_current_span(self._propagator.extract(carrier)).get_span_context()
         return context if context.is_valid else None
 

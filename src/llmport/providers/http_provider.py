@@ -55,9 +55,12 @@ def request_head(ctx: CallContext, forwarded: tuple[bytes, ...]) -> bytes:
     ``forwarded`` and the gateway's own (its trace span), which win over the client's."""
     head = b"x-request-id: " + ctx.request_id.encode() + b"\r\n"
     outbound = ctx.outbound_headers
+    # A client's tracestate belongs to its traceparent: once the gateway sends its own
+    # traceparent, it sends the tracestate that goes with it, if any, and never the client's.
+    traced = b"traceparent" in outbound
     for key, value in ctx.headers:
         if key in forwarded and key not in outbound and b"\r" not in value \
-                and b"\n" not in value:
+                and b"\n" not in value and not (traced and key == b"tracestate"):
             head += key + b": " + value + b"\r\n"
     if outbound:  # made by the gateway, never from client input
         for key, value in outbound.items():
