@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmport.policies.limits import _count_text, _reset_text
+from llmport.policies.rate_headers import count_text, reset_text
 
 
 @pytest.mark.parametrize(("seconds", "text"), [
@@ -13,12 +13,12 @@ from llmport.policies.limits import _count_text, _reset_text
     (3725.0, b"1h2m5s"),
 ])
 def test_reset_is_openai_duration_to_the_hundredth(seconds: float, text: bytes) -> None:
-    assert _reset_text(seconds) == text
-    assert _reset_text(seconds) == text  # the kept text, the second time
+    assert reset_text(seconds) == text
+    assert reset_text(seconds) == text  # the kept text, the second time
 
 
 def test_limits_render_as_integers_and_are_kept() -> None:
-    assert _count_text(100_000_000.0) == b"100000000"
-    assert _count_text(100_000_000) == b"100000000"
-    assert _count_text(3.0) == b"3"
-    assert _count_text(3.0) is _count_text(3.0)  # formatted once
+    assert count_text(100_000_000.0) == b"100000000"
+    assert count_text(100_000_000) == b"100000000"
+    assert count_text(3.0) == b"3"
+    assert count_text(3.0) is count_text(3.0)  # formatted once

@@ -79,6 +79,7 @@ class BudgetBook:
         self.store = store
         self.db = db
         self._seeded: dict[str, float] = {}  # counter key → when to check it exists again
+        self.generation = 0  # changes with forget(): counters kept by callers are stale then
 
     async def counters(self, quotas: Sequence[Quota], now: float) -> list[tuple[Quota, str]]:
         out = []
@@ -106,6 +107,13 @@ class BudgetBook:
             self._seeded.clear()
         self._seeded[key] = now + RECHECK_SECONDS
 
+    def next_check(self, keys: Sequence[str]) -> float:
+        """When ``counters`` would next have work to do for these keys (seed or check one):
+        until then, a caller may keep the keys it returned for the same quotas and day."""
+        seeded = self._seeded
+        return min((seeded.get(key, 0.0) for key in keys), default=0.0)
+
     def forget(self) -> None:
         """Seed again on next use (after a budget reset)."""
         self._seeded.clear()
+        self.generation += 1

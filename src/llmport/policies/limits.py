@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -32,18 +32,20 @@ from llmport.gateway.context import CallContext
 from llmport.gateway.pipeline import Handler
 from llmport.observability.events import BudgetAlert, EventBus
 from llmport.policies.estimate import estimate_tokens
+from llmport.policies.rate_headers import duration, rate_headers
 from llmport.stores.base import (
     Admission,
     CounterCeiling,
-    ItemState,
     LeaseLimit,
     StateStore,
     WindowLimit,
 )
-from llmport.types import Chunk, JSONResult, Quota, Result, StreamResult
+from llmport.types import Chunk, JSONResult, Principal, Quota, Result, StreamResult
 
 log = structlog.get_logger("llmport.limits")
 NO_CEILING = 1e18  # a soft-only budget reads its counter without a hard limit
+MAX_KNOWN_LEVELS = 10_000  # (principal, model, IP) combinations kept; past it, start over
+MINUTE = 60  # the windows of rpm and tpm limits, in seconds
 
 
 class LimitsConfig(BaseModel):
@@ -56,30 +58,89 @@ class LimitsConfig(BaseModel):
         "seconds after which a concurrency slot held by a crashed replica is freed"))
 
 
+@dataclass(slots=True, eq=False)
+class _Levels:
+    """The limits of one principal on one model, as far as they are the same for every
+    request: the levels with a limit, and the store items they make (their keys, the
+    requests-per-minute windows, which take one request every time, and the kind of
+    each window). Made at a principal's first request for a model and kept, as
+    principals are; the limit objects are shared, which is safe as no store changes them.
+    """
+
+    # Per window, in the order taken: a fixed rpm window, or a tpm window's key and limit
+    # (its amount is each request's estimate).
+    windows: tuple[WindowLimit | tuple[str, float], ...]
+    kinds: tuple[tuple[str, Quota], ...]  # per window: ("requests" | "tokens", its level)
+    tokens: tuple[str, ...]  # the tpm windows' keys, which settlement corrects
+    leases: tuple[tuple[str, int], ...]  # key and limit
+    lease_quotas: tuple[Quota, ...]
+    budgeted: tuple[Quota, ...]
+    # The budgets' counters (``BudgetBook.counters``) and their ceilings, kept until the
+    # day changes (a period may begin), the book forgets its counters (a budget reset) or
+    # a counter is due for its existence check.
+    budgets: list[tuple[Quota, str]] = field(default_factory=list)
+    ceilings: list[CounterCeiling] = field(default_factory=list)
+    budgets_day: int = -1
+    budgets_generation: int = -1
+    budgets_until: float = 0.0
+
+
+def _levels_of(quotas: tuple[Quota, ...]) -> _Levels:
+    windows: list[WindowLimit | tuple[str, float]] = []
+    kinds: list[tuple[str, Quota]] = []
+    for quota in quotas:
+        if quota.rpm:
+            windows.append(WindowLimit(f"rl:{quota.scope}:rpm", quota.rpm, 1, MINUTE))
+            kinds.append(("requests", quota))
+        if quota.tpm:
+            windows.append((f"rl:{quota.scope}:tpm", quota.tpm))
+            kinds.append(("tokens", quota))
+    return _Levels(
+        tuple(windows), tuple(kinds),
+        tuple(w[0] for w in windows if isinstance(w, tuple)),
+        tuple((f"cc:{q.scope}", q.parallel) for q in quotas if q.parallel),
+        tuple(q for q in quotas if q.parallel),
+        tuple(q for q in quotas if q.max_budget is not None or q.soft_budget is not None))
+
+
 @dataclass(slots=True)
 class _Plan:
     """What one request took at admission, to settle afterwards."""
 
+    levels: _Levels
     estimate: int
-    windows: list[WindowLimit] = field(default_factory=list)
-    kinds: list[tuple[str, Quota]] = field(default_factory=list)  # per window: rpm | tpm
-    leases: list[LeaseLimit] = field(default_factory=list)
-    lease_quotas: list[Quota] = field(default_factory=list)
-    budgets: list[tuple[Quota, str]] = field(default_factory=list)
+    windows: list[WindowLimit]
+    leases: list[LeaseLimit]
+    lease_id: str
+    budgets: list[tuple[Quota, str]]
     spent_before: list[float] = field(default_factory=list)
     settled: bool = False
+
+    @property
+    def kinds(self) -> tuple[tuple[str, Quota], ...]:
+        return self.levels.kinds
+
+    @property
+    def lease_quotas(self) -> tuple[Quota, ...]:
+        return self.levels.lease_quotas
 
 
 class LimitsPolicy:
     def __init__(self, config: LimitsConfig, store: StateStore, budgets: BudgetBook,
-                 prices: Prices, events: EventBus) -> None:
+                 prices: Prices, events: EventBus,
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self._clock = clock  # epoch seconds
         self.store = store
         self.budgets = budgets
         self.prices = prices
         self.events = events
         self._ip_limited = any(v is not None for v in (
             config.ip_rpm_limit, config.ip_tpm_limit, config.ip_max_parallel_requests))
+        # By the identity of a principal's quotas (shared by its copies), the model and, when
+        # client IPs are limited, the IP. An entry holds the objects it was made from, so
+        # their ids cannot be reused while it is kept.
+        self._known: dict[tuple[int, int, str, str | None], tuple[Principal, _Levels]] = {}
 
     async def __call__(self, ctx: CallContext, call_next: Handler) -> Result:
         principal = ctx.principal
@@ -88,10 +149,10 @@ class LimitsPolicy:
             raise PermissionDeniedError(
                 f"This API key is not allowed to use the model `{ctx.model}`.",
                 param="model", code="model_not_allowed")
-        quotas = self._quotas(ctx)
-        if not quotas:
+        levels = self._levels(ctx)
+        if levels is None:
             return await call_next(ctx)
-        plan = await self._admit(ctx, quotas)
+        plan = await self._admit(ctx, levels)
         ctx.cleanups.append(lambda: self._settle(ctx, plan))  # failures and hang-ups
         result = await call_next(ctx)
         # Settled before the client has the whole answer, so its next request (to any
@@ -110,6 +171,24 @@ class LimitsPolicy:
             await chunks.aclose()  # type: ignore[attr-defined]
         await self._settle(ctx, plan)
 
+    def _levels(self, ctx: CallContext) -> _Levels | None:
+        """This request's levels (None: nothing limits it), made once per principal and model."""
+        principal = ctx.principal
+        ip = ctx.client_ip if self._ip_limited else None
+        key = (id(principal.quotas), id(principal.model_quotas), ctx.model, ip)
+        known = self._known.get(key)
+        if known is not None:
+            holder = known[0]
+            if holder.quotas is principal.quotas and holder.model_quotas is principal.model_quotas:
+                return known[1]
+        quotas = self._quotas(ctx)
+        levels = _levels_of(tuple(quotas)) if quotas else None
+        if levels is not None:
+            if len(self._known) >= MAX_KNOWN_LEVELS:
+                self._known.clear()
+            self._known[key] = (principal, levels)
+        return levels
+
     def _quotas(self, ctx: CallContext) -> list[Quota]:
         principal = ctx.principal
         quotas = list(principal.quotas)
@@ -123,27 +202,22 @@ class LimitsPolicy:
                                 parallel=config.ip_max_parallel_requests))
         return quotas
 
-    async def _admit(self, ctx: CallContext, quotas: list[Quota]) -> _Plan:
-        now = time.time()
-        plan = _Plan(estimate=estimate_tokens(ctx.body) if any(q.tpm for q in quotas) else 0)
-        lease_id = new_record_id()
-        for quota in quotas:
-            if quota.rpm:
-                plan.windows.append(WindowLimit(f"rl:{quota.scope}:rpm", quota.rpm, 1))
-                plan.kinds.append(("requests", quota))
-            if quota.tpm:
-                plan.windows.append(WindowLimit(f"rl:{quota.scope}:tpm", quota.tpm,
-                                                plan.estimate))
-                plan.kinds.append(("tokens", quota))
-            if quota.parallel:
-                plan.leases.append(LeaseLimit(f"cc:{quota.scope}", quota.parallel, lease_id,
-                                              self.config.lease_ttl))
-                plan.lease_quotas.append(quota)
-        plan.budgets = await self.budgets.counters(quotas, now)
-        ceilings = [CounterCeiling(key, NO_CEILING if q.max_budget is None else q.max_budget)
-                    for q, key in plan.budgets]
+    async def _admit(self, ctx: CallContext, levels: _Levels) -> _Plan:
+        now = self._clock()
+        estimate = estimate_tokens(ctx.body) if levels.tokens else 0
+        windows = [WindowLimit(w[0], w[1], estimate, MINUTE) if isinstance(w, tuple) else w
+                   for w in levels.windows]
+        if levels.leases:
+            lease_id, ttl = new_record_id(), self.config.lease_ttl
+            leases = [LeaseLimit(key, limit, lease_id, ttl) for key, limit in levels.leases]
+        else:
+            lease_id, leases = "", []
+        if levels.budgeted:
+            await self._budget_counters(levels, now)
+        ceilings = levels.ceilings
+        plan = _Plan(levels, estimate, windows, leases, lease_id, levels.budgets)
         try:
-            admission = await self.store.admit(plan.windows, plan.leases, ceilings, now=now)
+            admission = await self.store.admit(windows, leases, ceilings, now=now)
         except Exception as exc:  # fail closed: limits that cannot be checked are not waived
             log.error("the state store failed", error=f"{type(exc).__name__}: {exc}",
                       request_id=ctx.request_id)
@@ -153,13 +227,14 @@ class LimitsPolicy:
         if not admission.admitted:
             raise self._refusal(plan, admission, now)
         plan.spent_before = [state.used for state in admission.ceilings]
-        ctx.response_headers += _rate_headers(plan, admission)
+        ctx.response_headers += rate_headers(plan.kinds, admission.windows)
         return plan
 
     def _refusal(self, plan: _Plan, admission: Admission,
                  now: float) -> RateLimitError | BudgetExceededError:
         refused = admission.refused_by
-        headers = dict((k.decode(), v.decode()) for k, v in _rate_headers(plan, admission))
+        headers = dict((k.decode(), v.decode())
+                       for k, v in rate_headers(plan.kinds, admission.windows))
         for (kind, quota), state in zip(plan.kinds, admission.windows, strict=True):
             if state.key == refused:
                 if kind == "tokens" and plan.estimate > state.limit:
@@ -181,12 +256,31 @@ class LimitsPolicy:
         for (quota, _), state in zip(plan.budgets, admission.ceilings, strict=True):
             if state.key == refused:
                 end = period_end(quota.budget_period, now)
-                until = "" if end is None else f" It renews in {_duration(end - now)}."
+                until = "" if end is None else f" It renews in {duration(end - now)}."
                 return BudgetExceededError(
                     f"Budget exceeded for {_level(quota)}: ${state.used:.6g} spent of "
                     f"${state.limit:.6g} ({quota.budget_period}).{until}",
                     headers={} if end is None else {"retry-after": str(math.ceil(end - now))})
         return RateLimitError("Rate limit reached.", retry_after=admission.retry_after_s)
+
+    async def _budget_counters(self, levels: _Levels, now: float) -> None:
+        """Brings the levels' budget counters and ceilings up to date, when they may have
+        changed (a counter's key names its period's start, which moves at most daily)."""
+        book = self.budgets
+        day = int(now // 86_400)
+        if (day == levels.budgets_day and book.generation == levels.budgets_generation
+                and now < levels.budgets_until):
+            return
+        generation = book.generation
+        budgets = await book.counters(levels.budgeted, now)
+        keys = [key for _, key in budgets]
+        if [c.key for c in levels.ceilings] != keys:
+            levels.ceilings = [
+                CounterCeiling(key, NO_CEILING if q.max_budget is None else q.max_budget)
+                for q, key in budgets]
+        levels.budgets = budgets
+        levels.budgets_day, levels.budgets_generation = day, generation
+        levels.budgets_until = book.next_check(keys)
 
     async def _settle(self, ctx: CallContext, plan: _Plan) -> None:
         if plan.settled:
@@ -196,17 +290,22 @@ class LimitsPolicy:
         tokens = usage.total_tokens if usage is not None else 0
         if ctx.state.get("replayed"):
             tokens = 0
-        windows = [(w.key, float(tokens - plan.estimate), w.window_s)
-                   for w, (kind, _) in zip(plan.windows, plan.kinds, strict=True)
-                   if kind == "tokens" and tokens != plan.estimate]
+        levels = plan.levels
+        delta = float(tokens - plan.estimate)
+        windows = [(key, delta, MINUTE) for key in levels.tokens] if delta else []
         cost = cost_of(ctx, self.prices)
         counters = [(key, cost) for _, key in plan.budgets] if cost > 0 else []
-        releases = [(lease.key, lease.lease_id) for lease in plan.leases]
+        lease_id = plan.lease_id
+        releases = [(key, lease_id) for key, _ in levels.leases]
         if windows or counters or releases:
             await self.store.settle(windows, counters, releases)
         if cost > 0:
-            for (quota, _), before in zip(plan.budgets, plan.spent_before, strict=True):
-                self._alert(ctx, quota, before, cost)
+            for quota, before in zip(levels.budgeted, plan.spent_before, strict=True):
+                after = before + cost
+                soft, hard = quota.soft_budget, quota.max_budget
+                if (soft is not None and before < soft <= after) or (
+                        hard is not None and before < hard <= after):
+                    self._alert(ctx, quota, before, cost)
 
     def _alert(self, ctx: CallContext, quota: Quota, before: float, cost: float) -> None:
         for limit, kind in ((quota.soft_budget, "soft"), (quota.max_budget, "hard")):
@@ -217,71 +316,6 @@ class LimitsPolicy:
                 if self.events.wants(BudgetAlert):
                     self.events.emit(BudgetAlert(quota.scope, kind, limit, before + cost,
                                                  ctx.request_id))
-
-
-_REQUESTS_HEADERS = (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests",
-                     b"x-ratelimit-reset-requests")
-_TOKENS_HEADERS = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens",
-                   b"x-ratelimit-reset-tokens")
-
-
-def _rate_headers(plan: _Plan, admission: Admission) -> list[tuple[bytes, bytes]]:
-    """OpenAI's ``x-ratelimit-*`` headers, for the tightest request and token windows."""
-    requests: ItemState | None = None
-    tokens: ItemState | None = None
-    for (kind, _), state in zip(plan.kinds, admission.windows, strict=True):
-        if kind == "requests":
-            if requests is None or state.limit - state.used < requests.limit - requests.used:
-                requests = state
-        elif tokens is None or state.limit - state.used < tokens.limit - tokens.used:
-            tokens = state
-    headers: list[tuple[bytes, bytes]] = []
-    for names, tight in ((_REQUESTS_HEADERS, requests), (_TOKENS_HEADERS, tokens)):
-        if tight is not None:
-            left = tight.limit - tight.used
-            headers += ((names[0], _count_text(tight.limit)),
-                        (names[1], b"%d" % left if left > 0 else b"0"),
-                        (names[2], _reset_text(tight.reset_s)))
-    return headers
-
-
-# Every request sends these headers, and formatting their numbers was a third of their
-# cost: the limits (a few per deployment) and the resets of minute windows (rounded to
-# the hundredth of a second, at most 6,000 of them) are formatted once and kept.
-_COUNTS: dict[float, bytes] = {}
-_RESETS: dict[int, bytes] = {}
-_KEPT_COUNTS = 1024
-
-
-def _count_text(limit: float) -> bytes:
-    text = _COUNTS.get(limit)
-    if text is None:
-        if len(_COUNTS) >= _KEPT_COUNTS:
-            _COUNTS.clear()
-        text = _COUNTS[limit] = b"%d" % limit
-    return text
-
-
-def _reset_text(seconds: float) -> bytes:
-    """``_duration`` as header bytes, to the hundredth of a second."""
-    if seconds >= 60:
-        return _duration(seconds).encode()
-    hundredths = round(seconds * 100) if seconds > 0 else 0
-    text = _RESETS.get(hundredths)
-    if text is None:
-        text = _RESETS[hundredths] = _duration(hundredths / 100).encode()
-    return text
-
-
-def _duration(seconds: float) -> str:
-    """OpenAI's reset format: ``20ms``, ``1.5s``, ``6m0s``."""
-    if seconds < 1:
-        return f"{max(0, round(seconds * 1000))}ms"
-    if seconds < 60:
-        return f"{seconds:.3g}s"
-    minutes, rest = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return (f"{hours}h" if hours else "") + f"{minutes}m{rest}s"
 
 
 def _level(quota: Quota) -> str:
