@@ -22,24 +22,29 @@ def estimate_input_tokens(request: dict[str, Any]) -> int:
     """The documented estimate for an OpenAI-form chat request."""
     chars = 0
     attachments = 0
-    for message in request.get("messages") or ():
+    messages = request.get("messages") or ()
+    for message in messages:  # every admitted request with a TPM limit runs this loop
         if not isinstance(message, dict):
             continue
         content = message.get("content")
         if isinstance(content, str):
             chars += len(content)
-        for part in content if isinstance(content, list) else ():
-            if isinstance(part, dict) and part.get("type") == "text":
-                chars += len(part.get("text") or "")
-            else:
-                attachments += 1
-        for call in message.get("tool_calls") or ():
-            function = call.get("function") or {}
-            chars += len(function.get("name") or "") + len(function.get("arguments") or "")
-    for tool in request.get("tools") or ():
-        chars += len(orjson.dumps(tool.get("function") or {}))
-    messages = len(request.get("messages") or ())
-    return (math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * messages
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "text":
+                    chars += len(part.get("text") or "")
+                else:
+                    attachments += 1
+        calls = message.get("tool_calls")
+        if calls:
+            for call in calls:
+                function = call.get("function") or {}
+                chars += len(function.get("name") or "") + len(function.get("arguments") or "")
+    tools = request.get("tools")
+    if tools:
+        for tool in tools:
+            chars += len(orjson.dumps(tool.get("function") or {}))
+    return (math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(messages)
             + TOKENS_PER_ATTACHMENT * attachments)
 
 

@@ -166,30 +166,46 @@ class MemoryStore:
     async def admit(self, windows: Sequence[WindowLimit] = (), leases: Sequence[LeaseLimit] = (),
                     ceilings: Sequence[CounterCeiling] = (),
                     now: float | None = None) -> Admission:
-        # The hot path: called once per request, so written for few calls and allocations.
+        # The hot path: called once per request for every limit of every level, so written
+        # for few calls and allocations (helpers inlined, the bucket computed once per size).
         if now is None:
             now = time.time()
         if now > self._latest_now:
             self._latest_now = now
-        if self._clock() >= self._next_sweep:
+        mono = self._clock()
+        if mono >= self._next_sweep:
             self.sweep()
         refused_by: str | None = None
         retry = 0.0
 
         ceiling_states: list[ItemState] = []
+        strings = self._strings
         for ceiling in ceilings:
-            value = self._number(ceiling.key)
+            key = ceiling.key
+            entry = strings.get(key)
+            if entry is None:
+                value = 0.0
+            elif entry[1] <= mono:  # expired (no expiry is +inf)
+                del strings[key]
+                value = 0.0
+            else:
+                raw = entry[0]
+                value = raw if raw.__class__ is float else float(raw)
             if value >= ceiling.ceiling:
                 if refused_by is None:
-                    refused_by = ceiling.key
+                    refused_by = key
                 retry = OTHER_RETRY_AFTER_S
-            ceiling_states.append(ItemState(ceiling.key, ceiling.ceiling, value, 0.0))
+            ceiling_states.append(ItemState(key, ceiling.ceiling, value, 0.0))
 
         store = self._windows
         checked: list[tuple[WindowLimit, _Window, int]] = []
+        window_s = bucket_s = 0.0
+        current = 0
         for limit in windows:
-            bucket_s = limit.window_s / BUCKETS
-            current = floor(now / bucket_s)
+            if limit.window_s != window_s:
+                window_s = limit.window_s
+                bucket_s = window_s / BUCKETS
+                current = floor(now / bucket_s)
             window = store.get(limit.key)
             if window is None:
                 window = _Window(bucket_s)
@@ -204,8 +220,9 @@ class MemoryStore:
             checked.append((limit, window, current))
 
         held: list[tuple[LeaseLimit, _Leases]] = []
+        pools = self._leases
         for lease in leases:
-            pool = self._leases.get(lease.key)
+            pool = pools.get(lease.key)
             if pool is None:
                 pool = _Leases()
             elif now >= pool.next_expiry:
@@ -221,19 +238,30 @@ class MemoryStore:
         lease_states: list[ItemState] = []
         if refused_by is None:
             for limit, window, current in checked:
-                window.add(current, limit.amount)
+                amount = float(limit.amount)
+                indexes = window.indexes
+                if not indexes:
+                    indexes.append(current)
+                    window.amounts.append(amount)
+                    store[limit.key] = window  # new, or emptied by a prune
+                elif indexes[-1] >= current:  # (a clock that stepped back: the newest bucket)
+                    window.amounts[-1] += amount
+                else:
+                    indexes.append(current)
+                    window.amounts.append(amount)
+                window.total += amount
                 window.expires = now + limit.window_s + window.bucket_s
-                store[limit.key] = window
                 # The oldest bucket usually has usage: skip the general search then.
                 if window.amounts[0] > 0:
-                    reset = (window.indexes[0] + BUCKETS) * window.bucket_s - now
+                    reset = (indexes[0] + BUCKETS) * window.bucket_s - now
                     reset = reset if reset > 0 else 0.0
                 else:
                     reset = window.reset_s(now)
                 window_states.append(ItemState(limit.key, limit.limit, window.total, reset))
             for lease, pool in held:
                 pool.take(lease.lease_id, now + lease.ttl_s)
-                self._leases[lease.key] = pool
+                if len(pool.held) == 1:
+                    pools[lease.key] = pool  # new, or emptied by releases
                 lease_states.append(ItemState(lease.key, lease.limit, float(len(pool.held)), 0.0))
             return Admission(True, tuple(window_states), tuple(lease_states),
                              tuple(ceiling_states), None, 0.0)
@@ -248,32 +276,46 @@ class MemoryStore:
     async def settle(self, windows: Sequence[tuple[str, float, int]] = (),
                      counters: Sequence[tuple[str, float]] = (),
                      releases: Sequence[tuple[str, str]] = (), now: float | None = None) -> None:
+        # Once per request, like admit: helpers inlined.
         if now is None:
             now = time.time()
-        self._tick(now)
+        if now > self._latest_now:
+            self._latest_now = now
+        mono = self._clock()
+        if mono >= self._next_sweep:
+            self.sweep()
+        store = self._windows
         for key, delta, window_s in windows:
             bucket_s = window_s / BUCKETS
             current = floor(now / bucket_s)
-            window = self._windows.get(key)
+            window = store.get(key)
             if window is None:
                 if delta <= 0:
                     continue
-                window = self._windows[key] = _Window(bucket_s)
-            window.prune(current)
+                window = store[key] = _Window(bucket_s)
+            elif window.indexes and window.indexes[0] <= current - BUCKETS:
+                window.prune(current)
             if delta >= 0:
                 window.add(current, delta)
                 window.expires = now + window_s + bucket_s
             else:
                 window.take(-delta)
+        strings = self._strings
         for key, delta in counters:
-            value, expires = self._live_string(key)
-            self._strings[key] = ((0.0 if value is None else _as_float(value)) + delta, expires)
+            entry = strings.get(key)
+            if entry is None or entry[1] <= mono:  # absent or expired: counts from zero
+                strings[key] = (0.0 + delta, _INF)
+            else:
+                raw = entry[0]
+                strings[key] = ((raw if raw.__class__ is float else float(raw)) + delta,
+                                entry[1])
+        pools = self._leases
         for key, lease_id in releases:
-            pool = self._leases.get(key)
+            pool = pools.get(key)
             if pool is not None:
                 pool.held.pop(lease_id, None)
                 if not pool.held:
-                    del self._leases[key]
+                    del pools[key]
 
     # --- counters and values ------------------------------------------------------------
 
@@ -371,27 +413,12 @@ class MemoryStore:
             return None, _INF
         return entry
 
-    def _number(self, key: str) -> float:
-        entry = self._strings.get(key)
-        if entry is None:
-            return 0.0
-        value, expires = entry
-        if expires != _INF and expires <= self._clock():
-            del self._strings[key]
-            return 0.0
-        return _as_float(value)
-
     def _live_record(self, key: str) -> _Record | None:
         record = self._records.get(key)
         if record is not None and record.expires <= self._clock():
             del self._records[key]
             return None
         return record
-
-    def _tick(self, now: float) -> None:
-        if now > self._latest_now:
-            self._latest_now = now
-        self._maybe_sweep()
 
     def _maybe_sweep(self) -> None:
         if self._clock() >= self._next_sweep:
