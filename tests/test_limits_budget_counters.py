@@ -3,6 +3,7 @@ move to a new period's counter, and still re-seed a counter the store lost, on t
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -126,3 +127,30 @@ async def test_a_forgotten_book_seeds_the_counter_again_at_once(db: Database) ->
     clock.now = NOON + 1  # within the recheck time: only forgetting makes it seed again
     await request(limits, who)
     assert await store.get_counter(key) == pytest.approx(0.251)
+
+
+class CountingDatabase(Database):
+    """The real database, counting how often a budget's spend is summed."""
+
+    sums = 0
+
+    async def spend_total(self, *args: Any, **kwargs: Any) -> float:
+        self.sums += 1
+        return await super().spend_total(*args, **kwargs)
+
+
+async def test_requests_arriving_together_seed_a_counter_once(tmp_path: Path) -> None:
+    database = CountingDatabase(f"sqlite+aiosqlite:///{tmp_path / 'spend.db'}")
+    await database.upgrade()
+    try:
+        await database.insert_spend([SPENT])
+        store = MemoryStore()
+        book = BudgetBook(store, database)
+        quota = principal("monthly").quotas[0]
+        answers = await asyncio.gather(*(book.counters([quota], NOON) for _ in range(20)))
+        key = counter_key(quota, NOON)
+        assert all(answer == [(quota, key)] for answer in answers)
+        assert database.sums == 1  # one sum of the spend log, not one per request
+        assert await store.get_counter(key) == pytest.approx(0.25)
+    finally:
+        await database.aclose()

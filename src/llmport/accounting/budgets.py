@@ -10,6 +10,7 @@ process checks again once a minute that its counters still exist).
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import datetime as dt
 import functools
@@ -80,6 +81,7 @@ class BudgetBook:
         self.db = db
         self._seeded: dict[str, float] = {}  # counter key → when to check it exists again
         self.generation = 0  # changes with forget(): counters kept by callers are stale then
+        self._seeding: dict[str, asyncio.Future[None]] = {}
 
     async def counters(self, quotas: Sequence[Quota], now: float) -> list[tuple[Quota, str]]:
         out = []
@@ -88,9 +90,19 @@ class BudgetBook:
                 continue
             key = counter_key(quota, now)
             if self._seeded.get(key, 0.0) < now:
-                await self._seed(quota, key, now)
+                await self._seed_once(quota, key, now)
             out.append((quota, key))
         return out
+
+    async def _seed_once(self, quota: Quota, key: str, now: float) -> None:
+        """``_seed``, once for all the requests that need the same counter at the same time:
+        a process starting under load would otherwise ask the store, and sum the spend log,
+        once per request in flight."""
+        pending = self._seeding.get(key)
+        if pending is None:
+            pending = self._seeding[key] = asyncio.ensure_future(self._seed(quota, key, now))
+            pending.add_done_callback(lambda _: self._seeding.pop(key, None))
+        await asyncio.shield(pending)  # one request giving up does not cancel it for the rest
 
     async def _seed(self, quota: Quota, key: str, now: float) -> None:
         if await self.store.get_counter(key) is None:

@@ -68,7 +68,22 @@ def _ms(seconds: float) -> int:
 
 
 def _num(value: float) -> str:
+    """A number as the scripts read it: a float's repr, which is exact."""
     return repr(float(value))
+
+
+_LIMIT_NUMBERS: dict[float, str] = {}
+
+
+def _limit_num(value: float) -> str:
+    """``_num`` of an admission's limits, amounts and times to live: a few distinct values,
+    sent with every request for every level, so each is formatted once and kept."""
+    text = _LIMIT_NUMBERS.get(value)
+    if text is None:
+        if len(_LIMIT_NUMBERS) >= 1024:
+            _LIMIT_NUMBERS.clear()
+        text = _LIMIT_NUMBERS[value] = repr(float(value))
+    return text
 
 
 class RedisStore:
@@ -131,11 +146,11 @@ class RedisStore:
         keys += [p + w.key for w in windows]
         keys += [p + lease.key for lease in leases]
         args: list[str | int] = [repr(float(now)), len(ceilings), len(windows), len(leases)]
-        args += [_num(c.ceiling) for c in ceilings]
+        args += [_limit_num(c.ceiling) for c in ceilings]
         for w in windows:
-            args += (_num(w.limit), _num(w.amount), w.window_s)
+            args += (_limit_num(w.limit), _limit_num(w.amount), w.window_s)
         for lease in leases:
-            args += (lease.limit, lease.lease_id, _num(lease.ttl_s))
+            args += (lease.limit, lease.lease_id, _limit_num(lease.ttl_s))
         refused, retry, *values = map(float, (await self._limits.submit("a", keys, args)
                                               ).split(b","))
         nc, nw = len(ceilings), len(windows)
