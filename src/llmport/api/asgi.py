@@ -108,8 +108,12 @@ class DisconnectGuard:
     def __init__(self, receive: Receive) -> None:
         self.disconnected = False
         self._closed = False
-        self._task = asyncio.current_task()
-        self._watcher = asyncio.ensure_future(self._watch(receive))
+        task = self._task = asyncio.current_task()
+        # The task's own loop: ensure_future would ask asyncio for it again (a getpid()
+        # system call each time in CPython 3.11).
+        watch = self._watch(receive)
+        self._watcher = task.get_loop().create_task(watch) if task is not None \
+            else asyncio.ensure_future(watch)
 
     async def _watch(self, receive: Receive) -> None:
         while True:

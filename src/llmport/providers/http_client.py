@@ -96,7 +96,7 @@ class HTTPClient:
         if head is None:
             head = self.heads[(method, path)] = b"%s %s%s HTTP/1.1\r\n%s" % (
                 method, self.base_path.encode(), path.encode(), self.fixed_head)
-        response = Response(connection, limits, deadline)
+        response = Response(connection, limits, deadline, loop)
         connection.response = response
         connection.transport.write(  # type: ignore[union-attr]
             b"%s%scontent-length: %d\r\n\r\n%s" % (head, extra_head, len(body), body))
@@ -163,7 +163,8 @@ class HTTPClient:
 
     def release(self, connection: Connection, reusable: bool) -> None:
         if reusable and not connection.closed and not self.closed:
-            connection.idle_since = asyncio.get_running_loop().time()
+            # The connection's loop: in CPython 3.11 each get_running_loop() is a getpid().
+            connection.idle_since = connection.loop.time()  # type: ignore[union-attr]
             self.idle.append(connection)
         else:
             connection.abort()

@@ -43,9 +43,11 @@ class Connection(asyncio.Protocol):
         self.response: Response | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.loop = asyncio.get_running_loop()
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -92,7 +94,8 @@ class Connection(asyncio.Protocol):
 class Response:
     """Status, headers (names lower-cased) and the body as it arrives."""
 
-    def __init__(self, connection: Connection, limits: Limits, deadline: float) -> None:
+    def __init__(self, connection: Connection, limits: Limits, deadline: float,
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.connection = connection
         self.limits = limits
         # The parser holds this response's bound methods: a reference cycle, broken (parser set
@@ -110,7 +113,7 @@ class Response:
         self.paused = False
         self.reusable = False
         self.waiter: asyncio.Future[None] | None = None
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop  # the caller's: asking asyncio again costs a getpid() system call
         self.deadline = self.loop.call_at(deadline, self.time_out, "did not finish within",
                                           limits.total)
 
