@@ -14,15 +14,12 @@ counters and idempotency records run on ``clock`` (monotonic by default).
 
 from __future__ import annotations
 
-import math
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from math import floor
 
 from llmport.stores.base import (
     BUCKETS,
-    MIN_RETRY_AFTER_S,
     OTHER_RETRY_AFTER_S,
     Admission,
     Claim,
@@ -33,107 +30,7 @@ from llmport.stores.base import (
     deliver,
     format_number,
 )
-
-_INF = math.inf
-
-
-class _Window:
-    """Buckets oldest first (``indexes[i]`` holds ``amounts[i]``) and their running total."""
-
-    __slots__ = ("amounts", "bucket_s", "expires", "indexes", "total")
-
-    def __init__(self, bucket_s: float) -> None:
-        self.bucket_s = bucket_s
-        self.indexes: deque[int] = deque()
-        self.amounts: deque[float] = deque()
-        self.total = 0.0
-        self.expires = 0.0
-
-    def prune(self, current: int) -> None:
-        indexes = self.indexes
-        if indexes and indexes[0] <= current - BUCKETS:
-            amounts = self.amounts
-            while indexes and indexes[0] <= current - BUCKETS:
-                indexes.popleft()
-                amounts.popleft()
-            # Recomputed rather than subtracted, so rounding cannot drift over a long life.
-            self.total = sum(amounts) if amounts else 0.0
-
-    def add(self, current: int, amount: float) -> None:
-        amount = float(amount)
-        indexes = self.indexes
-        # A clock that stepped back adds to the newest bucket (as the Redis script does).
-        if indexes and indexes[-1] >= current:
-            self.amounts[-1] += amount
-        else:
-            indexes.append(current)
-            self.amounts.append(amount)
-        self.total += amount
-
-    def take(self, amount: float) -> None:
-        """Remove ``amount`` from the newest buckets first, none below zero."""
-        amounts = self.amounts
-        i = len(amounts) - 1
-        while amount > 0 and i >= 0:
-            taken = min(amounts[i], amount)
-            amounts[i] -= taken
-            amount -= taken
-            self.total -= taken  # subtracted, as the Redis script does (prune recounts)
-            i -= 1
-
-    def reset_s(self, now: float) -> float:
-        if self.total <= 0:
-            return 0.0
-        for index, amount in zip(self.indexes, self.amounts, strict=True):
-            if amount > 0:
-                reset = (index + BUCKETS) * self.bucket_s - now
-                return reset if reset > 0 else 0.0
-        return 0.0
-
-    def retry_after_s(self, amount: float, limit: float, now: float, window_s: float) -> float:
-        """Seconds until enough usage leaves the window for ``amount`` to fit."""
-        if amount > limit:
-            return float(window_s)
-        need = self.total + amount - limit
-        gone = 0.0
-        leaves = float(window_s)
-        for index, bucket in zip(self.indexes, self.amounts, strict=True):
-            if bucket <= 0:
-                continue
-            gone += bucket
-            leaves = (index + BUCKETS) * self.bucket_s - now
-            if gone >= need:
-                break
-        return max(leaves, MIN_RETRY_AFTER_S)
-
-
-class _Leases:
-    __slots__ = ("held", "next_expiry")
-
-    def __init__(self) -> None:
-        self.held: dict[str, float] = {}
-        self.next_expiry = _INF
-
-    def prune(self, now: float) -> None:
-        if now >= self.next_expiry:
-            self.held = {lease: expiry for lease, expiry in self.held.items() if expiry > now}
-            self.next_expiry = min(self.held.values(), default=_INF)
-
-    def take(self, lease_id: str, expiry: float) -> None:
-        self.held[lease_id] = expiry
-        if expiry < self.next_expiry:
-            self.next_expiry = expiry
-
-
-class _Record:
-    __slots__ = ("expires", "fingerprint", "response", "state")
-
-    def __init__(self, state: str, fingerprint: str, response: bytes | None,
-                 expires: float) -> None:
-        self.state = state
-        self.fingerprint = fingerprint
-        self.response = response
-        self.expires = expires
+from llmport.stores.memory_items import INF, Leases, Record, Window
 
 
 class MemoryStore:
@@ -147,10 +44,10 @@ class MemoryStore:
         self._sweep_interval_s = sweep_interval_s
         self._next_sweep = clock() + sweep_interval_s
         self._latest_now = 0.0
-        self._windows: dict[str, _Window] = {}
-        self._leases: dict[str, _Leases] = {}
+        self._windows: dict[str, Window] = {}
+        self._leases: dict[str, Leases] = {}
         self._strings: dict[str, tuple[float | bytes, float]] = {}
-        self._records: dict[str, _Record] = {}
+        self._records: dict[str, Record] = {}
         self._subscribers: dict[str, list[Callable[[bytes], None]]] = {}
 
     @property
@@ -198,7 +95,7 @@ class MemoryStore:
             ceiling_states.append(ItemState(key, ceiling.ceiling, value, 0.0))
 
         store = self._windows
-        checked: list[tuple[WindowLimit, _Window, int]] = []
+        checked: list[tuple[WindowLimit, Window, int]] = []
         window_s = bucket_s = 0.0
         current = 0
         for limit in windows:
@@ -208,7 +105,7 @@ class MemoryStore:
                 current = floor(now / bucket_s)
             window = store.get(limit.key)
             if window is None:
-                window = _Window(bucket_s)
+                window = Window(bucket_s)
             elif window.indexes and window.indexes[0] <= current - BUCKETS:
                 window.prune(current)
             if window.total + limit.amount > limit.limit:
@@ -219,12 +116,12 @@ class MemoryStore:
                     retry = wait
             checked.append((limit, window, current))
 
-        held: list[tuple[LeaseLimit, _Leases]] = []
+        held: list[tuple[LeaseLimit, Leases]] = []
         pools = self._leases
         for lease in leases:
             pool = pools.get(lease.key)
             if pool is None:
-                pool = _Leases()
+                pool = Leases()
             elif now >= pool.next_expiry:
                 pool.prune(now)
             if len(pool.held) >= lease.limit and lease.lease_id not in pool.held:
@@ -292,7 +189,7 @@ class MemoryStore:
             if window is None:
                 if delta <= 0:
                     continue
-                window = store[key] = _Window(bucket_s)
+                window = store[key] = Window(bucket_s)
             elif window.indexes and window.indexes[0] <= current - BUCKETS:
                 window.prune(current)
             if delta >= 0:
@@ -304,7 +201,7 @@ class MemoryStore:
         for key, delta in counters:
             entry = strings.get(key)
             if entry is None or entry[1] <= mono:  # absent or expired: counts from zero
-                strings[key] = (0.0 + delta, _INF)
+                strings[key] = (0.0 + delta, INF)
             else:
                 raw = entry[0]
                 strings[key] = ((raw if raw.__class__ is float else float(raw)) + delta,
@@ -364,7 +261,7 @@ class MemoryStore:
         self._maybe_sweep()
         record = self._live_record(key)
         if record is None:
-            self._records[key] = _Record("running", fingerprint, None,
+            self._records[key] = Record("running", fingerprint, None,
                                          self._clock() + running_ttl_s)
             return Claim("new")
         if record.fingerprint != fingerprint:
@@ -377,7 +274,7 @@ class MemoryStore:
         record = self._live_record(key)
         if record is not None and record.fingerprint != fingerprint:
             return
-        self._records[key] = _Record("done", fingerprint, bytes(response), self._clock() + ttl_s)
+        self._records[key] = Record("done", fingerprint, bytes(response), self._clock() + ttl_s)
 
     async def abandon(self, key: str, fingerprint: str) -> None:
         record = self._live_record(key)
@@ -402,18 +299,18 @@ class MemoryStore:
     # --- expiry -------------------------------------------------------------------------
 
     def _expiry(self, ttl_s: float | None) -> float:
-        return _INF if ttl_s is None else self._clock() + ttl_s
+        return INF if ttl_s is None else self._clock() + ttl_s
 
     def _live_string(self, key: str) -> tuple[float | bytes | None, float]:
         entry = self._strings.get(key)
         if entry is None:
-            return None, _INF
+            return None, INF
         if entry[1] <= self._clock():
             del self._strings[key]
-            return None, _INF
+            return None, INF
         return entry
 
-    def _live_record(self, key: str) -> _Record | None:
+    def _live_record(self, key: str) -> Record | None:
         record = self._records.get(key)
         if record is not None and record.expires <= self._clock():
             del self._records[key]
