@@ -18,7 +18,8 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from llmport.accounting.journal import SpendJournal, _lock
+from llmport.accounting.journal import SpendJournal
+from llmport.accounting.journal_segments import lock
 from tests.support.journal_crash import SQLiteSink, record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -349,9 +350,9 @@ async def test_a_segment_deleted_after_another_opened_it_is_not_taken_for_an_orp
     # and takes the lock only after the owner let go of it.
     fd = os.open(tmp_path / "journal" / name, os.O_RDONLY)
     try:
-        assert not _lock(fd)  # still held by its owner
+        assert not lock(fd)  # still held by its owner
         await journal.flush()
-        assert not _lock(fd)  # free now, but deleted: its records are in the sink already
+        assert not lock(fd)  # free now, but deleted: its records are in the sink already
     finally:
         os.close(fd)
 

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from llmport.accounting.journal import SEGMENT_NAME
+from llmport.accounting.journal_segments import SEGMENT_NAME
 from tests.support.admin import Admin, tenancy_config
 from tests.support.databases import fresh_postgres, postgres_query
 from tests.support.processes import LLMPortProcess

@@ -33,18 +33,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import os
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 import structlog
 
-SEGMENT_NAME = re.compile(r"spend-\d+-\d+\.jsonl")
+from llmport.accounting.journal_segments import SEGMENT_NAME, Segment, lock, read_records
+
 MAX_BACKOFF = 30.0  # seconds between retries of a failing sink, at most
 ORPHAN_SCAN_INTERVAL = 10.0  # seconds between scans for dead processes' segments
 _DUMPS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
@@ -56,58 +54,10 @@ class SpendSink(Protocol):
         ...
 
 
-@dataclass(slots=True, eq=False)
-class _Segment:
-    path: Path
-    fd: int
-    records: int = 0  # lines in the file (an adopted segment's are known once it was read)
-    committed: int = 0  # records at the head of the file already in the sink
-    size: int = 0  # bytes written (the active segment's)
-    torn: bool = False  # a short write left a partial line that could not be cut off
-    warned: bool = False
-
-
 def _log() -> Any:
     # Journal logs are rare; a fresh proxy honours the current structlog configuration even
     # where loggers are cached on first use (so tests can capture them).
     return structlog.get_logger("llmport.journal")
-
-
-def _lock(fd: int) -> bool:
-    """Take the segment's lock without waiting; False if it is held or the file was deleted."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return os.fstat(fd).st_nlink > 0
-
-
-def _read_records(fd: int) -> tuple[list[dict[str, Any]], int]:
-    """The segment's records, and how many lines could not be read (a torn last line)."""
-    size = os.fstat(fd).st_size
-    chunks: list[bytes] = []
-    offset = 0
-    while offset < size:
-        chunk = os.pread(fd, size - offset, offset)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        offset += len(chunk)
-    records: list[dict[str, Any]] = []
-    unreadable = 0
-    for line in b"".join(chunks).split(b"\n"):
-        if not line:
-            continue
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            unreadable += 1
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-        else:
-            unreadable += 1
-    return records, unreadable
 
 
 class SpendJournal:
@@ -122,8 +72,8 @@ class SpendJournal:
         self.flush_interval = flush_interval
         self.batch_size = batch_size
         self.orphan_scan_interval = ORPHAN_SCAN_INTERVAL
-        self._active: _Segment | None = None
-        self._closed: list[_Segment] = []  # rotated or adopted, locked until deleted
+        self._active: Segment | None = None
+        self._closed: list[Segment] = []  # rotated or adopted, locked until deleted
         self._unwritten: list[bytes] = []  # lines the disk refused, oldest first
         self._write_failing = False
         self._pid = os.getpid()
@@ -240,7 +190,7 @@ class SpendJournal:
             except Exception:
                 _log().exception("spend journal flush failed")
 
-    def _write(self, segment: _Segment, line: bytes) -> None:
+    def _write(self, segment: Segment, line: bytes) -> None:
         if segment.torn:
             line = b"\n" + line  # end the partial line left by a failed write
         written = os.write(segment.fd, line)
@@ -279,7 +229,7 @@ class SpendJournal:
             self._write_failing = False
             _log().info("spend journal writes work again", records=written)
 
-    def _open_segment(self) -> _Segment:
+    def _open_segment(self) -> Segment:
         for _ in range(1000):
             self._seq += 1
             path = self.directory / f"spend-{self._pid}-{self._seq}.jsonl"
@@ -287,8 +237,8 @@ class SpendJournal:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
             except FileExistsError:  # a dead process with the same pid left it
                 continue
-            if _lock(fd):
-                return _Segment(path, fd)
+            if lock(fd):
+                return Segment(path, fd)
             # Another process's scan took it for an orphan before we locked it; it deletes it.
             os.close(fd)
         raise OSError(errno.EEXIST, f"no free segment name in {self.directory}")
@@ -300,7 +250,7 @@ class SpendJournal:
             return
         if old is not None and reopen and old.records == 0 and not old.torn:
             return
-        new: _Segment | None = None
+        new: Segment | None = None
         if reopen:
             try:
                 new = self._open_segment()
@@ -335,8 +285,8 @@ class SpendJournal:
                 _log().warning("spend journal cannot open a segment", path=str(path),
                                error=str(exc))
                 continue
-            if _lock(fd):
-                self._closed.append(_Segment(path, fd))
+            if lock(fd):
+                self._closed.append(Segment(path, fd))
                 adopted += 1
             else:
                 os.close(fd)
@@ -363,9 +313,9 @@ class SpendJournal:
 
     async def _commit_segments(self) -> None:
         batch: list[dict[str, Any]] = []
-        parts: list[tuple[_Segment, int]] = []  # how many of each segment's records are in batch
+        parts: list[tuple[Segment, int]] = []  # how many of each segment's records are in batch
         for segment in list(self._closed):
-            records, unreadable = await asyncio.to_thread(_read_records, segment.fd)
+            records, unreadable = await asyncio.to_thread(read_records, segment.fd)
             if unreadable and not segment.warned:
                 segment.warned = True
                 _log().warning("spend journal skipped unreadable lines (a torn write)",
@@ -385,7 +335,7 @@ class SpendJournal:
         if batch:
             await self._insert(batch, parts)
 
-    async def _insert(self, batch: list[dict[str, Any]], parts: list[tuple[_Segment, int]]) -> None:
+    async def _insert(self, batch: list[dict[str, Any]], parts: list[tuple[Segment, int]]) -> None:
         self._inserted += await self.sink.insert_spend(batch)
         for segment, count in parts:
             segment.committed += count
@@ -400,7 +350,7 @@ class SpendJournal:
             self._inserted += await self.sink.insert_spend([orjson.loads(line) for line in lines])
             del self._unwritten[:len(lines)]
 
-    def _delete(self, segment: _Segment) -> None:
+    def _delete(self, segment: Segment) -> None:
         if segment not in self._closed:
             return  # already deleted by the insert that committed its last records
         try:
