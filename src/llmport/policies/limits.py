@@ -299,7 +299,7 @@ class LimitsPolicy:
         releases = [(key, lease_id) for key, _ in levels.leases]
         if windows or counters or releases:
             await self.store.settle(windows, counters, releases)
-        if cost > 0:
+        if cost > 0:  # alerts: _alert is called only for a threshold this request crossed
             for quota, before in zip(levels.budgeted, plan.spent_before, strict=True):
                 after = before + cost
                 soft, hard = quota.soft_budget, quota.max_budget
