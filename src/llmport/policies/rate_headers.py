@@ -7,6 +7,7 @@ a second, at most 6,000 of them).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from llmport.stores.base import ItemState
@@ -43,18 +44,12 @@ def rate_headers(kinds: Sequence[tuple[str, object]], windows: Sequence[ItemStat
 
 
 # Formatting the numbers was a third of the headers' cost: see the module's docstring.
-_COUNTS: dict[float, bytes] = {}
-_RESETS: dict[int, bytes] = {}
-_KEPT_COUNTS = 1024
+_RESETS: dict[int, bytes] = {}  # at most 6,000: hundredths of a second below a minute
 
 
+@functools.lru_cache(maxsize=1024)
 def count_text(limit: float) -> bytes:
-    text = _COUNTS.get(limit)
-    if text is None:
-        if len(_COUNTS) >= _KEPT_COUNTS:
-            _COUNTS.clear()
-        text = _COUNTS[limit] = b"%d" % limit
-    return text
+    return b"%d" % limit
 
 
 def reset_text(seconds: float) -> bytes:

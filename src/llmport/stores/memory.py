@@ -64,7 +64,7 @@ class MemoryStore:
                     ceilings: Sequence[CounterCeiling] = (),
                     now: float | None = None) -> Admission:
         # The hot path: called once per request for every limit of every level, so written
-        # for few calls and allocations (helpers inlined, the bucket computed once per size).
+        # for few calls and allocations (the bucket computed once per window size).
         if now is None:
             now = time.time()
         if now > self._latest_now:
@@ -135,22 +135,13 @@ class MemoryStore:
         lease_states: list[ItemState] = []
         if refused_by is None:
             for limit, window, current in checked:
-                amount = float(limit.amount)
-                indexes = window.indexes
-                if not indexes:
-                    indexes.append(current)
-                    window.amounts.append(amount)
+                if not window.indexes:
                     store[limit.key] = window  # new, or emptied by a prune
-                elif indexes[-1] >= current:  # (a clock that stepped back: the newest bucket)
-                    window.amounts[-1] += amount
-                else:
-                    indexes.append(current)
-                    window.amounts.append(amount)
-                window.total += amount
+                window.add(current, limit.amount)
                 window.expires = now + limit.window_s + window.bucket_s
                 # The oldest bucket usually has usage: skip the general search then.
                 if window.amounts[0] > 0:
-                    reset = (indexes[0] + BUCKETS) * window.bucket_s - now
+                    reset = (window.indexes[0] + BUCKETS) * window.bucket_s - now
                     reset = reset if reset > 0 else 0.0
                 else:
                     reset = window.reset_s(now)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import random
 import time
@@ -72,18 +73,11 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-_LIMIT_NUMBERS: dict[float, str] = {}
-
-
+@functools.lru_cache(maxsize=1024)
 def _limit_num(value: float) -> str:
     """``_num`` of an admission's limits, amounts and times to live: a few distinct values,
     sent with every request for every level, so each is formatted once and kept."""
-    text = _LIMIT_NUMBERS.get(value)
-    if text is None:
-        if len(_LIMIT_NUMBERS) >= 1024:
-            _LIMIT_NUMBERS.clear()
-        text = _LIMIT_NUMBERS[value] = repr(float(value))
-    return text
+    return repr(float(value))
 
 
 class RedisStore:
