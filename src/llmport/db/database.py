@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -22,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from llmport.db import migrations, reports
-from llmport.db.bulk import SpendInsert
+from llmport.db.bulk import SpendInsert, SQLiteSpendWriter
 from llmport.db.models import (
     TENANT_MODELS,
     ApiKey,
@@ -58,8 +57,10 @@ class Database:
     def __init__(self, url: str) -> None:
         self._url = url
         self.dialect = make_url(url).get_backend_name()
+        path = make_url(url).database
+        sqlite_file = self.dialect == "sqlite" and path not in (None, "", ":memory:")
         options: dict[str, Any] = {"pool_pre_ping": self.dialect != "sqlite"}
-        if self.dialect == "sqlite" and make_url(url).database not in (None, "", ":memory:"):
+        if sqlite_file:
             # SQLite takes one writer at a time and each pooled connection keeps its own page
             # cache (and aiosqlite thread): two stay open, bursts borrow a few more.
             options.update(pool_size=2, max_overflow=8)
@@ -67,6 +68,11 @@ class Database:
         if self.dialect == "sqlite":
             configure_sqlite(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._spend_insert = SpendInsert(self.engine.dialect)
+        # On a SQLite file the spend log has a connection of its own (see SQLiteSpendWriter);
+        # an in-memory database is one connection's alone, so it keeps the engine's.
+        self._spend_writer = (SQLiteSpendWriter(str(path), self._spend_insert,
+                                                SQLITE_BUSY_TIMEOUT_MS) if sqlite_file else None)
 
     @property
     def url(self) -> str:
@@ -90,6 +96,8 @@ class Database:
         return True
 
     async def aclose(self) -> None:
+        if self._spend_writer is not None:
+            await self._spend_writer.close()
         await self.engine.dispose()
 
     # tenants
@@ -190,12 +198,10 @@ class Database:
         if not records:
             return 0
         rows = [spend_row(record) for record in records]
+        if self._spend_writer is not None:
+            return await self._spend_writer.insert(rows)
         async with self.engine.begin() as connection:
             return await self._spend_insert.run(connection, rows)
-
-    @functools.cached_property
-    def _spend_insert(self) -> SpendInsert:
-        return SpendInsert(self.engine.dialect)
 
     async def spend_total(self, column: SpendColumn, value: str, since: datetime | None) -> float:
         """Sum of cost for that tenant since ``since`` (None = all time)."""
