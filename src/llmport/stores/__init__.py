@@ -41,7 +41,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "RedisStore":
-        from llmport.stores.redis import RedisStore
+        from llmport.lean_imports import redis_store
 
-        return RedisStore
+        return redis_store()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

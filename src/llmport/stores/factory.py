@@ -19,9 +19,9 @@ def open_store(url: str | None, prefix: str = "llmport:") -> StateStore:
     if url is None:
         return MemoryStore(prefix)
     if url.lower().startswith(REDIS_SCHEMES):
-        from llmport.stores.redis import RedisStore
+        from llmport.lean_imports import redis_store
 
-        return RedisStore.from_url(url, prefix)
+        return redis_store().from_url(url, prefix)
     scheme = url.split("://", 1)[0] if "://" in url else url
     raise ValueError(f"unsupported state store URL {scheme!r}: expected "
                      "redis://, rediss:// or unix://")
