@@ -1,7 +1,9 @@
 """The Lua scripts behind ``RedisStore``: each check-and-update runs inside Redis, atomically.
 
-``admit`` and ``settle`` are Lua functions of (KEYS, ARGV); ``BATCH`` runs a
-sequence of them in one script call (see ``redis_batch.py``).
+``admit`` and ``settle`` are Lua functions of (KEYS, ARGV, k, a): their keys start at
+``KEYS[k]`` and their arguments at ``ARGV[a]``, so ``BATCH`` runs a sequence of them in one
+script call (see ``redis_batch.py``) over its own arrays, without copying each operation's
+keys and arguments out first (that copying was ~5% of the script's time).
 """
 
 # Shared Lua: bucket arithmetic identical to MemoryStore's (same IEEE operations).
@@ -159,24 +161,26 @@ local function retry_after(key, total, amount, limit, now, window_s, bucket_s)
 end
 """
 
-# KEYS: ceilings, windows, leases. ARGV: now, #ceilings, #windows, #leases, then per ceiling:
-# ceiling; per window: limit, amount, window_s; per lease: limit, lease_id, ttl_s.
-# Returns {refused (1-based over KEYS, 0 = admitted), retry_after, ceiling values,
+# KEYS from k: ceilings, windows, leases. ARGV from a: now, #ceilings, #windows, #leases, then
+# per ceiling: ceiling; per window: limit, amount, window_s; per lease: limit, lease_id, ttl_s.
+# Returns {refused (1-based over its own keys, 0 = admitted), retry_after, ceiling values,
 # window (used, reset) pairs, lease counts}.
 _ADMIT_FUNCTION = """
-local function admit(KEYS, ARGV)
-  local now = tonumber(ARGV[1])
-  local nc, nw, nl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local function admit(KEYS, ARGV, k, a)
+  local now_text = ARGV[a]
+  local now = tonumber(now_text)
+  local nc, nw, nl = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local refused, retry = 0, 0
-  local a, k = 5, 1
+  local k0 = k
+  a = a + 4
   local out = {}
 
   if nc > 0 then
-    local values = redis.call('MGET', unpack(KEYS, 1, nc))
+    local values = redis.call('MGET', unpack(KEYS, k, k + nc - 1))
     for i = 1, nc do
       local value = tonumber(values[i] or '0')
       if value >= tonumber(ARGV[a]) then
-        if refused == 0 then refused = k end
+        if refused == 0 then refused = k - k0 + 1 end
         retry = 1.0
       end
       out[#out + 1] = values[i] or '0'  -- as stored: INCRBYFLOAT writes a number Redis parses
@@ -191,7 +195,7 @@ local function admit(KEYS, ARGV)
     local current = math.floor(now / bucket_s)
     local w = open_window(KEYS[k], current)
     if w.total + amount > limit then
-      if refused == 0 then refused = k end
+      if refused == 0 then refused = k - k0 + 1 end
       local wait = retry_after(KEYS[k], w.total, amount, limit, now, window_s, bucket_s)
       if wait > retry then retry = wait end
     end
@@ -203,11 +207,11 @@ local function admit(KEYS, ARGV)
   local leases = {}
   for i = 1, nl do
     local key, limit = KEYS[k], tonumber(ARGV[a])
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[1])
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now_text)
     local count = redis.call('ZCARD', key)
     -- At the limit, only a lease renewing itself is let through.
     if count >= limit and not redis.call('ZSCORE', key, ARGV[a + 1]) then
-      if refused == 0 then refused = k end
+      if refused == 0 then refused = k - k0 + 1 end
       if retry < 1.0 then retry = 1.0 end
     end
     leases[i] = {key = key, id = ARGV[a + 1], ttl_s = tonumber(ARGV[a + 2]), count = count}
@@ -241,13 +245,13 @@ local function admit(KEYS, ARGV)
 end
 """
 
-# KEYS: windows, counters, leases. ARGV: now, #windows, #counters, #leases, then per window:
-# delta, window_s; per counter: delta; per lease: lease_id.
+# KEYS from k: windows, counters, leases. ARGV from a: now, #windows, #counters, #leases, then
+# per window: delta, window_s; per counter: delta; per lease: lease_id.
 _SETTLE_FUNCTION = """
-local function settle(KEYS, ARGV)
-  local now = tonumber(ARGV[1])
-  local nw, nc, nl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-  local a, k = 5, 1
+local function settle(KEYS, ARGV, k, a)
+  local now = tonumber(ARGV[a])
+  local nw, nc, nl = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  a = a + 4
   for i = 1, nw do
     local key, delta, window_s = KEYS[k], tonumber(ARGV[a]), tonumber(ARGV[a + 1])
     if delta ~= 0 then  -- (MemoryStore adds an empty bucket for 0: nothing it can observe)
@@ -290,19 +294,16 @@ local results = {}
 for i = 1, n do
   local kind = fields[3 * i - 1]
   local nk, na = tonumber(fields[3 * i]), tonumber(fields[3 * i + 1])
-  local keys, args = {}, {}
-  for j = 1, nk do keys[j] = KEYS[k + j - 1] end
-  for j = 1, na do args[j] = fields[a + j - 1] end
-  k, a = k + nk, a + na
   if kind == 'a' then
-    local r = admit(keys, args)
+    local r = admit(KEYS, fields, k, a)
     local line = tostring(r[1]) .. ',' .. r[2]
     if #r[3] > 0 then line = line .. ',' .. table.concat(r[3], ',') end
     results[i] = line
   else
-    settle(keys, args)
+    settle(KEYS, fields, k, a)
     results[i] = '1'
   end
+  k, a = k + nk, a + na
 end
 return table.concat(results, ';')
 """
