@@ -9,7 +9,7 @@ import asyncio
 import itertools
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import pytest
 
 from llmport.db.bulk import SQLiteSpendWriter
 from llmport.db.database import Database
+from llmport.db.models import spend_row
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -73,40 +74,92 @@ async def test_a_failing_row_in_a_later_chunk_leaves_none_of_the_batch(db: Datab
     assert stored_ids(db) == {row["id"] for row in good}
 
 
-async def test_the_loop_turns_between_chunks(db: Database) -> None:
+class Watched:
+    """A writer's connection that notes the loop's turn at each chunk and advances a clock."""
+
+    def __init__(self, connection: sqlite3.Connection, on_chunk: Callable[[], None]) -> None:
+        self.connection = connection
+        self.on_chunk = on_chunk
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.connection, name)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        self.on_chunk()
+        return self.connection.executemany(sql, rows)
+
+
+async def write_watched(db: Database, clock: Callable[[], float], rows: int,
+                        on_chunk: Callable[[], None], on_turn: Callable[[], None]) -> int:
+    """Insert ``rows`` records through a writer on ``clock`` while a task turns the loop."""
+    path = db.engine.url.database
+    assert path
+    writer = SQLiteSpendWriter(path, db._spend_insert, 1000, clock=clock)
+    await writer.insert([spend_row(record())])  # opens its connection
+    assert writer._connection is not None
+    writer._connection = Watched(writer._connection, on_chunk)  # type: ignore[assignment]
+
+    async def turning() -> None:
+        while True:
+            on_turn()
+            await asyncio.sleep(0)
+
+    turner = asyncio.create_task(turning())
+    try:
+        return await writer.insert([spend_row(record()) for _ in range(rows)])
+    finally:
+        turner.cancel()
+        await writer.close()
+
+
+async def test_the_loop_turns_once_the_writers_slice_is_used(db: Database) -> None:
+    now = 0.0
     turns = 0
     seen: list[int] = []  # the loop's turns when each chunk was written
 
-    class Watched:
-        def __init__(self, connection: sqlite3.Connection) -> None:
-            self.connection = connection
+    def clock() -> float:
+        nonlocal now
+        now += 0.001  # every reading finds the 0.5 ms slice used
+        return now
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.connection, name)
-
-        def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
-            seen.append(turns)
-            return self.connection.executemany(sql, rows)
-
-    async def count_turns() -> None:
+    def on_turn() -> None:
         nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
+        turns += 1
 
-    writer = db._spend_writer
-    assert writer is not None
-    await db.insert_spend([record()])  # opens the writer's connection
-    assert writer._connection is not None
-    writer._connection = Watched(writer._connection)  # type: ignore[assignment]
-    counter = asyncio.create_task(count_turns())
-    try:
-        batch = [record() for _ in range(10 * SQLiteSpendWriter.CHUNK)]
-        assert await db.insert_spend(batch) == len(batch)
-    finally:
-        counter.cancel()
-    assert len(seen) == 10
+    chunks = 10
+    added = await write_watched(db, clock, chunks * SQLiteSpendWriter.CHUNK,
+                                lambda: seen.append(turns), on_turn)
+    assert added == chunks * SQLiteSpendWriter.CHUNK
+    assert len(seen) == chunks
     assert all(later > earlier for earlier, later in itertools.pairwise(seen))
+
+
+async def test_the_writer_takes_a_share_of_long_turns(db: Database) -> None:
+    """When the rest of the loop takes 20 ms a turn, the writer's slice grows to 15% of that:
+    a fixed 0.5 ms slice fell behind the requests at high concurrency."""
+    now = 0.0
+    turns = 0
+    seen: list[int] = []
+
+    def on_chunk() -> None:
+        nonlocal now
+        seen.append(turns)
+        now += 0.0001  # a chunk takes 0.1 ms
+
+    def on_turn() -> None:
+        nonlocal now, turns
+        turns += 1
+        now += 0.020  # the rest of a turn takes 20 ms
+
+    chunks = 200
+    added = await write_watched(db, lambda: now, chunks * SQLiteSpendWriter.CHUNK, on_chunk,
+                                on_turn)
+    assert added == chunks * SQLiteSpendWriter.CHUNK
+    per_turn = [len(list(group)) for _, group in itertools.groupby(seen)]
+    assert len(per_turn) > 1  # it did let the loop turn
+    # 15% of 20 ms is 3 ms: 30 chunks a turn (a fixed 0.5 ms slice would write 5)
+    assert max(per_turn[1:-1]) >= 25
+    assert max(per_turn) <= 31
 
 
 async def test_waiting_for_another_writer_does_not_block_the_loop(db: Database) -> None:
@@ -183,3 +236,24 @@ async def test_close_ends_an_open_transaction(db: Database) -> None:
         probe.execute("ROLLBACK")
     finally:
         probe.close()
+
+
+async def test_the_wal_is_checkpointed_in_the_background(db: Database) -> None:
+    """The writer's connection never checkpoints on commit (that could stall the loop); a
+    passive checkpoint in a thread copies its commits into the database file."""
+    path = db.engine.url.database
+    assert path
+    writer = SQLiteSpendWriter(path, db._spend_insert, 1000)
+    writer.CHECKPOINT_INTERVAL_S = 0.0
+    try:
+        assert await writer.insert([spend_row(record()) for _ in range(100)]) == 100
+        assert writer._checkpoint is not None
+        await writer._checkpoint
+    finally:
+        await writer.close()
+    # The database file alone, without its WAL: the rows are there only if checkpointed.
+    file_only = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        assert file_only.execute("SELECT count(*) FROM spend_log").fetchone() == (100,)
+    finally:
+        file_only.close()
