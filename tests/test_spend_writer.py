@@ -257,3 +257,21 @@ async def test_the_wal_is_checkpointed_in_the_background(db: Database) -> None:
         assert file_only.execute("SELECT count(*) FROM spend_log").fetchone() == (100,)
     finally:
         file_only.close()
+
+
+async def test_two_writers_on_one_file_take_turns(db: Database) -> None:
+    """Two workers' writers (each its own connection, as in two processes): while one holds
+    the write lock across its slices, the other's BEGIN waits and tries again; both batches
+    land whole."""
+    path = db.engine.url.database
+    assert path
+    first = SQLiteSpendWriter(path, db._spend_insert, 5000)
+    second = SQLiteSpendWriter(path, db._spend_insert, 5000)
+    batches = [[spend_row(record()) for _ in range(3000)] for _ in range(2)]
+    try:
+        added = await asyncio.gather(first.insert(batches[0]), second.insert(batches[1]))
+    finally:
+        await first.close()
+        await second.close()
+    assert added == [3000, 3000]
+    assert stored_ids(db) == {row["id"] for batch in batches for row in batch}
