@@ -9,6 +9,7 @@ from typing import Any
 import openai
 import pytest
 
+from llmport.db.database import Database
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.servers import GatewayServer
@@ -121,3 +122,13 @@ async def prefix() -> AsyncIterator[str]:
     name = unique_prefix()
     yield name
     await delete_prefixed(name)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated SQLite database file of the test's own (test_db.py has its own, on both
+    backends)."""
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'spend.db'}")
+    await database.upgrade()
+    yield database
+    await database.aclose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +38,6 @@ class Clock:
     def __call__(self) -> float:
         return self.now
 
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'spend.db'}")
-    await database.upgrade()
-    yield database
-    await database.aclose()
 
 
 def policy(db: Database, clock: Clock) -> tuple[LimitsPolicy, MemoryStore]:

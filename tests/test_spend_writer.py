@@ -9,9 +9,8 @@ import asyncio
 import itertools
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,13 +27,6 @@ def record(**fields: Any) -> dict[str, Any]:
             "principal_kind": "key", "endpoint": "/v1/chat/completions", "model": "gpt-4o",
             "status": 200, **fields}
 
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'spend.db'}")
-    await database.upgrade()
-    yield database
-    await database.aclose()
 
 
 def stored_ids(db: Database) -> set[str]:
