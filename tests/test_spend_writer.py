@@ -17,7 +17,6 @@ import pytest
 
 from llmport.db.bulk import SQLiteSpendWriter
 from llmport.db.database import Database
-from llmport.db.models import spend_row
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -66,6 +65,17 @@ async def test_a_failing_row_in_a_later_chunk_leaves_none_of_the_batch(db: Datab
     assert stored_ids(db) == {row["id"] for row in good}
 
 
+async def test_a_refused_record_in_a_later_chunk_leaves_none_of_the_batch(db: Database) -> None:
+    """Records become rows chunk by chunk, inside the transaction: one that ``spend_row``
+    refuses fails the whole batch, as it did when every record was converted first."""
+    batch = [record() for _ in range(3 * SQLiteSpendWriter.CHUNK)]
+    batch[-1]["colour"] = "red"
+    with pytest.raises(ValueError, match="unknown fields: colour"):
+        await db.insert_spend(batch)
+    assert stored_ids(db) == set()
+    assert await db.insert_spend(batch[:2]) == 2
+
+
 class Watched:
     """A writer's connection that notes the loop's turn at each chunk and advances a clock."""
 
@@ -87,7 +97,7 @@ async def write_watched(db: Database, clock: Callable[[], float], rows: int,
     path = db.engine.url.database
     assert path
     writer = SQLiteSpendWriter(path, db._spend_insert, 1000, clock=clock)
-    await writer.insert([spend_row(record())])  # opens its connection
+    await writer.insert([record()])  # opens its connection
     assert writer._connection is not None
     writer._connection = Watched(writer._connection, on_chunk)  # type: ignore[assignment]
 
@@ -98,7 +108,7 @@ async def write_watched(db: Database, clock: Callable[[], float], rows: int,
 
     turner = asyncio.create_task(turning())
     try:
-        return await writer.insert([spend_row(record()) for _ in range(rows)])
+        return await writer.insert([record() for _ in range(rows)])
     finally:
         turner.cancel()
         await writer.close()
@@ -238,7 +248,7 @@ async def test_the_wal_is_checkpointed_in_the_background(db: Database) -> None:
     writer = SQLiteSpendWriter(path, db._spend_insert, 1000)
     writer.CHECKPOINT_INTERVAL_S = 0.0
     try:
-        assert await writer.insert([spend_row(record()) for _ in range(100)]) == 100
+        assert await writer.insert([record() for _ in range(100)]) == 100
         assert writer._checkpoint is not None
         await writer._checkpoint
     finally:
@@ -259,7 +269,7 @@ async def test_two_writers_on_one_file_take_turns(db: Database) -> None:
     assert path
     first = SQLiteSpendWriter(path, db._spend_insert, 5000)
     second = SQLiteSpendWriter(path, db._spend_insert, 5000)
-    batches = [[spend_row(record()) for _ in range(3000)] for _ in range(2)]
+    batches = [[record() for _ in range(3000)] for _ in range(2)]
     try:
         added = await asyncio.gather(first.insert(batches[0]), second.insert(batches[1]))
     finally:

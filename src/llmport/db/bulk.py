@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from llmport.db import models
 from llmport.db.models import SpendLog
 
 
@@ -118,9 +119,11 @@ class SQLiteSpendWriter:
         self._checkpoint: asyncio.Task[None] | None = None
         self._checkpoint_due = 0.0
 
-    async def insert(self, rows: Sequence[dict[str, Any]]) -> int:
-        """Insert complete rows (``spend_row``'s) in one transaction; how many were new."""
-        values = [self._insert.values(row) for row in rows]
+    async def insert(self, records: Sequence[dict[str, Any]]) -> int:
+        """Insert spend records (as ``spend_row`` takes them) in one transaction; how many were
+        new. Each chunk's records become rows just before they are bound, inside the time
+        slices: converted all at once, a 1,000-record batch held the loop for ~4 ms."""
+        to_values, spend_row = self._insert.values, models.spend_row
         async with self._lock:
             if self._connection is None:
                 self._connection = await asyncio.to_thread(self._connect)
@@ -130,15 +133,16 @@ class SQLiteSpendWriter:
                 added = 0
                 clock, slice_s = self._clock, self.SLICE_S
                 turn = clock()
-                for start in range(0, len(values), self.CHUNK):
+                for start in range(0, len(records), self.CHUNK):
                     if clock() - turn >= slice_s:  # this turn's slice is used
                         before = clock()
                         await asyncio.sleep(0)  # let the loop serve requests
                         turn = clock()
                         slice_s = max(self.SLICE_S, (turn - before) * self.SHARE)
                     # sqlite3 sums the changes of every row of an executemany: conflicts none.
-                    added += connection.executemany(
-                        self._insert.sql, values[start:start + self.CHUNK]).rowcount
+                    values = [to_values(spend_row(record))
+                              for record in records[start:start + self.CHUNK]]
+                    added += connection.executemany(self._insert.sql, values).rowcount
                 connection.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:

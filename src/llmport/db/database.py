@@ -197,9 +197,9 @@ class Database:
         transaction, skipping any whose id already exists. Returns how many were new."""
         if not records:
             return 0
-        rows = [spend_row(record) for record in records]
         if self._spend_writer is not None:
-            return await self._spend_writer.insert(rows)
+            return await self._spend_writer.insert(records)
+        rows = [spend_row(record) for record in records]
         async with self.engine.begin() as connection:
             return await self._spend_insert.run(connection, rows)
 
