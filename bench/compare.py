@@ -56,6 +56,17 @@ def interpreter() -> str:
                           check=True, text=True, stdout=subprocess.PIPE).stdout.strip()
 
 
+def packages() -> dict[str, str]:
+    """The Python gateways' installed distributions and their versions: every session
+    installs afresh, so a result says what it ran on (with ``interpreter()``, which alone
+    changes instructions a request by 10%)."""
+    found = subprocess.run([str(runtime_bin() / "python"), "-c",
+                            "import json, importlib.metadata as m; print(json.dumps(sorted("
+                            "(d.metadata['Name'], d.version) for d in m.distributions())))"],
+                           check=True, text=True, stdout=subprocess.PIPE).stdout
+    return dict(json.loads(found))
+
+
 def llmport(config: str) -> dict[str, object]:
     binary = os.environ.get("LLMPORT_BIN", str(runtime_bin() / "llmport"))
     return {"cmd": f"exec {binary} serve --config {HERE / 'configs' / config} --port {{port}}",
@@ -225,7 +236,8 @@ def main() -> int:
     print(text)
     (RESULTS / f"compare-{stamp}.md").write_text(text + "\n")
     (RESULTS / f"compare-{stamp}.json").write_text(json.dumps(
-        {"args": vars(args), "rows": rows}, indent=1, default=str))
+        {"args": vars(args), "rows": rows, "interpreter": interpreter(),
+         "packages": packages()}, indent=1, default=str))
     return 0
 
 
