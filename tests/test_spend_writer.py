@@ -28,9 +28,14 @@ def record(**fields: Any) -> dict[str, Any]:
 
 
 
-def stored_ids(db: Database) -> set[str]:
+def db_path(db: Database) -> str:
     path = db.engine.url.database
     assert path
+    return path
+
+
+def stored_ids(db: Database) -> set[str]:
+    path = db_path(db)
     with sqlite3.connect(path) as connection:
         return {row[0] for row in connection.execute("SELECT id FROM spend_log")}
 
@@ -38,8 +43,7 @@ def stored_ids(db: Database) -> set[str]:
 def hold_write_lock(db: Database) -> sqlite3.Connection:
     """Another process's writer, as far as SQLite can tell: a connection in a write
     transaction."""
-    path = db.engine.url.database
-    assert path
+    path = db_path(db)
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
     return other
@@ -94,8 +98,7 @@ class Watched:
 async def write_watched(db: Database, clock: Callable[[], float], rows: int,
                         on_chunk: Callable[[], None], on_turn: Callable[[], None]) -> int:
     """Insert ``rows`` records through a writer on ``clock`` while a task turns the loop."""
-    path = db.engine.url.database
-    assert path
+    path = db_path(db)
     writer = SQLiteSpendWriter(path, db._spend_insert, 1000, clock=clock)
     await writer.insert([record()])  # opens its connection
     assert writer._connection is not None
@@ -230,8 +233,7 @@ async def test_close_ends_an_open_transaction(db: Database) -> None:
     other.execute("COMMIT")
     other.close()
     await db.aclose()  # waits for the BEGIN in its thread, rolls it back, closes
-    path = db.engine.url.database
-    assert path
+    path = db_path(db)
     probe = sqlite3.connect(path, timeout=0.1, isolation_level=None)
     try:
         probe.execute("BEGIN IMMEDIATE")  # the lock is free again
@@ -243,8 +245,7 @@ async def test_close_ends_an_open_transaction(db: Database) -> None:
 async def test_the_wal_is_checkpointed_in_the_background(db: Database) -> None:
     """The writer's connection never checkpoints on commit (that could stall the loop); a
     passive checkpoint in a thread copies its commits into the database file."""
-    path = db.engine.url.database
-    assert path
+    path = db_path(db)
     writer = SQLiteSpendWriter(path, db._spend_insert, 1000)
     writer.CHECKPOINT_INTERVAL_S = 0.0
     try:
@@ -265,8 +266,7 @@ async def test_two_writers_on_one_file_take_turns(db: Database) -> None:
     """Two workers' writers (each its own connection, as in two processes): while one holds
     the write lock across its slices, the other's BEGIN waits and tries again; both batches
     land whole."""
-    path = db.engine.url.database
-    assert path
+    path = db_path(db)
     first = SQLiteSpendWriter(path, db._spend_insert, 5000)
     second = SQLiteSpendWriter(path, db._spend_insert, 5000)
     batches = [[record() for _ in range(3000)] for _ in range(2)]

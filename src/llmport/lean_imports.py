@@ -16,7 +16,10 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmport.stores.redis import RedisStore
 
 
 @contextlib.contextmanager
@@ -40,8 +43,8 @@ def structlog() -> ModuleType:
     return module
 
 
-def redis_store() -> Any:
+def redis_store() -> type[RedisStore]:
     """``RedisStore`` (and redis-py under it), without the OpenTelemetry metrics SDK."""
     with hiding("opentelemetry.sdk.metrics"):
-        from llmport.stores.redis import RedisStore
-    return RedisStore
+        from llmport.stores.redis import RedisStore as store
+    return store

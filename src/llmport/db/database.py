@@ -56,8 +56,9 @@ def configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool = True) -> None:
 class Database:
     def __init__(self, url: str) -> None:
         self._url = url
-        self.dialect = make_url(url).get_backend_name()
-        path = make_url(url).database
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        path = parsed.database
         sqlite_file = self.dialect == "sqlite" and path not in (None, "", ":memory:")
         options: dict[str, Any] = {"pool_pre_ping": self.dialect != "sqlite"}
         if sqlite_file:
