@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from llmport import timers
 from llmport.errors import UpstreamConnectionError, UpstreamTimeoutError
 from llmport.providers.http_client import HTTPClient, Limits, header_lines
 from llmport.providers.http_response import STREAM_HIGH_WATER
@@ -235,6 +236,49 @@ async def test_timeouts_headers_idle_and_total() -> None:
     with pytest.raises(UpstreamTimeoutError, match=r"did not finish within 0\.3s"):
         await response.read()
     assert server.connections == 3  # every timed-out connection was closed, none reused
+    await client.aclose()
+    await server.stop()
+
+
+async def test_long_limits_run_on_coarse_timers_and_leave_none_behind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Limits at least ``timers.MIN_DELAY_S`` long use the loop's coarse timers (here made
+    short: 50 ms ticks from 0.1 s): they still end a stalled exchange, never early, and a
+    finished exchange cancels its timers."""
+    monkeypatch.setattr(timers, "TICK_S", 0.05)
+    monkeypatch.setattr(timers, "MIN_DELAY_S", 0.1)
+    monkeypatch.setattr(timers, "_last", (None, None))
+    loop = asyncio.get_running_loop()
+    monkeypatch.delitem(timers._by_loop, loop, raising=False)
+    coarse = timers.coarse_timers(loop)
+
+    async def stalls_mid_body(exchange: Exchange) -> None:
+        await exchange.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n")
+        await asyncio.sleep(3)
+
+    async def slow_ok(exchange: Exchange) -> None:
+        await asyncio.sleep(0.05)
+        await exchange.send(OK)
+
+    server = await Server([slow_ok, stalls_mid_body, stalls_mid_body]).start()
+    client = client_for(server)
+    request = asyncio.ensure_future(
+        client.request(b"POST", "/x", b"{}", b"", Limits(total=5, headers=0.5)))
+    await asyncio.sleep(0.02)
+    assert coarse.pending == 2  # the whole exchange's deadline, and the headers'
+    response = await request
+    assert await response.read() == b'{"ok":true}'
+    assert coarse.pending == 0
+    start = loop.time()
+    response = await client.request(b"POST", "/x", b"{}", b"", Limits(total=0.3))
+    with pytest.raises(UpstreamTimeoutError, match=r"did not finish within 0\.3s"):
+        await response.read()
+    assert 0.3 <= loop.time() - start <= 0.3 + 0.05 + 0.25
+    response = await client.request(b"POST", "/x", b"{}", b"", Limits(total=5, idle=0.2))
+    assert await response.read_chunk() == b"a"
+    with pytest.raises(UpstreamTimeoutError, match=r"went silent for 0\.2s"):
+        await response.read_chunk()
+    assert coarse.pending == 0
     await client.aclose()
     await server.stop()
 

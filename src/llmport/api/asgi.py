@@ -15,6 +15,7 @@ from itertools import count
 from typing import Any
 
 from llmport.errors import LLMPortError, PayloadTooLargeError
+from llmport.running import current_task
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -108,18 +109,16 @@ class DisconnectGuard:
     def __init__(self, receive: Receive) -> None:
         self.disconnected = False
         self._closed = False
-        task = self._task = asyncio.current_task()
+        task = self._task = current_task()
         # The task's own loop: ensure_future would ask asyncio for it again (a getpid()
         # system call each time in CPython 3.11).
-        watch = self._watch(receive)
-        self._watcher = task.get_loop().create_task(watch) if task is not None \
-            else asyncio.ensure_future(watch)
+        self._watcher = task.get_loop().create_task(self._watch(receive))
 
     async def _watch(self, receive: Receive) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                if not self._closed and self._task is not None:
+                if not self._closed:
                     self.disconnected = True
                     self._task.cancel()
                 return
@@ -129,7 +128,7 @@ class DisconnectGuard:
 
     def absorb(self) -> bool:
         """After a CancelledError: True (and the cancel undone) if the client caused it."""
-        if self.disconnected and self._task is not None:
+        if self.disconnected:
             self._task.uncancel()
             return True
         return False

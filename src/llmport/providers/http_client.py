@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from llmport.errors import UpstreamConnectionError, UpstreamTimeoutError
 from llmport.providers.http_response import Connection, Limits, Response
+from llmport.running import running_loop
 
 DEFAULT_KEEPALIVE = 15.0  # seconds an idle connection is kept (aiohttp's default)
 
@@ -82,7 +83,7 @@ class HTTPClient:
         """Send one request and wait for the response's headers; read its body from the
         returned ``Response``. ``extra_head`` is already-encoded header lines (see
         ``header_lines``); ``path`` is appended to the base URL's path."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         deadline = loop.time() + limits.total
         connection = self._idle_connection(loop)
         if connection is None:

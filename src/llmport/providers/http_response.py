@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import httptools
 
 from llmport.errors import LLMPortError, UpstreamConnectionError, UpstreamTimeoutError
+from llmport.timers import Cancellable, coarse_timers
 
 if TYPE_CHECKING:
     from llmport.providers.http_client import HTTPClient
@@ -114,8 +115,9 @@ class Response:
         self.reusable = False
         self.waiter: asyncio.Future[None] | None = None
         self.loop = loop  # the caller's: asking asyncio again costs a getpid() system call
-        self.deadline = self.loop.call_at(deadline, self.time_out, "did not finish within",
-                                          limits.total)
+        self.timers = coarse_timers(loop)  # the limits are long: coarse timers (llmport.timers)
+        self.deadline: Cancellable = self.timers.call_at(
+            deadline, self.time_out, "did not finish within", limits.total)
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -221,7 +223,8 @@ class Response:
         if self.error is not None:
             raise self.error
         waiter = self.waiter = self.loop.create_future()
-        timer = None if limit is None else self.loop.call_later(limit, self.time_out, what, limit)
+        timer = None if limit is None else self.timers.call_later(limit, self.time_out, what,
+                                                                  limit)
         try:
             await waiter
         except BaseException:  # cancelled: the exchange is abandoned half way

@@ -50,6 +50,8 @@ from llmport.routing.rescue import rescue
 from llmport.routing.retry import backoff_delay
 from llmport.routing.strategies import choose
 from llmport.routing.streams import SentText, estimated_usage_chunk, prime
+from llmport.running import current_task
+from llmport.timers import TaskDeadline
 from llmport.types import Chunk, Endpoint, JSONResult, Result, StreamResult
 
 
@@ -88,8 +90,9 @@ class Router:
     async def __call__(self, ctx: CallContext) -> Result:
         self.pool(ctx.model)  # an unknown model is a 404 before anything else
         limit = self.config.request_timeout
+        task = current_task()
         try:
-            async with asyncio.timeout(limit):
+            with TaskDeadline(task, task.get_loop().time() + limit):
                 return await self._route(ctx)
         except TimeoutError:
             raise UpstreamTimeoutError(

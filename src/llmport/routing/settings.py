@@ -52,4 +52,7 @@ class RouterConfig(_Strict):
     models: dict[str, ModelRouting] = Field(default_factory=dict)
 
     def for_model(self, name: str) -> ModelRouting:
-        return self.models.get(name) or ModelRouting()
+        return self.models.get(name) or _NO_OVERRIDES
+
+
+_NO_OVERRIDES = ModelRouting()  # made once: a pydantic model costs ~2 µs to build
