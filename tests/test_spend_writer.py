@@ -277,3 +277,68 @@ async def test_two_writers_on_one_file_take_turns(db: Database) -> None:
         await second.close()
     assert added == [3000, 3000]
     assert stored_ids(db) == {row["id"] for batch in batches for row in batch}
+
+
+def test_journal_records_take_the_shortcut_to_the_same_values(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal's records (epoch seconds, bool flags, known fields) become the driver's
+    tuple without ``spend_row``, and exactly as ``spend_row`` + the bind processors would
+    make it; anything else still goes through ``spend_row`` (which converts or refuses it)."""
+    from sqlalchemy.dialects import sqlite
+
+    from llmport.db import models
+    from llmport.db.bulk import SpendInsert
+
+    insert = SpendInsert(sqlite.dialect())
+    journal_like = [
+        record(created_at=1767225600.0),  # a whole second: six zeros of microseconds
+        record(created_at=1767225600.000001, stream=True, cache_hit=False, ttft_ms=1.5),
+        record(created_at=1767225601.999999, key_id="k", user_id=None, team_id="t",
+               org_id="o", served_model="m", deployment="d", error_type="E",
+               prompt_tokens=3, completion_tokens=4, cached_tokens=1, cost=0.25,
+               latency_ms=2.0, attempts=2, stream=False, cache_hit=True),
+    ]
+    expected = [insert.values(models.spend_row(r)) for r in journal_like]
+    others = [record(), record(created_at="2026-03-01T12:00:00.5"),
+              record(created_at=1767225600), record(created_at=1767225600.5, stream=1)]
+    others_expected = [insert.values(models.spend_row(r)) for r in others]
+
+    real_spend_row = models.spend_row
+    general: list[dict[str, Any]] = []
+
+    def counting_spend_row(r: dict[str, Any]) -> dict[str, Any]:
+        general.append(r)
+        return real_spend_row(r)
+
+    monkeypatch.setattr(models, "spend_row", counting_spend_row)
+    assert [insert.record_values(r) for r in journal_like] == expected
+    assert general == []  # the shortcut
+    assert [insert.record_values(r) for r in others] == others_expected
+    assert general == others
+    with pytest.raises(ValueError, match="unknown fields: colour"):
+        insert.record_values(record(created_at=1.0, colour="red"))
+    incomplete = record(created_at=1.0)
+    del incomplete["model"]
+    with pytest.raises(ValueError, match="lacks: model"):
+        insert.record_values(incomplete)
+
+
+def test_sqlite_time_is_the_processors_text_for_any_epoch() -> None:
+    """Rounded as ``datetime.fromtimestamp`` rounds (half to even, carried into the second),
+    across second boundaries (the cached text) and before 1970."""
+    import random
+
+    from sqlalchemy.dialects import sqlite
+
+    from llmport.db.bulk import sqlite_time
+    from llmport.db.models import SpendLog
+
+    dialect = sqlite.dialect()
+    column_type = SpendLog.__table__.c.created_at.type
+    process = column_type.dialect_impl(dialect).bind_processor(dialect)
+    rng = random.Random(7)
+    edges = [0.0, 1.0, -1.5, -0.0000005, 1767225600.0, 1767225600.9999995, 1767225600.9999994,
+             1767225600.0000005, 1767225600.0000015, 1767225599.99999999]
+    for epoch in edges + [rng.uniform(-1e9, 4e9) for _ in range(20_000)] + sorted(
+            rng.uniform(1767225600, 1767225603) for _ in range(2_000)):
+        assert sqlite_time(epoch) == process(datetime.fromtimestamp(epoch, UTC)), epoch

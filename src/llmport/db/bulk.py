@@ -14,17 +14,41 @@ On a SQLite file the executemany does not go through aiosqlite (``SQLiteSpendWri
 from __future__ import annotations
 
 import asyncio
+import math
 import operator
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sqlalchemy import Boolean
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from llmport.db import models
 from llmport.db.models import SpendLog
+
+_second: tuple[float, str] = (math.nan, "")  # the last second sqlite_time formatted
+
+
+def sqlite_time(epoch: float) -> str:
+    """Epoch seconds as SQLAlchemy stores a UTC datetime in SQLite (naive, to the
+    microsecond): ``datetime.fromtimestamp(epoch, UTC)``'s fields, rounded as it rounds them
+    (half to even, carried into the second), with the text up to the second kept from the
+    previous call (a second's records share it)."""
+    global _second
+    fraction, whole = math.modf(epoch)
+    micro = round(fraction * 1e6)
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    elif micro < 0:  # before 1970
+        whole, micro = whole - 1, micro + 1_000_000
+    second, text = _second
+    if whole != second:
+        year, month, day, hour, minute, sec = time.gmtime(whole)[:6]
+        text = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{sec:02d}"
+        _second = (whole, text)
+    return f"{text}.{micro:06d}"
 
 
 class SpendInsert:
@@ -38,6 +62,15 @@ class SpendInsert:
             (index, process) for index, process in enumerate(processors) if process is not None)
         names = ", ".join(self._names)
         self._postgres = dialect.name == "postgresql"
+        # record_values' shortcut: SQLite's storage of the two column types it handles.
+        self._columns = frozenset(self._names)
+        self._created = self._names.index("created_at")
+        self._flags = tuple(index for index, column in enumerate(columns)
+                            if isinstance(column.type, Boolean))
+        self._others = tuple((index, process) for index, process in self._processors
+                             if index != self._created and index not in self._flags)
+        self._sqlite_shortcut = dialect.name == "sqlite" and isinstance(
+            columns[self._created].type, models.UTCDateTime)
         if self._postgres:
             # One statement whatever the batch size: one array parameter per column.
             arrays = ", ".join(f"${index}::{column.type.compile(dialect=dialect)}[]"
@@ -53,6 +86,36 @@ class SpendInsert:
     @property
     def sql(self) -> str:
         return self._sql
+
+    def record_values(self, record: dict[str, Any]) -> tuple[Any, ...]:
+        """``values(spend_row(record))``, with a shortcut for the journal's records on SQLite.
+
+        The journal writes every record alike: known fields, ``created_at`` in epoch seconds
+        and ``True``/``False`` flags. Those become the driver's tuple directly (about 1.5 µs
+        instead of 7: no validation pass, no aware datetime, no Python bind processors for
+        the time and the flags); the stored text is what the processors would have made.
+        Anything else (another type, an unknown or a missing field) takes the general path,
+        which converts or refuses it as before.
+        """
+        created = record.get("created_at")
+        if created.__class__ is float and self._sqlite_shortcut \
+                and record.keys() <= self._columns:
+            try:
+                values = list(self._pick({**models.SPEND_DEFAULTS, **record}))
+            except KeyError:  # a required field is missing: the general path says which
+                pass
+            else:
+                for index in self._flags:
+                    flag = values[index]
+                    if flag.__class__ is not bool:
+                        break
+                    values[index] = 1 if flag else 0
+                else:
+                    values[self._created] = sqlite_time(created)
+                    for index, process in self._others:  # (to_float: C, cheap)
+                        values[index] = process(values[index])
+                    return tuple(values)
+        return self.values(models.spend_row(record))
 
     def values(self, row: dict[str, Any]) -> tuple[Any, ...]:
         """A complete row as the driver's parameters."""
@@ -123,7 +186,7 @@ class SQLiteSpendWriter:
         """Insert spend records (as ``spend_row`` takes them) in one transaction; how many were
         new. Each chunk's records become rows just before they are bound, inside the time
         slices: converted all at once, a 1,000-record batch held the loop for ~4 ms."""
-        to_values, spend_row = self._insert.values, models.spend_row
+        to_values = self._insert.record_values
         async with self._lock:
             if self._connection is None:
                 self._connection = await asyncio.to_thread(self._connect)
@@ -140,8 +203,7 @@ class SQLiteSpendWriter:
                         turn = clock()
                         slice_s = max(self.SLICE_S, (turn - before) * self.SHARE)
                     # sqlite3 sums the changes of every row of an executemany: conflicts none.
-                    values = [to_values(spend_row(record))
-                              for record in records[start:start + self.CHUNK]]
+                    values = [to_values(record) for record in records[start:start + self.CHUNK]]
                     added += connection.executemany(self._insert.sql, values).rowcount
                 connection.execute("COMMIT")
             except BaseException:

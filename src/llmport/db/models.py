@@ -186,7 +186,7 @@ TENANT_MODELS: dict[str, tuple[type[Base], str]] = {
     "users": (User, "user"), "keys": (ApiKey, "key")}
 
 _SPEND_COLUMNS = {column.key: column for column in SpendLog.__table__.columns}
-_SPEND_DEFAULTS: dict[str, Any] = {
+SPEND_DEFAULTS: dict[str, Any] = {
     "key_id": None, "user_id": None, "team_id": None, "org_id": None, "served_model": None,
     "deployment": None, "error_type": None, "ttft_ms": None, "stream": False, "prompt_tokens": 0,
     "completion_tokens": 0, "cached_tokens": 0, "cost": 0.0, "latency_ms": 0.0,
@@ -211,7 +211,7 @@ def spend_row(record: dict[str, Any]) -> dict[str, Any]:
     unknown = record.keys() - _SPEND_COLUMNS.keys()
     if unknown:
         raise ValueError(f"spend record has unknown fields: {', '.join(sorted(unknown))}")
-    row = {**_SPEND_DEFAULTS, **record, "created_at": _timestamp(record.get("created_at"))}
+    row = {**SPEND_DEFAULTS, **record, "created_at": _timestamp(record.get("created_at"))}
     missing = _SPEND_COLUMNS.keys() - row.keys()
     if missing:
         raise ValueError(f"spend record lacks: {', '.join(sorted(missing))}")
