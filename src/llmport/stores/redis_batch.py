@@ -16,6 +16,8 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
+from llmport.running import running_loop
+
 
 class ScriptCall(Protocol):
     """Runs the batch script: redis-py's ``AsyncScript`` or a ``RedisWire``."""
@@ -38,25 +40,25 @@ class RedisBatcher:
     def submit(self, kind: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
         """Queue one operation ("a" admit, "s" settle); the future gets its result, the
         operation's fields joined by commas (bytes)."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((kind, keys, args, future))
         if not self._scheduled and self._in_flight < self._max_in_flight:
             self._scheduled = True
-            loop.call_soon(self._send)
+            loop.call_soon(self._send, loop)
         return future
 
-    def _send(self) -> None:
+    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
         self._scheduled = False
         while self._pending and self._in_flight < self._max_in_flight:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             self._in_flight += 1
-            call = asyncio.ensure_future(self._call(batch))
+            call = loop.create_task(self._call(batch, loop))
             self._calls.add(call)
             call.add_done_callback(self._calls.discard)
 
-    async def _call(self, batch: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]]
-                    ) -> None:
+    async def _call(self, batch: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]],
+                    loop: asyncio.AbstractEventLoop) -> None:
         header: list[Any] = [len(batch)]
         keys: list[str] = []
         args: list[Any] = []
@@ -82,4 +84,4 @@ class RedisBatcher:
         finally:
             self._in_flight -= 1
             if self._pending:
-                self._send()
+                self._send(loop)

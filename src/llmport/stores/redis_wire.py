@@ -24,6 +24,8 @@ import hiredis
 from redis import exceptions as errors
 from redis.asyncio.connection import Connection
 
+from llmport.running import running_loop
+
 
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
@@ -69,7 +71,7 @@ class _Protocol(asyncio.Protocol):
                 waiter.set_exception(error)
 
     def send(self, *args: Any) -> asyncio.Future[Any]:
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = running_loop().create_future()
         if self.lost is not None or self.transport is None:
             waiter.set_exception(self.lost or errors.ConnectionError("not connected"))
             return waiter
@@ -120,7 +122,7 @@ class RedisWire:
 
     async def execute(self, protocol: _Protocol, *args: Any) -> Any:
         reply = protocol.send(*args)
-        timer = asyncio.get_running_loop().call_later(
+        timer = running_loop().call_later(
             self.timeout_s, protocol.abort, errors.TimeoutError("Timeout reading from Redis"))
         try:
             return await reply
