@@ -163,3 +163,36 @@ def test_current_task_follows_the_running_loop_across_loops_and_threads() -> Non
 
     with pytest.raises(RuntimeError):
         running.current_task()  # no task runs here
+
+
+def test_a_closed_loop_and_its_coarse_timers_are_not_kept_alive(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+    import weakref
+
+    monkeypatch.setattr(timers, "_last", (None, None))
+    refs = []
+    for _ in range(3):
+        loop = asyncio.new_event_loop()
+        coarse_timers(loop).call_later(20, print)  # a pending timer, and its loop timer
+        refs.append(weakref.ref(loop))
+        loop.close()
+        del loop
+    other = asyncio.new_event_loop()  # the remembered "last" loop is another one now
+    coarse_timers(other).call_later(20, print)
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None, None]
+    assert other in timers._by_loop
+    other.close()
+
+
+async def test_an_earlier_deadline_moves_the_loop_timer_forward() -> None:
+    loop = asyncio.get_running_loop()
+    coarse = small(loop)
+    fired: list[str] = []
+    coarse.call_later(1.0, fired.append, "late")
+    coarse.call_later(0.15, fired.append, "early")  # supersedes the loop timer set for 1 s
+    await asyncio.sleep(0.15 + TICK + SLACK)
+    assert fired == ["early"]
+    await asyncio.sleep(1.0 - 0.15)
+    assert fired == ["early", "late"]

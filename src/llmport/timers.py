@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol
@@ -28,6 +29,10 @@ MIN_DELAY_S = 10.0
 
 class Cancellable(Protocol):
     def cancel(self) -> None: ...
+
+
+def _nothing(*_: Any) -> None:
+    pass
 
 
 class CoarseTimer:
@@ -44,6 +49,10 @@ class CoarseTimer:
         if bucket is not None:
             self._bucket = None
             del bucket[self]
+        # As the loop's handles do: the callback is often a method of the timer's owner,
+        # which holds the timer (a cycle the garbage collector would otherwise have to find).
+        self._callback = _nothing
+        self._args = ()
 
 
 class CoarseTimers:
@@ -55,13 +64,13 @@ class CoarseTimers:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, tick_s: float | None = None,
                  min_delay_s: float | None = None) -> None:
-        self._loop = loop
+        # A weak reference: the loop's entry in ``_by_loop`` must not keep the loop alive.
+        self._loop = weakref.proxy(loop)
         self._tick_s = TICK_S if tick_s is None else tick_s
         self._min_delay_s = MIN_DELAY_S if min_delay_s is None else min_delay_s
         self._buckets: dict[int, dict[CoarseTimer, None]] = {}
         self._ticks: list[int] = []  # a heap of the buckets' ticks
-        self._wakeup: asyncio.TimerHandle | None = None
-        self._wakeup_tick = math.inf
+        self._wakeup_tick = math.inf  # the tick the loop timer is set for (none: inf)
 
     def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> Cancellable:
         """``loop.call_at``: coarse when ``when`` is at least ``min_delay_s`` away."""
@@ -89,22 +98,25 @@ class CoarseTimers:
         return sum(len(bucket) for bucket in self._buckets.values())
 
     def _wake_at(self, tick: int) -> None:
-        if self._wakeup is not None:
-            self._wakeup.cancel()
+        # The handle is not kept (it holds the loop, which must stay collectable): a loop
+        # timer superseded by an earlier one finds itself stale when it fires.
         self._wakeup_tick = tick
-        self._wakeup = self._loop.call_at(tick * self._tick_s, self._fire)
+        self._loop.call_at(tick * self._tick_s, self._fire, tick)
 
-    def _fire(self) -> None:
-        self._wakeup, self._wakeup_tick = None, math.inf
+    def _fire(self, tick: int) -> None:
+        if tick != self._wakeup_tick:
+            return  # superseded
+        self._wakeup_tick = math.inf
         now = self._loop.time()
         ticks = self._ticks
         while ticks and ticks[0] * self._tick_s <= now:
             bucket = self._buckets.pop(heapq.heappop(ticks))
             while bucket:  # a callback may cancel another timer of the same bucket
                 timer = next(iter(bucket))
+                callback, args = timer._callback, timer._args
                 timer.cancel()
                 try:
-                    timer._callback(*timer._args)
+                    callback(*args)
                 except Exception as exc:  # as the loop treats a failing callback
                     self._loop.call_exception_handler({
                         "message": "coarse timer callback failed", "exception": exc})
