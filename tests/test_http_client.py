@@ -247,7 +247,7 @@ async def test_long_limits_run_on_coarse_timers_and_leave_none_behind(
     finished exchange cancels its timers."""
     monkeypatch.setattr(timers, "TICK_S", 0.05)
     monkeypatch.setattr(timers, "MIN_DELAY_S", 0.1)
-    monkeypatch.setattr(timers, "_last", (None, None))
+    monkeypatch.setattr(timers, "_last", (lambda: None, None))
     loop = asyncio.get_running_loop()
     monkeypatch.delitem(timers._by_loop, loop, raising=False)
     coarse = timers.coarse_timers(loop)

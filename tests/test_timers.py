@@ -170,7 +170,7 @@ def test_a_closed_loop_and_its_coarse_timers_are_not_kept_alive(
     import gc
     import weakref
 
-    monkeypatch.setattr(timers, "_last", (None, None))
+    monkeypatch.setattr(timers, "_last", (lambda: None, None))
     refs = []
     for _ in range(3):
         loop = asyncio.new_event_loop()

@@ -125,19 +125,21 @@ class CoarseTimers:
 
 
 _by_loop: WeakKeyDictionary[asyncio.AbstractEventLoop, CoarseTimers] = WeakKeyDictionary()
-_last: tuple[asyncio.AbstractEventLoop | None, CoarseTimers | None] = (None, None)
+# The last loop asked about (weakly) and its timers: one loop per process, in practice.
+_last: tuple[Callable[[], asyncio.AbstractEventLoop | None], CoarseTimers | None] = (
+    lambda: None, None)
 
 
 def coarse_timers(loop: asyncio.AbstractEventLoop) -> CoarseTimers:
     """The loop's coarse timers (made at the first call)."""
     global _last
     last_loop, timers = _last
-    if loop is last_loop and timers is not None:
+    if last_loop() is loop and timers is not None:
         return timers
     timers = _by_loop.get(loop)
     if timers is None:
         timers = _by_loop[loop] = CoarseTimers(loop)
-    _last = (loop, timers)
+    _last = (weakref.ref(loop), timers)
     return timers
 
 
