@@ -1,5 +1,6 @@
-# llmport's container image: the gateway, its CLI and nothing else (no torch; the `local`
-# extra adds in-process HuggingFace models, build with --build-arg EXTRAS=local for them).
+# llmport's container image: the gateway, its CLI and nothing else (no torch). For in-process
+# HuggingFace models build with --build-arg EXTRAS=local: pip then resolves torch from PyPI,
+# which on x86_64 is a CUDA build of several GB (see the `local` extra in pyproject.toml).
 #
 #   docker build -t llmport .
 #   docker run -p 8000:8000 -e LLMPORT_MASTER_KEY=sk-... -v ./llmport.yaml:/etc/llmport/llmport.yaml llmport
