@@ -380,19 +380,22 @@ async def test_a_slow_stream_reader_stops_the_socket_and_still_gets_every_byte()
     await server.stop()
 
 
-async def test_exchanges_leave_no_garbage_for_the_cycle_collector() -> None:
-    """Each request's parser refers back to its response; the cycle must be broken when the
-    response ends, or every request leaves work for the garbage collector."""
+@pytest.mark.parametrize("limits", [LIMITS, Limits(total=600.0, headers=60.0)],
+                         ids=["loop-timers", "coarse-timers"])
+async def test_exchanges_leave_no_garbage_for_the_cycle_collector(limits: Limits) -> None:
+    """Each request's parser refers back to its response, and so does its deadline timer's
+    callback; the cycles must be broken when the response ends, or every request leaves work
+    for the garbage collector. Long limits (the defaults) run on coarse timers."""
     server = await Server([ok]).start()
     client = client_for(server)
-    response = await client.request(b"POST", "/x", b"{}", b"", LIMITS)  # opens the connection
+    response = await client.request(b"POST", "/x", b"{}", b"", limits)  # opens the connection
     await response.read()
     del response
     gc.collect()
     gc.disable()
     try:
         for _ in range(3):
-            response = await client.request(b"POST", "/x", b"{}", b"", LIMITS)
+            response = await client.request(b"POST", "/x", b"{}", b"", limits)
             assert await response.read() == b'{"ok":true}'
         del response
         assert gc.collect() == 0
