@@ -145,6 +145,20 @@ async def test_the_window_slides_bucket_by_bucket(store: StateStore) -> None:
     assert await usage(store, "slide", T0 + 120) == 0
 
 
+async def test_windows_of_several_sizes_in_one_admission_keep_their_own_buckets(
+        store: StateStore) -> None:
+    """Each window size has its own buckets (the Redis script names a bucket once per size):
+    the short window's usage stays until its own window has passed, no longer."""
+    limits = [rpm("minute", 100), rpm("ten-seconds", 1, window_s=10), rpm("minute-2", 100)]
+    assert (await store.admit(limits, now=T0)).admitted
+    second = await store.admit(limits, now=T0 + 1)
+    assert not second.admitted and second.refused_by == "ten-seconds"
+    assert [w.used for w in second.windows] == [1, 1, 1]
+    assert (await store.admit(limits, now=T0 + 10.5)).admitted  # the 10 s window moved on
+    assert [await usage(store, key, T0 + 10.5, size) for key, size in
+            (("minute", 60), ("ten-seconds", 10), ("minute-2", 60))] == [2, 1, 2]
+
+
 async def test_an_hour_window_has_one_minute_buckets(store: StateStore) -> None:
     hour = WindowLimit("rph", 2, 1, 3600)
     assert (await store.admit([hour], now=T0)).admitted

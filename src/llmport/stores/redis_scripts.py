@@ -39,10 +39,10 @@ local function oldest_with_usage(list)
   return nil
 end
 
--- The window at bucket `current` as {total, oldest, newest, current, field = the current
--- bucket's name, here = its amount}, buckets that left it dropped.
-local function open_window(key, current)
-  local field = index_name(current)
+-- The window at bucket `current` (named `field`: index_name(current), which the callers
+-- format once for all their windows of one size) as {total, oldest, newest, current,
+-- field, here = the current bucket's amount}, buckets that left it dropped.
+local function open_window(key, current, field)
   local r = redis.call('HMGET', key, 't', 'o', 'n', field)
   local total, oldest, newest = tonumber(r[1]), tonumber(r[2]), tonumber(r[3])
   if total then
@@ -88,8 +88,12 @@ local function add(key, w, amount, ttl_ms)
     here = tonumber(redis.call('HGET', key, field))
   end
   w.total = w.total + amount
-  local fields = {field, fmt((here or 0) + amount), 't', fmt(w.total)}
   local opened = w.newest ~= current
+  if not opened and (w.oldest or amount <= 0) then  -- most calls: no table to build
+    redis.call('HSET', key, field, fmt((here or 0) + amount), 't', fmt(w.total))
+    return
+  end
+  local fields = {field, fmt((here or 0) + amount), 't', fmt(w.total)}
   if opened then
     w.newest = current
     fields[#fields + 1], fields[#fields + 2] = 'n', field
@@ -189,11 +193,13 @@ local function admit(KEYS, ARGV, k, a)
   end
 
   local windows = {}
+  local named, name = nil, nil  -- the last bucket index named, and its name
   for i = 1, nw do
     local limit, amount, window_s = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
     local bucket_s = window_s / BUCKETS
     local current = math.floor(now / bucket_s)
-    local w = open_window(KEYS[k], current)
+    if current ~= named then named, name = current, index_name(current) end
+    local w = open_window(KEYS[k], current, name)
     if w.total + amount > limit then
       if refused == 0 then refused = k - k0 + 1 end
       local wait = retry_after(KEYS[k], w.total, amount, limit, now, window_s, bucket_s)
@@ -252,11 +258,14 @@ local function settle(KEYS, ARGV, k, a)
   local now = tonumber(ARGV[a])
   local nw, nc, nl = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   a = a + 4
+  local named, name = nil, nil  -- the last bucket index named, and its name
   for i = 1, nw do
     local key, delta, window_s = KEYS[k], tonumber(ARGV[a]), tonumber(ARGV[a + 1])
     if delta ~= 0 then  -- (MemoryStore adds an empty bucket for 0: nothing it can observe)
       local bucket_s = window_s / BUCKETS
-      local w = open_window(key, math.floor(now / bucket_s))
+      local current = math.floor(now / bucket_s)
+      if current ~= named then named, name = current, index_name(current) end
+      local w = open_window(key, current, name)
       if delta > 0 then
         add(key, w, delta, math.ceil((window_s + bucket_s) * 1000))
       else
