@@ -39,7 +39,6 @@ class Clock:
         return self.now
 
 
-
 def policy(db: Database, clock: Clock) -> tuple[LimitsPolicy, MemoryStore]:
     store = MemoryStore()
     limits = LimitsPolicy(LimitsConfig(), store, BudgetBook(store, db),
