@@ -47,6 +47,8 @@ class AuthConfig(StrictModel):
     jwt: JWTConfig | None = Field(default=None, description="accept JWTs as well as API keys")
     key_cache_ttl: float = Field(default=10.0, gt=0, description=(
         "seconds a resolved API key is cached (changes are also pushed to every replica)"))
+    last_used_interval: float = Field(default=30.0, gt=0, description=(
+        "seconds between writes of API keys' last_used_at (a key's is at most this late)"))
     signature_max_skew: float = Field(default=300.0, gt=0, description=(
         "seconds a signed request's timestamp may differ from the gateway's clock"))
 

@@ -16,7 +16,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, String, delete, event, func, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    Table,
+    bindparam,
+    delete,
+    event,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -170,6 +182,21 @@ class Database:
         """The key whatever its state: the caller tells revoked and expired keys apart."""
         async with self.sessions() as session:
             return await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+
+    async def mark_keys_used(self, used: dict[str, float]) -> None:
+        """Set each key's ``last_used_at`` (key id → epoch seconds), never to an earlier time
+        than it holds (another replica may have written a later use)."""
+        table = ApiKey.__table__  # Core: an executemany of one UPDATE, no ORM objects
+        assert isinstance(table, Table)
+        statement = (update(table)
+                     .where(table.c.id == bindparam("key_id"))
+                     .where(or_(table.c.last_used_at.is_(None),
+                                table.c.last_used_at < bindparam("used")))
+                     .values(last_used_at=bindparam("used")))
+        rows = [{"key_id": key_id, "used": datetime.fromtimestamp(when, UTC)}
+                for key_id, when in used.items()]
+        async with self.sessions.begin() as session:
+            await session.execute(statement, rows)
 
     async def principal_rows(self, key: ApiKey) -> tuple[Organization | None, Team | None,
                                                          User | None]:

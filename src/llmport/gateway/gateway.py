@@ -66,7 +66,8 @@ class Gateway:
 
                 self.jwt = JWTVerifier(config.auth.jwt)
             self.resolver = PrincipalResolver(self.db, self.store, self.jwt,
-                                              config.auth.key_cache_ttl)
+                                              config.auth.key_cache_ttl,
+                                              config.auth.last_used_interval)
         self.authenticator = Authenticator(master.get_secret_value() if master else None,
                                            self.resolver, self.store,
                                            config.auth.signature_max_skew)
@@ -130,6 +131,8 @@ class Gateway:
             await self.journal.aclose()
         if self.jwt is not None:
             await self.jwt.aclose()
+        if self.resolver is not None:
+            await self.resolver.aclose()  # its last writes need the database
         await self.store.aclose()
         if self.db is not None:
             await self.db.aclose()

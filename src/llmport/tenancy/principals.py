@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from llmport.errors import AuthenticationError
 from llmport.tenancy.jwt_config import JWTError, JWTIdentity
 from llmport.tenancy.keys import hash_key
+from llmport.tenancy.last_used import LastUsed
 from llmport.types import Principal, Quota
 
 if TYPE_CHECKING:
@@ -33,8 +34,9 @@ LEVELS = (("key", "key_id"), ("user", "user_id"), ("team", "team_id"), ("org", "
 
 class PrincipalResolver:
     def __init__(self, db: Database, store: StateStore, jwt: JWTVerifier | None,
-                 ttl: float) -> None:
+                 ttl: float, last_used_interval: float = 30.0) -> None:
         self.db = db
+        self.last_used = LastUsed(db, last_used_interval)
         self.store = store
         self.jwt = jwt
         self.ttl = ttl
@@ -44,6 +46,10 @@ class PrincipalResolver:
 
     async def start(self) -> None:
         await self.store.subscribe(CHANNEL, self._on_invalidation)
+        self.last_used.start()
+
+    async def aclose(self) -> None:
+        await self.last_used.aclose()
 
     def _on_invalidation(self, message: bytes) -> None:
         if message == b"*":
@@ -67,6 +73,7 @@ class PrincipalResolver:
             raise AuthenticationError(why or "Incorrect API key provided.")
         if principal.expires_at is not None and principal.expires_at <= time.time():
             raise AuthenticationError("This API key has expired.", code="expired_api_key")
+        self.last_used.note(principal.id)
         return principal
 
     async def from_jwt(self, token: bytes) -> Principal:

@@ -108,7 +108,7 @@ PUBLIC_FIELDS = {
     "teams": ("id", "org_id", "name"),
     "users": ("id", "org_id", "team_id", "name", "email"),
     "keys": ("id", "prefix", "name", "org_id", "team_id", "user_id", "scopes", "model_limits",
-             "priority", "expires_at", "revoked_at", "rotated_from"),
+             "priority", "expires_at", "revoked_at", "rotated_from", "last_used_at"),
 }
 
 
