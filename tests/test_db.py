@@ -164,9 +164,9 @@ async def test_upgrade_from_empty_to_head_and_again(empty_url: str) -> None:
     database = Database(empty_url)
     await database.upgrade()
     assert await table_names(empty_url) == {*TABLES, "alembic_version"}
-    assert await alembic_version(empty_url) == ["0001"]
+    assert await alembic_version(empty_url) == [migrations.HEAD]
     await database.upgrade()  # a second run finds head and changes nothing
-    assert await alembic_version(empty_url) == ["0001"]
+    assert await alembic_version(empty_url) == [migrations.HEAD]
     await database.create("orgs", {"name": "after two upgrades"})
     await database.aclose()
 
@@ -193,7 +193,7 @@ def test_a_database_at_head_starts_without_loading_alembic(empty_url: str) -> No
 async def test_concurrent_upgrades_in_one_process(empty_url: str) -> None:
     first, second = Database(empty_url), Database(empty_url)
     await asyncio.gather(first.upgrade(), second.upgrade(), first.upgrade())
-    assert await alembic_version(empty_url) == ["0001"]
+    assert await alembic_version(empty_url) == [migrations.HEAD]
     await first.aclose()
     await second.aclose()
 
@@ -212,9 +212,51 @@ def test_concurrent_upgrades_from_several_processes(empty_url: str) -> None:
     for worker in workers:
         worker.join()
     assert [worker.exitcode for worker in workers] == [0, 0, 0]
-    assert asyncio.run(alembic_version(empty_url)) == ["0001"]
+    assert asyncio.run(alembic_version(empty_url)) == [migrations.HEAD]
     if empty_url.startswith("sqlite"):
         assert Path(empty_url.split("///", 1)[1] + ".migrate-lock").exists()
+
+
+async def test_an_existing_database_upgrades_with_its_records(empty_url: str) -> None:
+    from alembic import command
+
+    # A database the first release made, holding a record, then a start of this release.
+    await asyncio.to_thread(command.upgrade, migrations.alembic_config(empty_url), "0001")
+    old = Database(empty_url)
+    async with old.engine.begin() as connection:
+        await connection.execute(text(
+            "INSERT INTO spend_log (id, request_id, created_at, principal_kind, endpoint, model,"
+            " served_model, stream, status, prompt_tokens, completion_tokens, cached_tokens,"
+            " cost, latency_ms, cache_hit, attempts) VALUES ('r1', 'q1', :at, 'key', 'chat',"
+            " 'asked', 'answered', false, 200, 3, 4, 0, 0.5, 1.0, false, 1)"),
+            {"at": T0.replace(tzinfo=None)})
+    await old.aclose()
+    database = Database(empty_url)
+    await database.upgrade()
+    try:
+        assert await alembic_version(empty_url) == [migrations.HEAD]
+        assert (await database.usage(model="answered"))[0]["requests"] == 1
+        assert (await database.usage(model="asked"))[0]["requests"] == 0
+    finally:
+        await database.aclose()
+
+
+async def test_the_model_filter_is_served_by_an_index(db: Database) -> None:
+    """Usage for one model reads the index on the model that answered, not the whole log."""
+    from sqlalchemy import func, select
+
+    from llmport.db.models import SpendLog
+    from llmport.db.reports import spend_filters
+
+    query = select(func.count()).select_from(SpendLog).where(*spend_filters(model="m"))
+    sql = str(query.compile(db.engine, compile_kwargs={"literal_binds": True}))
+    async with db.engine.connect() as connection:
+        if db.engine.dialect.name == "sqlite":
+            plan = (await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")).all()
+        else:  # a tiny table: tell the planner a sequential scan is out, if it can help it
+            await connection.exec_driver_sql("SET enable_seqscan = off")
+            plan = (await connection.exec_driver_sql(f"EXPLAIN {sql}")).all()
+    assert "ix_spend_log_answering_model_created_at" in str(plan), plan
 
 
 async def test_migration_matches_the_models(db: Database) -> None:
