@@ -229,3 +229,25 @@ def test_a_repeated_traceparent_restarts_the_trace(fake: FakeOpenAI,
     sent = fake.history[-1].headers
     assert sent["traceparent"].split("-")[1] == trace_id
     assert "tracestate" not in sent
+
+
+def test_sampling_follows_the_sdks_trace_id_ratio_rule() -> None:
+    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
+    from llmport.gateway.context import CallContext
+    from llmport.observability.settings import TracingConfig
+    from llmport.observability.tracing import Tracing
+    from llmport.types import Endpoint
+
+    tracing = Tracing(TracingConfig(enabled=True, exporter="none", sample_ratio=0.5))
+    sdk = TraceIdRatioBased(0.5)
+    decisions = []
+    for _ in range(400):
+        ctx = CallContext("r", Endpoint.CHAT, {}, None, "m")
+        request = tracing._trace(ctx)
+        assert ctx.trace_id == format(request.trace_id, "032x")
+        expected = sdk.should_sample(None, request.trace_id, "x").decision
+        assert request.sampled is expected.is_sampled()
+        decisions.append(request.sampled)
+    assert 100 < sum(decisions) < 300  # both outcomes occur: the rule was really exercised
+
