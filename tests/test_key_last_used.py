@@ -143,3 +143,29 @@ async def test_a_failed_write_loses_no_use_and_keeps_the_newer_one() -> None:
     assert db.stored == {"key_a": noted_a, "key_b": newer_b}
     await writer.write()  # nothing new: no call
     assert db.calls == 2
+
+
+class StallingOnce:
+    """A database whose first write never finishes (until cancelled); later ones store."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.stored: dict[str, float] = {}
+        self.stalled = asyncio.Event()
+
+    async def mark_keys_used(self, used: dict[str, float]) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            self.stalled.set()
+            await asyncio.Event().wait()
+        self.stored.update(used)
+
+
+async def test_a_shutdown_during_a_write_loses_no_use() -> None:
+    db = StallingOnce()
+    writer = LastUsed(db, interval=0.01)  # type: ignore[arg-type]
+    writer.note("key_a")
+    writer.start()
+    await asyncio.wait_for(db.stalled.wait(), 5)  # the periodic write is under way
+    await writer.aclose()  # cancels it; what it held is written by the last write
+    assert set(db.stored) == {"key_a"}

@@ -48,10 +48,12 @@ class LastUsed:
         used, self._used = self._used, {}
         try:
             await self.db.mark_keys_used(used)
-        except Exception as exc:
+        except BaseException as exc:  # also a cancel (shutdown): aclose writes them then
             for key_id, when in used.items():  # a use noted meanwhile is newer: it stays
                 if self._used.get(key_id, 0.0) < when:
                     self._used[key_id] = when
+            if not isinstance(exc, Exception):
+                raise
             log.warning("recording when keys were last used failed; retried later",
                         keys=len(used), error=str(exc))
 
