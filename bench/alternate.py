@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--api-key", default="sk-llmport-bench")
     parser.add_argument("--base-port", type=int, default=38400)
     args = parser.parse_args()
+    if args.windows < 2:
+        parser.error("--windows: at least 2 (the quartiles need two ratios)")
     runtime = HERE / ".venv" / "bin"  # the benchmark's interpreter (runtime_venv.sh)
     python = runtime / "python" if runtime.exists() else Path(sys.executable)
     work = Path(tempfile.mkdtemp(prefix="llmport-alternate-"))
