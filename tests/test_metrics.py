@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.fake_openai import Answer, Fail, FakeOpenAI
+from tests.support.fake_openai import Answer, Fail, FakeOpenAI, Hang
 from tests.test_cli_serve import free_port, wait_listening
 
 USER: Any = [{"role": "user", "content": "hi"}]
@@ -125,6 +125,34 @@ def test_metrics_can_require_the_master_key(fake: FakeOpenAI, start_gateway: Any
     scrape = httpx.get(server.url + "/metrics",
                        headers={"authorization": "Bearer sk-metrics-master"})
     assert scrape.status_code == 200 and "llmport_requests_total" in scrape.text
+
+
+def test_a_separate_metrics_port_shows_live_state(fake: FakeOpenAI, start_gateway: Any) -> None:
+    """Gauges of live state (requests in flight, queues) are refreshed for the metrics port's
+    scrapes too, which read the registry from prometheus_client's own server thread."""
+    port = free_port()
+    server = start_gateway({**gateway_config(fake),
+                            "observability": {"metrics": {"port": port}}})
+    fake.enqueue(Hang(3.0))  # in flight for three seconds
+    body = {"model": "m", "messages": USER}
+    slow = threading.Thread(target=httpx.post, args=(server.url + "/v1/chat/completions",),
+                            kwargs={"json": body, "timeout": 30})
+    slow.start()
+    assert httpx.get(server.url + "/metrics").status_code == 404  # not on the API port
+
+    def in_flight() -> float:
+        values = samples(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
+        return total(values, "llmport_in_flight_requests")
+
+    deadline = time.monotonic() + 2.5
+    while in_flight() != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert in_flight() == 1
+    slow.join()
+    deadline = time.monotonic() + 5
+    while in_flight() != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert in_flight() == 0
 
 
 @pytest.mark.slow

@@ -43,9 +43,12 @@ class Observability:
         metrics = self.metrics
         if metrics is None:
             return
-        if multiprocess_dir() is not None:
+        shared = multiprocess_dir() is not None
+        if shared or self._metrics_port is not None:
+            # Scrapes that do not pass through Metrics.exposition on this loop (other
+            # workers', the metrics port's server thread) see gauges refreshed once a second.
             self._tasks.append(asyncio.create_task(self._refresh(metrics)))
-        elif self._metrics_port is not None:
+        if not shared and self._metrics_port is not None:
             from prometheus_client import start_http_server
 
             start_http_server(self._metrics_port, self._host, registry=metrics.registry)
@@ -68,7 +71,7 @@ class Observability:
 
     @staticmethod
     async def _refresh(metrics: Metrics) -> None:
-        """In multiprocess mode a worker's gauges live in files: keep them current."""
+        """Keep the gauges of live state current for scrapes made elsewhere."""
         while True:
             metrics.refresh()
             await asyncio.sleep(REFRESH_SECONDS)
