@@ -30,9 +30,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+from memory_soak import wait_http
 
 HERE = Path(__file__).resolve().parent
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -41,19 +41,6 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url}: the gateway exited ({process.returncode})")
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"{url}: not ready after 60 s")
 
 
 def main() -> None:
@@ -98,7 +85,7 @@ def main() -> None:
                 stderr=(work / f"{name}.log").open("wb"))
             processes.append(gateway)
             targets.append((name, f"http://127.0.0.1:{port}/v1/chat/completions", gateway.pid))
-            wait_ready(f"http://127.0.0.1:{port}/healthz", gateway)
+            wait_http(f"http://127.0.0.1:{port}/healthz")
 
         def load(url: str, seconds: int) -> int:
             done = subprocess.run(

@@ -18,7 +18,7 @@ import pytest
 from llmport.db.database import Database
 from llmport.tenancy.last_used import LastUsed
 from tests.support.admin import Admin, chat, tenancy_config
-from tests.support.databases import fresh_postgres
+from tests.support.databases import database_config
 from tests.support.servers import GatewayServer
 
 Start = Callable[[dict[str, Any]], GatewayServer]
@@ -27,18 +27,12 @@ INTERVAL = 0.05
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, start_gateway: Start) -> Iterator[GatewayServer]:
-    auth = {"last_used_interval": INTERVAL}
-    if request.param == "sqlite":
-        config = tenancy_config()
-        config["auth"].update(auth)
-        yield start_gateway(config)
-        return
-    with fresh_postgres() as url:
-        config = tenancy_config(database_url=url)
-        config["auth"].update(auth)
+    with database_config(request.param) as database:
+        config = tenancy_config(**database)
+        config["auth"]["last_used_interval"] = INTERVAL
         server = start_gateway(config)
         yield server
-        server.stop()  # before the database is dropped
+        server.stop()  # before a PostgreSQL database is dropped
 
 
 def when(value: str | None) -> dt.datetime | None:

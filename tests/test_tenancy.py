@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.support.admin import MASTER_KEY, PRICE, Admin, chat, tenancy_config
-from tests.support.databases import fresh_postgres, postgres_query
+from tests.support.databases import database_config, postgres_query
 from tests.support.servers import GatewayServer
 
 Start = Callable[[dict[str, Any]], GatewayServer]
@@ -26,13 +26,10 @@ Start = Callable[[dict[str, Any]], GatewayServer]
 @pytest.fixture(params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, start_gateway: Start) -> Iterator[GatewayServer]:
     """The same tests on the embedded SQLite file and on a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield start_gateway(tenancy_config())
-        return
-    with fresh_postgres() as url:
-        server = start_gateway(tenancy_config(database_url=url))
+    with database_config(request.param) as database:
+        server = start_gateway(tenancy_config(**database))
         yield server
-        server.stop()  # before the database is dropped
+        server.stop()  # before a PostgreSQL database is dropped
 
 
 def stored_rows(server: GatewayServer, sql: str, *args: Any) -> list[tuple[Any, ...]]:

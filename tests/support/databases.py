@@ -143,6 +143,17 @@ def delete_prefixed(prefix: str) -> int:
 
 
 @contextmanager
+def database_config(backend: str) -> Iterator[dict[str, str]]:
+    """The config entries that put a gateway on ``backend``: none for the embedded SQLite file
+    (``"sqlite"``), ``database_url`` of a fresh PostgreSQL database (dropped afterwards)."""
+    if backend == "sqlite":
+        yield {}
+        return
+    with fresh_postgres() as url:
+        yield {"database_url": url}
+
+
+@contextmanager
 def redis_prefix() -> Iterator[str]:
     """A unique ``redis_prefix`` for one test (or module); its keys are deleted afterwards."""
     redis_or_skip()
