@@ -4,6 +4,7 @@ between stores, one round trip per call, the key layout, and an unreachable Redi
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -12,7 +13,13 @@ from uuid import uuid4
 import pytest
 import redis.asyncio
 
-from llmport.stores import Admission, CounterCeiling, LeaseLimit, RedisStore, WindowLimit
+from llmport.stores import (
+    Admission,
+    CounterCeiling,
+    LeaseLimit,
+    RedisStore,
+    WindowLimit,
+)
 from tests.test_stores import REDIS_URL, T0, redis_or_skip, unique_prefix
 
 
@@ -217,6 +224,72 @@ async def test_concurrent_calls_share_round_trips_and_stay_exact(
         assert sum(a.admitted for a in again) == 4
     finally:
         await store.aclose()
+
+
+def window_script(seed: int, steps: int = 120) -> list[tuple[str, float, Any]]:
+    """A random sequence of admissions and settlements on a few windows: amounts that binary
+    floats cannot hold exactly, limits low enough to refuse, settlements that give back more
+    than was taken (a window emptied and deleted, then used again), time that jumps past the
+    window (buckets leave it) and sometimes steps back."""
+    rng = random.Random(seed)
+    sizes = {"a": 60, "b": 60, "h": 3600}
+    now = T0
+    script: list[tuple[str, float, Any]] = []
+    for _ in range(steps):
+        now += rng.choice((0.0, 0.3, 1.0, 7.5, 31.0, 59.0, 61.0, -2.0))
+        keys = rng.sample(sorted(sizes), rng.randint(1, 3))
+        if rng.random() < 0.6:
+            script.append(("admit", now, [
+                WindowLimit(key, rng.choice((3.0, 8.0, 25.0)),
+                            rng.choice((0.0, 0.1, 1.0, 2.5, 4.0)), sizes[key]) for key in keys]))
+        else:
+            script.append(("settle", now, [
+                (key, rng.choice((-9.0, -1.0, -0.3, 0.0, 0.7, 3.0)), sizes[key]) for key in keys]))
+    return script
+
+
+async def run_window_script(store: Any, script: list[tuple[str, float, Any]],
+                            together: bool) -> list[Any]:
+    """Each step's outcome (an admission's fields; None for a settlement), then every window's
+    usage and reset at the end; ``together``: every step sent at once (one batch)."""
+    def step(kind: str, now: float, items: Any) -> Coroutine[Any, Any, Any]:
+        if kind == "admit":
+            return store.admit(items, now=now)
+        return store.settle(items, now=now)
+
+    if together:
+        outcomes = await asyncio.gather(*(step(*entry) for entry in script))
+    else:
+        outcomes = [await step(*entry) for entry in script]
+    end = script[-1][1] + 1
+    final = await store.admit([WindowLimit(key, float("inf"), 0, size)
+                               for key, size in (("a", 60), ("b", 60), ("h", 3600))], now=end)
+    return [None if outcome is None else (
+        outcome.admitted, outcome.refused_by, round(outcome.retry_after_s, 9),
+        [(w.key, w.used, round(w.reset_s, 9)) for w in outcome.windows])
+        for outcome in [*outcomes, final]]
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_a_batch_of_window_operations_equals_them_one_by_one(
+        seed: int, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch script keeps each window in memory for the whole call and writes it once:
+    many operations on the same windows in one call must give every operation, and the
+    windows, exactly what one call per operation gives."""
+    script = window_script(seed)
+    one_by_one = RedisStore.from_url(REDIS_URL, prefix + "single:")
+    batched = RedisStore.from_url(REDIS_URL, prefix + "batched:")
+    await batched.ping()
+    calls = record_commands(batched, monkeypatch)
+    try:
+        expected = await run_window_script(one_by_one, script, together=False)
+        got = await run_window_script(batched, script, together=True)
+        assert calls.count("EVALSHA") == 2  # the script's steps in one call, then the final read
+        assert got == expected
+        assert any(outcome is not None and not outcome[0] for outcome in expected)  # refusals
+    finally:
+        await one_by_one.aclose()
+        await batched.aclose()
 
 
 async def test_key_layout_and_expiry(prefix: str, raw: redis.asyncio.Redis) -> None:

@@ -15,18 +15,67 @@ keys and arguments out first (that copying was ~5% of the script's time).
 # most once a bucket) and to refuse (the Retry-After). The key's expiry is renewed when a bucket
 # is opened: the newest bucket leaves the window before it. A bucket settled down to zero loses
 # its field; a window whose total reaches zero is deleted.
+#
+# Within one script call (a batch of many requests' operations, most on the same few keys:
+# one tenant's windows) each window is read once and written once: ``open_window`` loads it
+# into a table that the operations change in memory, and ``write_windows`` stores every
+# changed one at the end. Read-then-written per operation, a request's windows cost Redis
+# more than the rest of its script; in memory the values are the same doubles Redis would
+# hand back (``%.17g`` round-trips them), so the outcome is the same as one write per change.
 _WINDOWS = """
 local BUCKETS = 60
 local function fmt(x) return string.format('%.17g', x) end
-local function index_name(x) return string.format('%.0f', x) end
+local index_names = {}  -- formatted once a call
+local function index_name(x)
+  local name = index_names[x]
+  if not name then
+    name = string.format('%.0f', x)
+    index_names[x] = name
+  end
+  return name
+end
 
--- The window's buckets, oldest first, as {index, amount, field}.
-local function buckets(key)
-  local flat = redis.call('HGETALL', key)
+-- This call's windows by key, and those with changes to write, in order of first change.
+-- A window: key; total, oldest (nil: no usage), newest (nil: no bucket); amounts, by bucket
+-- index: the amount, false for no field, nil for not read yet (only while not complete:
+-- complete means every bucket is known); changed: indexes whose field must be written;
+-- stored_oldest: what 'o' holds in Redis; ttl_ms: set when a bucket was opened.
+local windows_by_key, changed_windows = {}, {}
+
+local function changed(w)
+  if not w.dirty then
+    w.dirty = true
+    changed_windows[#changed_windows + 1] = w
+  end
+end
+
+-- The amount of bucket `index`, read from Redis at most once a call.
+local function amount_at(w, index)
+  local amount = w.amounts[index]
+  if amount == nil then
+    amount = false
+    if not w.complete then
+      amount = tonumber(redis.call('HGET', w.key, index_name(index))) or false
+    end
+    w.amounts[index] = amount
+  end
+  return amount or 0
+end
+
+-- Every bucket with a field, oldest first, as {index, amount}: what HGETALL would return if
+-- this call's changes were written.
+local function buckets(w)
+  if not w.complete then
+    local flat = redis.call('HGETALL', w.key)
+    for j = 1, #flat, 2 do
+      local index = tonumber(flat[j])
+      if index and w.amounts[index] == nil then w.amounts[index] = tonumber(flat[j + 1]) end
+    end
+    w.complete = true
+  end
   local list = {}
-  for j = 1, #flat, 2 do
-    local index = tonumber(flat[j])
-    if index then list[#list + 1] = {index, tonumber(flat[j + 1]), flat[j]} end
+  for index, amount in pairs(w.amounts) do
+    if amount then list[#list + 1] = {index, amount} end
   end
   table.sort(list, function(x, y) return x[1] < y[1] end)
   return list
@@ -39,104 +88,140 @@ local function oldest_with_usage(list)
   return nil
 end
 
--- The window at bucket `current` (named `field`: index_name(current), which the callers
--- format once for all their windows of one size) as {total, oldest, newest, current,
--- field, here = the current bucket's amount}, buckets that left it dropped.
-local function open_window(key, current, field)
-  local r = redis.call('HMGET', key, 't', 'o', 'n', field)
-  local total, oldest, newest = tonumber(r[1]), tonumber(r[2]), tonumber(r[3])
-  if total then
-    if not oldest or oldest > current - BUCKETS then
-      return {total = total, oldest = oldest, newest = newest, current = current,
-              field = field, here = tonumber(r[4])}
-    end
-  elseif redis.call('EXISTS', key) == 0 then
-    return {total = 0, current = current, field = field}
-  end
-  -- Usage left the window (or the hash lacks the bookkeeping fields): recount.
-  local live, stale = {}, {}
-  for _, b in ipairs(buckets(key)) do
-    if b[1] <= current - BUCKETS then stale[#stale + 1] = b[3] else live[#live + 1] = b end
-  end
-  if #live == 0 then
-    redis.call('DEL', key)
-    return {total = 0, current = current, field = field}
-  end
-  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
-  total = 0
-  for j = 1, #live do total = total + live[j][2] end
-  -- The newest index outlives its bucket when that was given back (as in MemoryStore).
-  if not (newest and newest > current - BUCKETS) then newest = live[#live][1] end
-  oldest = oldest_with_usage(live)
-  redis.call('HSET', key, 't', fmt(total), 'n', index_name(newest))
-  if oldest then
-    redis.call('HSET', key, 'o', index_name(oldest))
-  else
-    redis.call('HDEL', key, 'o')
-  end
-  return {total = total, oldest = oldest, newest = newest, current = current, field = field,
-          here = tonumber(r[4])}
+-- Deletes the window's key now (what this call changed in it goes with it).
+local function delete_window(w)
+  redis.call('DEL', w.key)
+  w.total, w.oldest, w.newest, w.stored_oldest, w.stored_newest = 0, nil, nil, nil, nil
+  w.ttl_ms = false
+  w.amounts, w.changed, w.complete = {}, {}, true
 end
 
--- Adds `amount` to the window (opened by open_window) in one HSET.
-local function add(key, w, amount, ttl_ms)
-  local current, field, here = w.current, w.field, w.here
-  -- A clock that stepped back adds to the newest bucket.
-  if w.newest and w.newest > current then
-    current = w.newest
-    field = index_name(current)
-    here = tonumber(redis.call('HGET', key, field))
+-- Drops the buckets that left the window ending at bucket `current` and counts the rest.
+local function recount(w, current)
+  local live = {}
+  for _, b in ipairs(buckets(w)) do
+    if b[1] <= current - BUCKETS then
+      w.amounts[b[1]], w.changed[b[1]] = false, true
+    else
+      live[#live + 1] = b
+    end
   end
-  w.total = w.total + amount
-  local opened = w.newest ~= current
-  if not opened and (w.oldest or amount <= 0) then  -- most calls: no table to build
-    redis.call('HSET', key, field, fmt((here or 0) + amount), 't', fmt(w.total))
+  if #live == 0 then
+    delete_window(w)
     return
   end
-  local fields = {field, fmt((here or 0) + amount), 't', fmt(w.total)}
-  if opened then
-    w.newest = current
-    fields[#fields + 1], fields[#fields + 2] = 'n', field
+  local total = 0
+  for j = 1, #live do total = total + live[j][2] end
+  w.total = total
+  -- The newest index outlives its bucket when that was given back (as in MemoryStore).
+  if not (w.newest and w.newest > current - BUCKETS) then w.newest = live[#live][1] end
+  w.oldest = oldest_with_usage(live)
+  changed(w)
+end
+
+-- The window `key` at bucket `current` (named `field`: index_name(current), which the
+-- callers format once for all their windows of one size), buckets that left it dropped.
+local function open_window(key, current, field)
+  local w = windows_by_key[key]
+  if w == nil then
+    local r = redis.call('HMGET', key, 't', 'o', 'n', field)
+    local oldest, newest = tonumber(r[2]), tonumber(r[3])
+    -- Every field set here (false for none), so the table is made at its final size.
+    w = {key = key, total = tonumber(r[1]), oldest = oldest, newest = newest,
+         amounts = {[current] = tonumber(r[4]) or false}, changed = {}, complete = false,
+         stored_oldest = oldest, stored_newest = newest, dirty = false, ttl_ms = false}
+    windows_by_key[key] = w
+    if not w.total then
+      if redis.call('EXISTS', key) == 0 then
+        w.total, w.oldest, w.newest, w.amounts, w.complete = 0, nil, nil, {}, true
+      else  -- a hash without the bookkeeping fields: recount
+        recount(w, current)
+      end
+      return w
+    end
   end
-  if not w.oldest and amount > 0 then
-    w.oldest = current
-    fields[#fields + 1], fields[#fields + 2] = 'o', field
+  if w.oldest and w.oldest <= current - BUCKETS then recount(w, current) end  -- usage left
+  return w
+end
+
+-- Adds `amount` to the window at bucket `current`.
+local function add(w, current, amount, ttl_ms)
+  -- A clock that stepped back adds to the newest bucket.
+  if w.newest and w.newest > current then current = w.newest end
+  w.amounts[current] = amount_at(w, current) + amount
+  w.changed[current] = true
+  w.total = w.total + amount
+  if w.newest ~= current then
+    w.newest, w.ttl_ms = current, ttl_ms
   end
-  redis.call('HSET', key, unpack(fields))
-  if opened then redis.call('PEXPIRE', key, string.format('%.0f', ttl_ms)) end
+  if not w.oldest and amount > 0 then w.oldest = current end
+  changed(w)
 end
 
 -- Removes `amount` from the newest buckets first, none below zero.
-local function take(key, w, amount)
+local function take(w, amount)
   if not w.oldest then return end
   local j, emptied_oldest = w.newest, false
   while amount > 0 and j >= w.oldest do
-    local field = index_name(j)
-    local have = tonumber(redis.call('HGET', key, field) or '0')
+    local have = amount_at(w, j)
     if have > 0 then
       local taken = math.min(have, amount)
       amount = amount - taken
       w.total = w.total - taken
       if have - taken <= 0 then
-        redis.call('HDEL', key, field)
+        w.amounts[j] = false
         emptied_oldest = j == w.oldest
       else
-        redis.call('HSET', key, field, fmt(have - taken))
+        w.amounts[j] = have - taken
       end
+      w.changed[j] = true
     end
     j = j - 1
   end
   if w.total <= 0 then
-    redis.call('DEL', key)
+    delete_window(w)
     return
   end
-  redis.call('HSET', key, 't', fmt(w.total))
+  changed(w)
   if emptied_oldest then  -- yet a total is left (rounding): find the oldest with usage
-    w.oldest = oldest_with_usage(buckets(key))
-    if w.oldest then
-      redis.call('HSET', key, 'o', index_name(w.oldest))
-    else
-      redis.call('HDEL', key, 'o')
+    w.oldest = oldest_with_usage(buckets(w))
+  end
+end
+
+-- Stores every window this call changed: one HSET (and an HDEL, a PEXPIRE when needed) each,
+-- of the fields that changed.
+local function write_windows()
+  for _, w in ipairs(changed_windows) do
+    local only = next(w.changed)
+    if only and next(w.changed, only) == nil and w.amounts[only]
+        and w.newest == w.stored_newest and w.oldest == w.stored_oldest then
+      -- Most windows: one bucket and the total changed (a burst within one bucket).
+      redis.call('HSET', w.key, index_name(only), fmt(w.amounts[only]), 't', fmt(w.total))
+    elseif w.newest then  -- (else deleted, and nothing added since)
+      local fields, gone = {'t', fmt(w.total)}, nil
+      for index in pairs(w.changed) do
+        local amount = w.amounts[index]
+        if amount then
+          fields[#fields + 1], fields[#fields + 2] = index_name(index), fmt(amount)
+        else
+          gone = gone or {}
+          gone[#gone + 1] = index_name(index)
+        end
+      end
+      if w.newest ~= w.stored_newest then
+        fields[#fields + 1], fields[#fields + 2] = 'n', index_name(w.newest)
+      end
+      if w.oldest ~= w.stored_oldest then
+        if w.oldest then
+          fields[#fields + 1], fields[#fields + 2] = 'o', index_name(w.oldest)
+        else
+          gone = gone or {}
+          gone[#gone + 1] = 'o'
+        end
+      end
+      redis.call('HSET', w.key, unpack(fields))
+      if gone then redis.call('HDEL', w.key, unpack(gone)) end
+      if w.ttl_ms then redis.call('PEXPIRE', w.key, string.format('%.0f', w.ttl_ms)) end
     end
   end
 end
@@ -150,10 +235,10 @@ local function reset_s(w, now, bucket_s)
 end
 
 -- Seconds until enough usage leaves the window for `amount` to fit.
-local function retry_after(key, total, amount, limit, now, window_s, bucket_s)
+local function retry_after(w, amount, limit, now, window_s, bucket_s)
   if amount > limit then return window_s end
-  local need, gone, wait = total + amount - limit, 0, window_s
-  for _, b in ipairs(buckets(key)) do
+  local need, gone, wait = w.total + amount - limit, 0, window_s
+  for _, b in ipairs(buckets(w)) do
     if b[2] > 0 then
       gone = gone + b[2]
       wait = (b[1] + BUCKETS) * bucket_s - now
@@ -192,7 +277,8 @@ local function admit(KEYS, ARGV, k, a)
     end
   end
 
-  local windows = {}
+  -- Per window: the window, and this admission's amount, window size and current bucket.
+  local windows, amounts, sizes, currents = {}, {}, {}, {}
   local named, name = nil, nil  -- the last bucket index named, and its name
   for i = 1, nw do
     local limit, amount, window_s = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
@@ -202,11 +288,10 @@ local function admit(KEYS, ARGV, k, a)
     local w = open_window(KEYS[k], current, name)
     if w.total + amount > limit then
       if refused == 0 then refused = k - k0 + 1 end
-      local wait = retry_after(KEYS[k], w.total, amount, limit, now, window_s, bucket_s)
+      local wait = retry_after(w, amount, limit, now, window_s, bucket_s)
       if wait > retry then retry = wait end
     end
-    w.key, w.amount, w.window_s, w.bucket_s = KEYS[k], amount, window_s, bucket_s
-    windows[i] = w
+    windows[i], amounts[i], sizes[i], currents[i] = w, amount, window_s, current
     a, k = a + 3, k + 1
   end
 
@@ -227,8 +312,8 @@ local function admit(KEYS, ARGV, k, a)
   if refused == 0 then
     retry = 0
     for i = 1, nw do
-      local w = windows[i]
-      add(w.key, w, w.amount, math.ceil((w.window_s + w.bucket_s) * 1000))
+      local window_s = sizes[i]
+      add(windows[i], currents[i], amounts[i], math.ceil((window_s + window_s / BUCKETS) * 1000))
     end
     for i = 1, nl do
       local l = leases[i]
@@ -244,7 +329,7 @@ local function admit(KEYS, ARGV, k, a)
   for i = 1, nw do
     local w = windows[i]
     out[#out + 1] = fmt(w.total)
-    out[#out + 1] = fmt(reset_s(w, now, w.bucket_s))
+    out[#out + 1] = fmt(reset_s(w, now, sizes[i] / BUCKETS))
   end
   for i = 1, nl do out[#out + 1] = fmt(leases[i].count) end
   return {refused, fmt(retry), out}
@@ -267,9 +352,9 @@ local function settle(KEYS, ARGV, k, a)
       if current ~= named then named, name = current, index_name(current) end
       local w = open_window(key, current, name)
       if delta > 0 then
-        add(key, w, delta, math.ceil((window_s + bucket_s) * 1000))
+        add(w, current, delta, math.ceil((window_s + bucket_s) * 1000))
       else
-        take(key, w, -delta)
+        take(w, -delta)
       end
     end
     a, k = a + 2, k + 1
@@ -314,6 +399,7 @@ for i = 1, n do
   end
   k, a = k + nk, a + na
 end
+write_windows()
 return table.concat(results, ';')
 """
 
