@@ -174,16 +174,20 @@ class MemoryStore:
             self.sweep()
         store = self._windows
         for key, delta, window_s in windows:
+            # A zero delta changes nothing (as in the Redis script): not even an empty bucket,
+            # which would become the newest, which a clock stepping back adds to.
+            if delta == 0:
+                continue
             bucket_s = window_s / BUCKETS
             current = floor(now / bucket_s)
             window = store.get(key)
             if window is None:
-                if delta <= 0:
+                if delta < 0:
                     continue
                 window = store[key] = Window(bucket_s)
             elif window.indexes and window.indexes[0] <= current - BUCKETS:
                 window.prune(current)
-            if delta >= 0:
+            if delta > 0:
                 window.add(current, delta)
                 window.expires = now + window_s + bucket_s
             else:

@@ -30,11 +30,15 @@ class Window:
         indexes = self.indexes
         if indexes and indexes[0] <= current - BUCKETS:
             amounts = self.amounts
+            left = False  # usage left the window (not only buckets given back to zero)
             while indexes and indexes[0] <= current - BUCKETS:
                 indexes.popleft()
-                amounts.popleft()
-            # Recomputed rather than subtracted, so rounding cannot drift over a long life.
-            self.total = sum(amounts) if amounts else 0.0
+                if amounts.popleft() > 0:
+                    left = True
+            # Recounted rather than subtracted, so rounding cannot drift over a long life:
+            # when usage left, as the Redis script recounts (the same sums, the same totals).
+            if left:
+                self.total = sum(amounts) if amounts else 0.0
 
     def add(self, current: int, amount: float) -> None:
         amount = float(amount)
@@ -48,8 +52,12 @@ class Window:
         self.total += amount
 
     def take(self, amount: float) -> None:
-        """Remove ``amount`` from the newest buckets first, none below zero."""
+        """Remove ``amount`` from the newest buckets first, none below zero. A window left with
+        no usage starts over (the Redis script deletes its key): no bucket, not even the
+        newest, which a clock that steps back would otherwise add to."""
         amounts = self.amounts
+        if not any(bucket > 0 for bucket in amounts):
+            return  # no usage to take (as in the Redis script, which then keeps the window)
         i = len(amounts) - 1
         while amount > 0 and i >= 0:
             taken = min(amounts[i], amount)
@@ -57,6 +65,10 @@ class Window:
             amount -= taken
             self.total -= taken  # subtracted, as the Redis script does (prune recounts)
             i -= 1
+        if self.total <= 0:
+            self.indexes.clear()
+            amounts.clear()
+            self.total = 0.0
 
     def reset_s(self, now: float) -> float:
         if self.total <= 0:
