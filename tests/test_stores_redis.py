@@ -228,69 +228,88 @@ async def test_concurrent_calls_share_round_trips_and_stay_exact(
         await store.aclose()
 
 
-def window_script(seed: int, steps: int = 120) -> list[tuple[str, float, Any]]:
-    """A random sequence of admissions and settlements on a few windows: amounts that binary
-    floats cannot hold exactly, limits low enough to refuse, settlements that give back more
-    than was taken (a window emptied and deleted, then used again), time that jumps past the
-    window (buckets leave it) and sometimes steps back."""
+def limits_script(seed: int, steps: int = 120) -> list[tuple[str, float, Any]]:
+    """A random sequence of admissions and settlements on a few windows, lease pools and
+    counters: amounts that binary floats cannot hold exactly, limits low enough to refuse,
+    settlements that give back more than was taken (a window emptied and deleted, then used
+    again), time that jumps past the window (buckets leave it) and past leases' expiry, and
+    sometimes steps back; leases renewed, released twice, released unheld."""
     rng = random.Random(seed)
     sizes = {"a": 60, "b": 60, "h": 3600}
     now = T0
     script: list[tuple[str, float, Any]] = []
+
+    def some(names: tuple[str, ...]) -> list[str]:
+        return rng.sample(names, rng.randint(0, len(names)))
+
     for _ in range(steps):
         now += rng.choice((0.0, 0.3, 1.0, 7.5, 31.0, 59.0, 61.0, -2.0))
         keys = rng.sample(sorted(sizes), rng.randint(1, 3))
+        lease_id = f"l{rng.randrange(6)}"
         if rng.random() < 0.6:
-            script.append(("admit", now, [
-                WindowLimit(key, rng.choice((3.0, 8.0, 25.0)),
-                            rng.choice((0.0, 0.1, 1.0, 2.5, 4.0)), sizes[key]) for key in keys]))
+            script.append(("admit", now, (
+                [WindowLimit(key, rng.choice((3.0, 8.0, 25.0)),
+                             rng.choice((0.0, 0.1, 1.0, 2.5, 4.0)), sizes[key]) for key in keys],
+                [LeaseLimit(pool, rng.choice((1, 2, 3)), lease_id, rng.choice((20.0, 90.0)))
+                 for pool in some(("p", "q"))],
+                [CounterCeiling(counter, rng.choice((1.0, 2.5, 100.0)))
+                 for counter in some(("c", "d"))])))
         else:
-            script.append(("settle", now, [
-                (key, rng.choice((-9.0, -1.0, -0.3, 0.0, 0.7, 3.0)), sizes[key]) for key in keys]))
+            script.append(("settle", now, (
+                [(key, rng.choice((-9.0, -1.0, -0.3, 0.0, 0.7, 3.0)), sizes[key])
+                 for key in keys],
+                [(counter, rng.choice((0.25, 0.5, 1.0))) for counter in some(("c", "d"))],
+                [(pool, lease_id) for pool in some(("p", "q"))])))
     return script
 
 
-async def run_window_script(store: Any, script: list[tuple[str, float, Any]],
+async def run_limits_script(store: Any, script: list[tuple[str, float, Any]],
                             together: bool) -> list[Any]:
-    """Each step's outcome (an admission's fields; None for a settlement), then every window's
-    usage and reset at the end; ``together``: every step sent at once (one batch)."""
+    """Each step's outcome (an admission's fields; None for a settlement), then every item's
+    state at the end; ``together``: every step sent at once (one batch)."""
     def step(kind: str, now: float, items: Any) -> Coroutine[Any, Any, Any]:
         if kind == "admit":
-            return store.admit(items, now=now)
-        return store.settle(items, now=now)
+            return store.admit(*items, now=now)
+        return store.settle(*items, now=now)
 
     if together:
         outcomes = await asyncio.gather(*(step(*entry) for entry in script))
     else:
         outcomes = [await step(*entry) for entry in script]
-    end = script[-1][1] + 1
-    final = await store.admit([WindowLimit(key, float("inf"), 0, size)
-                               for key, size in (("a", 60), ("b", 60), ("h", 3600))], now=end)
+    final = await store.admit(
+        [WindowLimit(key, float("inf"), 0, size)
+         for key, size in (("a", 60), ("b", 60), ("h", 3600))],
+        [LeaseLimit(pool, 1000, "final", 60.0) for pool in ("p", "q")],
+        [CounterCeiling(counter, float("inf")) for counter in ("c", "d")],
+        now=script[-1][1] + 1)
     return [None if outcome is None else (
         outcome.admitted, outcome.refused_by, round(outcome.retry_after_s, 9),
-        [(w.key, w.used, round(w.reset_s, 9)) for w in outcome.windows])
+        [(w.key, w.used, round(w.reset_s, 9)) for w in outcome.windows],
+        [(lease.key, lease.used) for lease in outcome.leases],
+        [(ceiling.key, ceiling.used) for ceiling in outcome.ceilings])
         for outcome in [*outcomes, final]]
 
 
 @pytest.mark.parametrize("seed", range(int(os.environ.get("LLMPORT_TEST_SEEDS", "40"))))
-async def test_a_batch_of_window_operations_equals_them_one_by_one(
+async def test_a_batch_of_limit_operations_equals_them_one_by_one(
         seed: int, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The batch script keeps each window in memory for the whole call and writes it once:
-    many operations on the same windows in one call must give every operation, and the
-    windows, exactly what one call per operation gives — and what MemoryStore gives, the
-    backends agreeing to the last bit (rounding, clocks stepping back, emptied windows)."""
-    script = window_script(seed)
+    """The batch script keeps each window, lease pool and counter in memory for the whole
+    call and writes each window once: many operations on the same items in one call must give
+    every operation, and the items, exactly what one call per operation gives — and what
+    MemoryStore gives, the backends agreeing to the last bit (rounding, clocks stepping back,
+    emptied windows, expired leases)."""
+    script = limits_script(seed)
     one_by_one = RedisStore.from_url(REDIS_URL, prefix + "single:")
     batched = RedisStore.from_url(REDIS_URL, prefix + "batched:")
     memory = MemoryStore()
     await batched.ping()
     calls = record_commands(batched, monkeypatch)
     try:
-        expected = await run_window_script(one_by_one, script, together=False)
-        got = await run_window_script(batched, script, together=True)
+        expected = await run_limits_script(one_by_one, script, together=False)
+        got = await run_limits_script(batched, script, together=True)
         assert calls.count("EVALSHA") == 2  # the script's steps in one call, then the final read
         assert got == expected
-        assert await run_window_script(memory, script, together=False) == expected
+        assert await run_limits_script(memory, script, together=False) == expected
         assert any(outcome is not None and not outcome[0] for outcome in expected)  # refusals
     finally:
         await one_by_one.aclose()

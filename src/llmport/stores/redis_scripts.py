@@ -250,6 +250,83 @@ local function retry_after(w, amount, limit, now, window_s, bucket_s)
 end
 """
 
+
+# Lease pools and counters, kept for the call like the windows: a pool is pruned of expired
+# leases and counted once (again only when one of its leases may have expired since), and its
+# expiry renewed once, at the end; a counter is read once (later reads see the values the
+# call's own increments returned).
+_POOLS = """
+-- A pool: key; count, the leases held; soonest, an expiry no later than the earliest held
+-- (nothing held expires before it: no pruning needed until then); ttl_ms, the longest time
+-- to live a lease taken in this call asks for (false: none taken).
+local pools_by_key, changed_pools = {}, {}
+local counter_values = {}  -- by key: the value as stored (a string), false for none
+
+local function count_pool(p, now_text)
+  redis.call('ZREMRANGEBYSCORE', p.key, '-inf', now_text)
+  local first = redis.call('ZRANGE', p.key, 0, 0, 'WITHSCORES')
+  p.count, p.soonest = redis.call('ZCARD', p.key), tonumber(first[2]) or math.huge
+end
+
+-- The pool `key` at `now` (`now_text` as sent), its expired leases dropped.
+local function open_pool(key, now, now_text)
+  local p = pools_by_key[key]
+  if p == nil then
+    p = {key = key, count = 0, soonest = 0, ttl_ms = false}
+    pools_by_key[key] = p
+    count_pool(p, now_text)
+  elseif now >= p.soonest then
+    count_pool(p, now_text)
+  end
+  return p
+end
+
+-- Adds lease `id` until `expiry` (a renewal when it is held already): the count after it.
+local function take_lease(p, id, expiry, ttl_ms)
+  -- ZADD counts the members it added: 0 for a lease renewing itself.
+  p.count = p.count + redis.call('ZADD', p.key, fmt(expiry), id)
+  if expiry < p.soonest then p.soonest = expiry end
+  if not p.ttl_ms then changed_pools[#changed_pools + 1] = p end
+  if not p.ttl_ms or ttl_ms > p.ttl_ms then p.ttl_ms = ttl_ms end
+  return p.count
+end
+
+local function release_lease(key, id)
+  local removed = redis.call('ZREM', key, id)
+  local p = pools_by_key[key]
+  if p then p.count = p.count - removed end
+end
+
+-- The pools' expiry: never shorter than the longest lease taken in them.
+local function write_pools()
+  for _, p in ipairs(changed_pools) do
+    if redis.call('PTTL', p.key) < p.ttl_ms then
+      redis.call('PEXPIRE', p.key, string.format('%.0f', p.ttl_ms))
+    end
+  end
+end
+
+-- The counters KEYS[k .. k + n - 1] as stored (false for none).
+local function counters(KEYS, k, n)
+  local values, missing = {}, {}
+  for i = 1, n do
+    local value = counter_values[KEYS[k + i - 1]]
+    if value == nil then missing[#missing + 1] = KEYS[k + i - 1] end
+    values[i] = value
+  end
+  if #missing > 0 then
+    local read = redis.call('MGET', unpack(missing))
+    for j = 1, #missing do counter_values[missing[j]] = read[j] end
+    for i = 1, n do values[i] = counter_values[KEYS[k + i - 1]] end
+  end
+  return values
+end
+
+local function increment(key, delta)
+  counter_values[key] = redis.call('INCRBYFLOAT', key, delta)
+end
+"""
+
 # KEYS from k: ceilings, windows, leases. ARGV from a: now, #ceilings, #windows, #leases, then
 # per ceiling: ceiling; per window: limit, amount, window_s; per lease: limit, lease_id, ttl_s.
 # Returns {refused (1-based over its own keys, 0 = admitted), retry_after, ceiling values,
@@ -265,7 +342,7 @@ local function admit(KEYS, ARGV, k, a)
   local out = {}
 
   if nc > 0 then
-    local values = redis.call('MGET', unpack(KEYS, k, k + nc - 1))
+    local values = counters(KEYS, k, nc)
     for i = 1, nc do
       local value = tonumber(values[i] or '0')
       if value >= tonumber(ARGV[a]) then
@@ -295,17 +372,17 @@ local function admit(KEYS, ARGV, k, a)
     a, k = a + 3, k + 1
   end
 
-  local leases = {}
+  -- Per lease: its pool, id and time to live; then the pool's count after this admission.
+  local pools, ids, ttls, counts = {}, {}, {}, {}
   for i = 1, nl do
-    local key, limit = KEYS[k], tonumber(ARGV[a])
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now_text)
-    local count = redis.call('ZCARD', key)
+    local key, limit, id = KEYS[k], tonumber(ARGV[a]), ARGV[a + 1]
+    local p = open_pool(key, now, now_text)
     -- At the limit, only a lease renewing itself is let through.
-    if count >= limit and not redis.call('ZSCORE', key, ARGV[a + 1]) then
+    if p.count >= limit and not redis.call('ZSCORE', key, id) then
       if refused == 0 then refused = k - k0 + 1 end
       if retry < 1.0 then retry = 1.0 end
     end
-    leases[i] = {key = key, id = ARGV[a + 1], ttl_s = tonumber(ARGV[a + 2]), count = count}
+    pools[i], ids[i], ttls[i], counts[i] = p, id, tonumber(ARGV[a + 2]), p.count
     a, k = a + 3, k + 1
   end
 
@@ -316,13 +393,7 @@ local function admit(KEYS, ARGV, k, a)
       add(windows[i], currents[i], amounts[i], math.ceil((window_s + window_s / BUCKETS) * 1000))
     end
     for i = 1, nl do
-      local l = leases[i]
-      -- ZADD counts the members it added: 0 for a lease renewing itself.
-      l.count = l.count + redis.call('ZADD', l.key, fmt(now + l.ttl_s), l.id)
-      local ttl_ms = math.ceil(l.ttl_s * 1000)
-      if redis.call('PTTL', l.key) < ttl_ms then
-        redis.call('PEXPIRE', l.key, string.format('%.0f', ttl_ms))
-      end
+      counts[i] = take_lease(pools[i], ids[i], now + ttls[i], math.ceil(ttls[i] * 1000))
     end
   end
 
@@ -331,7 +402,7 @@ local function admit(KEYS, ARGV, k, a)
     out[#out + 1] = fmt(w.total)
     out[#out + 1] = fmt(reset_s(w, now, sizes[i] / BUCKETS))
   end
-  for i = 1, nl do out[#out + 1] = fmt(leases[i].count) end
+  for i = 1, nl do out[#out + 1] = fmt(counts[i]) end
   return {refused, fmt(retry), out}
 end
 """
@@ -360,18 +431,18 @@ local function settle(KEYS, ARGV, k, a)
     a, k = a + 2, k + 1
   end
   for i = 1, nc do
-    redis.call('INCRBYFLOAT', KEYS[k], ARGV[a])
+    increment(KEYS[k], ARGV[a])
     a, k = a + 1, k + 1
   end
   for i = 1, nl do
-    redis.call('ZREM', KEYS[k], ARGV[a])
+    release_lease(KEYS[k], ARGV[a])
     a, k = a + 1, k + 1
   end
   return 1
 end
 """
 
-_FUNCTIONS = _WINDOWS + _ADMIT_FUNCTION + _SETTLE_FUNCTION
+_FUNCTIONS = _WINDOWS + _POOLS + _ADMIT_FUNCTION + _SETTLE_FUNCTION
 
 # Several operations in one call, in order. ARGV[1]: one comma-separated string (one
 # argument to pack and send, however large the batch): n, then per operation its kind ("a"
@@ -400,6 +471,7 @@ for i = 1, n do
   k, a = k + nk, a + na
 end
 write_windows()
+write_pools()
 return table.concat(results, ';')
 """
 
