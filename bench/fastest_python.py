@@ -8,9 +8,9 @@ optimisation) runs the same code in about 0.6 of the time of a plain source buil
 LiteLLM) on the interpreter printed here, so they are compared on equal terms, and says
 which one it was. Candidates: every python3.x on PATH and in /usr/bin, and python3;
 each times the same small workload (calls, attribute access, dicts, floats) three times,
-in three rounds that take the candidates in turn (so a moment of load elsewhere on the
-machine cannot make one of them lose: it once picked the slower build while an install ran),
-and its best time counts.
+in five rounds that take the candidates in turn (so a spell of load elsewhere on the
+machine cannot make one of them lose: with three rounds it once picked the slower build while
+an install ran, and once just after the test suite had run), and its best time counts.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def candidates() -> list[str]:
     return list(unique.values())
 
 
-ROUNDS = 3
+ROUNDS = 5
 
 
 def timed(python: str) -> float | None:
