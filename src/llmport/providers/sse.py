@@ -18,13 +18,19 @@ class SSEEvent:
 
 
 class SSEDecoder:
-    __slots__ = ("_buffer",)
+    __slots__ = ("_after_cr", "_buffer")
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._after_cr = False  # the last read ended in CR: a LF opening the next is its pair
 
     def feed(self, piece: bytes) -> list[SSEEvent]:
-        if b"\r" in piece:  # some servers frame with CRLF; normalise once, on the rare path
+        if self._after_cr:
+            self._after_cr = False
+            if piece.startswith(b"\n"):  # a CRLF cut between two reads: one line end
+                piece = piece[1:]
+        if b"\r" in piece:  # some servers frame with CRLF (or CR); normalise, on the rare path
+            self._after_cr = piece.endswith(b"\r")
             piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer + piece if self._buffer else piece
         events: list[SSEEvent] = []
