@@ -1,7 +1,7 @@
 """The in-process store's items: sliding windows, lease pools and idempotency records.
 
 Plain slotted objects that ``MemoryStore`` keeps in dicts; their methods follow the
-semantics of the Redis scripts (``redis_scripts.py``), so both backends pass one suite.
+semantics of the Redis scripts (``redis_items.py``), so both backends pass one suite.
 """
 
 from __future__ import annotations
