@@ -1,6 +1,7 @@
 """``RedisStore``: the shared-state protocol on Redis, shared by every replica.
 
-Each check-and-update is a Lua function run inside Redis (``redis_scripts.py``),
+Each check-and-update is a Lua function run inside Redis (``redis_scripts.py``,
+``redis_items.py``),
 so ``admit`` is atomic however many limits it touches, and limits hold exactly
 across replicas. The admissions and settlements of concurrent requests travel
 together, one script call per batch (``redis_batch.py``), on a lean connection of
@@ -9,7 +10,7 @@ prefix:
 
 * window: a HASH, field = bucket index, value = amount, plus the running total
   ``t``, the oldest bucket with usage ``o`` and the newest ``n`` (see
-  ``redis_scripts``); the script prunes buckets that left the window; PEXPIRE
+  ``redis_items``); the script prunes buckets that left the window; PEXPIRE
   window + one bucket, renewed when a bucket opens. (A hash without ``t``, as
   written before these fields existed, is recounted on first use; replicas of
   the older layout must not share Redis with this one: their script cannot read
