@@ -27,7 +27,7 @@ class MessageEvents:
     Only the first choice is translated (Messages has no ``n``).
     """
 
-    __slots__ = ("_block", "_blocks", "_finish", "_matched", "_model", "_started",
+    __slots__ = ("_block", "_blocks", "_finish", "_matched", "_model", "_refused", "_started",
                  "_stop_sequences", "_thinking", "_tools", "_usage")
 
     def __init__(self, model: str, stop_sequences: list[str] | None,
@@ -41,6 +41,7 @@ class MessageEvents:
         self._tools: dict[int, int] = {}  # OpenAI tool call index → content block index
         self._finish: str | None = None
         self._matched: str | None = None
+        self._refused = False  # the model refused (OpenAI's `refusal` instead of content)
         self._usage: Any = None
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
@@ -56,7 +57,10 @@ class MessageEvents:
             thought = reasoning_text(delta) if self._thinking else None
             if thought:
                 self._delta(events, "thinking", thought)
-            text = delta.get("content") or delta.get("refusal")
+            text = delta.get("content")
+            if not text and delta.get("refusal"):
+                text = delta["refusal"]
+                self._refused = True
             if text:
                 self._delta(events, "text", text)
             for position, call in enumerate(delta.get("tool_calls") or ()):
@@ -74,6 +78,8 @@ class MessageEvents:
         reason, sequence = stop_reason({"finish_reason": self._finish,
                                         "stop_reason": self._matched},
                                        self._stop_sequences, bool(self._tools))
+        if self._refused and reason == "end_turn":  # as message_response says it
+            reason = "refusal"
         events.append(("message_delta", {"type": "message_delta", "delta": {
             "stop_reason": reason, "stop_sequence": sequence},
             "usage": message_usage(self._usage)}))
