@@ -1,11 +1,14 @@
-"""An OpenAI answer translated to a Messages answer says the same streamed or not.
+"""An answer translated between the two APIs says the same streamed or not.
 
-Random answers (reasoning, text or a refusal, tool calls, every finish reason, a matched
-stop sequence, cached tokens) are made both as one ``chat.completion`` and as the chunks an
-OpenAI-compatible server streams (their text and tool arguments cut at random points). The
+OpenAI → Messages: random answers (reasoning, text or a refusal, tool calls, every finish
+reason, a matched stop sequence, cached tokens) are made both as one ``chat.completion`` and
+as the chunks an OpenAI-compatible server streams (text and tool arguments cut at random). The
 completion goes through ``message_response``; the chunks through ``MessageEvents``, whose
 events are put back together as a Messages client does (text and thinking deltas joined,
 a tool's ``partial_json`` joined and parsed). Both must give the same message.
+Messages → OpenAI, the same way: random Messages answers as one message and as its stream
+events, through ``chat_completion`` and ``ChunkStream``, the chunks reassembled as the
+``openai`` SDK does.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from typing import Any
 
 import pytest
 
+from llmport.translation.messages_to_openai import chat_completion
+from llmport.translation.messages_to_openai_stream import ChunkStream
 from llmport.translation.openai_to_messages import message_response
 from llmport.translation.openai_to_messages_stream import MessageEvents
+from tests.support import spec
 from tests.support.messages_shapes import event_problems, message_problems
 
 STOPS = ["###", "END"]
@@ -132,3 +138,105 @@ def test_a_streamed_answer_translates_to_the_same_message(seed: int) -> None:
         assert data["type"] == name and event_problems(data) == []
     assert message_problems(whole) == []
     assert assembled(events) == whole
+
+
+def random_message(seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(a Messages answer, the same answer as the events of its stream)."""
+    rng = random.Random(seed)
+    blocks: list[dict[str, Any]] = []
+    if rng.random() < 0.3:
+        blocks.append({"type": "thinking", "thinking": "Two and two: four.", "signature": "sig"})
+    if rng.random() < 0.2:  # a server tool (web search): neither API's client sees it
+        blocks.append({"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search",
+                       "input": {"query": "weather"}})
+    if rng.random() < 0.8:
+        blocks.append({"type": "text", "text": rng.choice(["Hi!", "It is 4.", "café ☕ ok"])})
+    for i in range(rng.choice([0, 0, 1, 2])):
+        blocks.append({"type": "tool_use", "id": f"toolu_0{i}", "name": "get_weather",
+                       "input": rng.choice([{}, {"city": "Paris"}, {"q": "a b", "n": [1, 2]}])})
+    tools = any(block["type"] == "tool_use" for block in blocks)
+    stop = "tool_use" if tools else rng.choice(
+        ["end_turn", "max_tokens", "stop_sequence", "refusal", "pause_turn"])
+    sequence = "###" if stop == "stop_sequence" else None
+    usage = {"input_tokens": rng.randint(1, 50), "output_tokens": rng.randint(1, 40),
+             "cache_creation_input_tokens": rng.choice([0, 7]),
+             "cache_read_input_tokens": rng.choice([0, 11])}
+    message = {"id": f"msg_{seed:04d}", "type": "message", "role": "assistant",
+               "model": "claude-sonnet-4-5", "content": blocks, "stop_reason": stop,
+               "stop_sequence": sequence, "usage": usage}
+
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": {
+        **message, "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {**usage, "output_tokens": 1}}}, {"type": "ping"}]
+    for index, block in enumerate(blocks):
+        kind = block["type"]
+        start = {"thinking": {"type": "thinking", "thinking": "", "signature": ""},
+                 "text": {"type": "text", "text": ""}}.get(kind, {**block, "input": {}})
+        events.append({"type": "content_block_start", "index": index, "content_block": start})
+        if kind in ("thinking", "text"):
+            for piece in cut(rng, block[kind]):
+                events.append({"type": "content_block_delta", "index": index,
+                               "delta": {"type": f"{kind}_delta", kind: piece}})
+            if kind == "thinking":
+                events.append({"type": "content_block_delta", "index": index,
+                               "delta": {"type": "signature_delta", "signature": "sig"}})
+        else:
+            arguments = json.dumps(block["input"])
+            for piece in ["", *cut(rng, arguments)]:  # the API's first delta is often empty
+                events.append({"type": "content_block_delta", "index": index,
+                               "delta": {"type": "input_json_delta", "partial_json": piece}})
+        events.append({"type": "content_block_stop", "index": index})
+    events += [{"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": sequence},
+                "usage": {"output_tokens": usage["output_tokens"]}},
+               {"type": "message_stop"}]
+    return message, events
+
+
+def reassembled(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the ``openai`` SDK's stream helpers build from the chunks (first choice)."""
+    content, reasoning = "", ""
+    calls: dict[int, dict[str, Any]] = {}
+    finish = matched = usage = None
+    for chunk in chunks:
+        usage = chunk.get("usage") or usage
+        for choice in chunk["choices"]:
+            delta = choice["delta"]
+            content += delta.get("content") or ""
+            reasoning += delta.get("reasoning_content") or ""
+            for call in delta.get("tool_calls") or ():
+                entry = calls.setdefault(call["index"], {"id": None, "name": None, "arguments": ""})
+                entry["id"] = call.get("id") or entry["id"]
+                function = call.get("function") or {}
+                entry["name"] = function.get("name") or entry["name"]
+                entry["arguments"] += function.get("arguments") or ""
+            finish = choice.get("finish_reason") or finish
+            matched = choice.get("stop_reason") or matched
+    return {"content": content, "reasoning": reasoning, "finish": finish, "matched": matched,
+            "usage": usage, "calls": [(c["id"], c["name"], json.loads(c["arguments"] or "{}"))
+                                      for _, c in sorted(calls.items())]}
+
+
+def flattened(completion: dict[str, Any]) -> dict[str, Any]:
+    """The same fields of a ``chat.completion`` (an absent text is an empty one)."""
+    choice = completion["choices"][0]
+    message = choice["message"]
+    return {"content": message.get("content") or "",
+            "reasoning": message.get("reasoning_content") or "",
+            "finish": choice["finish_reason"], "matched": choice.get("stop_reason"),
+            "usage": completion["usage"],
+            "calls": [(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"]))
+                      for c in message.get("tool_calls") or ()]}
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_a_streamed_messages_answer_translates_to_the_same_completion(seed: int) -> None:
+    message, events = random_message(seed)
+    whole = chat_completion(message, created=1700000000)
+    spec.check(whole, "CreateChatCompletionResponse")
+    translator = ChunkStream(created=1700000000)
+    chunks = [chunk for event in events for chunk in translator.feed(event)]
+    assert translator.done and translator.stopped
+    for chunk in chunks:
+        spec.check(chunk, "CreateChatCompletionStreamResponse")
+        assert (chunk["id"], chunk["model"]) == (whole["id"], whole["model"])
+    assert reassembled(chunks) == flattened(whole)

@@ -72,9 +72,11 @@ class ChunkStream:
             return [self._chunk({"content": delta.get("text", "")})]
         if kind == "input_json_delta":
             partial = delta.get("partial_json", "")
-            if not partial:
+            # Only a client tool's input: a server tool's (web search…) is no tool call of
+            # the client's, as chat_completion leaves it out too.
+            index = self._tools.get(event.get("index", 0))
+            if not partial or index is None:
                 return []
-            index = self._tools.get(event.get("index", 0), 0)
             return [self._chunk({"tool_calls": [{"index": index,
                                                  "function": {"arguments": partial}}]})]
         if kind == "thinking_delta":
