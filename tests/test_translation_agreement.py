@@ -19,12 +19,14 @@ from typing import Any
 
 import pytest
 
+from llmport.api.openai.validation import validate_chat
 from llmport.translation.messages_to_openai import chat_completion
 from llmport.translation.messages_to_openai_stream import ChunkStream
-from llmport.translation.openai_to_messages import message_response
+from llmport.translation.openai_to_messages import message_response, messages_request
 from llmport.translation.openai_to_messages_stream import MessageEvents
 from tests.support import spec
-from tests.support.messages_shapes import event_problems, message_problems
+from tests.support.fake_anthropic import semantic_problems
+from tests.support.messages_shapes import event_problems, message_problems, request_problems
 
 STOPS = ["###", "END"]
 
@@ -240,3 +242,84 @@ def test_a_streamed_messages_answer_translates_to_the_same_completion(seed: int)
         spec.check(chunk, "CreateChatCompletionStreamResponse")
         assert (chunk["id"], chunk["model"]) == (whole["id"], whole["model"])
     assert reassembled(chunks) == flattened(whole)
+
+
+def random_chat_request(seed: int) -> dict[str, Any]:
+    """A valid OpenAI chat request: system and developer messages anywhere, user turns of
+    text and images, assistant turns with text and tool calls answered by tool messages (in
+    any order), a final assistant prefill sometimes, and the sampling and tool parameters."""
+    rng = random.Random(seed)
+    png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk" \
+          "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    messages: list[dict[str, Any]] = []
+    if rng.random() < 0.6:
+        messages.append({"role": rng.choice(["system", "developer"]), "content": "Be brief."})
+    calls = 0
+    for turn in range(rng.randint(1, 4)):
+        if rng.random() < 0.2:
+            messages.append({"role": "system", "content": [{"type": "text", "text": "Now."}]})
+        user: Any = rng.choice(["Hi", [{"type": "text", "text": "Look:"},
+                                      {"type": "image_url", "image_url": {"url": png}}]])
+        messages.append({"role": "user", "content": user})
+        if rng.random() < 0.3:
+            messages.append({"role": "user", "content": "And more."})
+        if turn == 0 and rng.random() < 0.1:
+            continue
+        ids = [f"call_{calls + i}" for i in range(rng.choice([0, 1, 2]))]
+        calls += len(ids)
+        assistant: dict[str, Any] = {"role": "assistant",
+                                     "content": rng.choice([None, "", "Let me check."])
+                                     if ids else rng.choice(["Sure.", "Done. "])}
+        if ids:
+            assistant["tool_calls"] = [{"id": i, "type": "function", "function": {
+                "name": "lookup", "arguments": rng.choice(["{}", '{"q": "x"}'])}} for i in ids]
+        messages.append(assistant)
+        for call_id in rng.sample(ids, len(ids)):
+            messages.append({"role": "tool", "tool_call_id": call_id,
+                             "content": rng.choice(["42", [{"type": "text", "text": "ok"}]])})
+    # Ending with the assistant's text is a prefill (with trailing whitespace, sometimes).
+    if messages[-1]["role"] == "assistant" and rng.random() < 0.5:
+        messages.append({"role": "user", "content": "Thanks."})
+    body: dict[str, Any] = {"model": "gpt-4o", "messages": messages}
+    if rng.random() < 0.5:
+        body["tools"] = [{"type": "function", "function": {
+            "name": "lookup", "description": "Look up.",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
+        body["tool_choice"] = rng.choice(["auto", "none", "required",
+                                          {"type": "function", "function": {"name": "lookup"}}])
+        if rng.random() < 0.3:
+            body["parallel_tool_calls"] = False
+    for key, value in (("temperature", rng.choice([0, 0.7, 1.5])), ("top_p", 0.9),
+                       ("stop", rng.choice(["###", ["a", "b"]])), ("max_tokens", 50),
+                       ("max_completion_tokens", 60), ("user", "u-1")):
+        if rng.random() < 0.3:
+            body[key] = value
+    return body
+
+
+def unanswered_tool_uses(body: dict[str, Any]) -> list[str]:
+    """The Messages API's rule ``semantic_problems`` leaves out: every ``tool_use`` is answered
+    by a ``tool_result`` in the next message."""
+    turns = body["messages"]
+    problems = []
+    for index, turn in enumerate(turns):
+        blocks = turn["content"] if isinstance(turn["content"], list) else []
+        uses = {block["id"] for block in blocks if block["type"] == "tool_use"}
+        nxt = turns[index + 1]["content"] if index + 1 < len(turns) else []
+        answered = {block.get("tool_use_id") for block in nxt if isinstance(nxt, list)
+                    and block["type"] == "tool_result"} if isinstance(nxt, list) else set()
+        if uses - answered and index + 1 < len(turns):
+            problems.append(f"messages.{index}: tool_use without tool_result: {uses - answered}")
+    return problems
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_an_openai_request_becomes_a_valid_messages_request(seed: int) -> None:
+    body = random_chat_request(seed)
+    spec.check(body, "CreateChatCompletionRequest")
+    validate_chat(body)
+    result = messages_request(body, model="claude-x", default_max_tokens=1024)
+    assert request_problems(result) == [], result
+    assert semantic_problems(result) == [], result
+    assert unanswered_tool_uses(result) == [], result
+    assert result["messages"][0]["role"] == "user"
