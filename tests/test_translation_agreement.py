@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from llmport.api.anthropic.validation import validate_messages
 from llmport.api.openai.validation import validate_chat
-from llmport.translation.messages_to_openai import chat_completion
+from llmport.translation.messages_to_openai import chat_completion, chat_request
 from llmport.translation.messages_to_openai_stream import ChunkStream
 from llmport.translation.openai_to_messages import message_response, messages_request
 from llmport.translation.openai_to_messages_stream import MessageEvents
@@ -29,6 +30,8 @@ from tests.support.fake_anthropic import semantic_problems
 from tests.support.messages_shapes import event_problems, message_problems, request_problems
 
 STOPS = ["###", "END"]
+PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5E"
+       "rkJggg==")  # one transparent pixel
 
 
 def cut(rng: random.Random, text: str) -> list[str]:
@@ -249,8 +252,7 @@ def random_chat_request(seed: int) -> dict[str, Any]:
     text and images, assistant turns with text and tool calls answered by tool messages (in
     any order), a final assistant prefill sometimes, and the sampling and tool parameters."""
     rng = random.Random(seed)
-    png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk" \
-          "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    png = f"data:image/png;base64,{PNG}"
     messages: list[dict[str, Any]] = []
     if rng.random() < 0.6:
         messages.append({"role": rng.choice(["system", "developer"]), "content": "Be brief."})
@@ -323,3 +325,100 @@ def test_an_openai_request_becomes_a_valid_messages_request(seed: int) -> None:
     assert semantic_problems(result) == [], result
     assert unanswered_tool_uses(result) == [], result
     assert result["messages"][0]["role"] == "user"
+
+
+def random_messages_request(seed: int) -> dict[str, Any]:
+    """A valid Messages request: a system prompt (text or blocks), user turns of text, images
+    and documents, assistant turns of thinking, text and tool uses, each answered by tool
+    results (text, blocks with an image, errors) in the next user turn, maybe with text after
+    them; tools, tool choice, stop sequences, sampling, metadata and an output schema."""
+    rng = random.Random(seed)
+    image = {"type": "image", "source": rng.choice([
+        {"type": "base64", "media_type": "image/png", "data": PNG},
+        {"type": "url", "url": "https://example.com/a.png"}])}
+    document = {"type": "document", "source": rng.choice([
+        {"type": "text", "media_type": "text/plain", "data": "Some notes."},
+        {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"}])}
+    messages: list[dict[str, Any]] = []
+    pending: list[str] = []  # tool uses the next user turn must answer
+    uses = 0
+    for turn in range(rng.randint(1, 4)):
+        blocks: list[dict[str, Any]] = [
+            {"type": "tool_result", "tool_use_id": use_id, "is_error": rng.random() < 0.2,
+             "content": rng.choice(["42", [{"type": "text", "text": "ok"}, image]])}
+            for use_id in pending]
+        if not blocks or rng.random() < 0.5:
+            blocks.append(rng.choice([{"type": "text", "text": "Hi"}, image, document]))
+        messages.append({"role": "user", "content": rng.choice(["Hello", blocks])
+                         if not pending else blocks})
+        if turn == 3 or rng.random() < 0.2:
+            break
+        reply: list[dict[str, Any]] = []
+        if rng.random() < 0.3:
+            reply.append({"type": "thinking", "thinking": "Hmm.", "signature": "sig"})
+        if rng.random() < 0.7:
+            reply.append({"type": "text", "text": "Let me look."})
+        pending = [f"toolu_{uses + i}" for i in range(rng.choice([0, 1, 2]))]
+        uses += len(pending)
+        reply += [{"type": "tool_use", "id": use_id, "name": "lookup",
+                   "input": rng.choice([{}, {"q": "x"}])} for use_id in pending]
+        if not reply:
+            reply.append({"type": "text", "text": "Sure."})
+        messages.append({"role": "assistant", "content": reply})
+    if messages[-1]["role"] == "assistant" and pending:
+        messages.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": use_id, "content": "done"}
+            for use_id in pending]})
+    body: dict[str, Any] = {"model": "claude-x", "max_tokens": 100, "messages": messages}
+    if rng.random() < 0.6:
+        body["system"] = rng.choice(["Be brief.", [{"type": "text", "text": "Be brief."},
+                                                   {"type": "text", "text": "Be kind."}]])
+    if rng.random() < 0.5:
+        body["tools"] = [{"name": "lookup", "description": "Look up.", "input_schema": {
+            "type": "object", "properties": {"q": {"type": "string"}}}}]
+        body["tool_choice"] = rng.choice([
+            {"type": "auto"}, {"type": "any"}, {"type": "none"},
+            {"type": "tool", "name": "lookup", "disable_parallel_tool_use": True}])
+    for key, value in (("temperature", 0.5), ("top_p", 0.9), ("top_k", 40),
+                       ("stop_sequences", ["###"]), ("metadata", {"user_id": "u-1"}),
+                       ("stream", True), ("output_config", {"format": {
+                           "type": "json_schema", "schema": {
+                               "type": "object", "properties": {"a": {"type": "string"}}}}})):
+        if rng.random() < 0.3:
+            body[key] = value
+    return body
+
+
+def unanswered_tool_calls(messages: list[dict[str, Any]]) -> list[str]:
+    """OpenAI's rule: an assistant message's tool calls are each answered by a ``tool``
+    message right after it (before any other message), and a ``tool`` message answers one."""
+    problems = []
+    for index, message in enumerate(messages):
+        if message["role"] == "tool":
+            before = index - 1
+            while before >= 0 and messages[before]["role"] == "tool":
+                before -= 1
+            ids = {c["id"] for c in messages[before].get("tool_calls") or ()} if before >= 0 \
+                else set()
+            if message["tool_call_id"] not in ids:
+                problems.append(f"messages[{index}] answers no call of the message before")
+        if message.get("tool_calls"):
+            answers = set()
+            for after in messages[index + 1:]:
+                if after["role"] != "tool":
+                    break
+                answers.add(after["tool_call_id"])
+            missing = {c["id"] for c in message["tool_calls"]} - answers
+            if missing and index + 1 < len(messages):
+                problems.append(f"messages[{index}]: calls without answers: {missing}")
+    return problems
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_a_messages_request_becomes_a_valid_openai_request(seed: int) -> None:
+    body = random_messages_request(seed)
+    assert request_problems(body) == [] and semantic_problems(body) == [], body
+    validate_messages(body)
+    result = chat_request(body)
+    spec.check(result, "CreateChatCompletionRequest")
+    assert unanswered_tool_calls(result["messages"]) == [], result["messages"]
