@@ -1,11 +1,14 @@
-"""SSE framing of upstream streams: the events do not depend on where the reads cut the bytes."""
+"""SSE framing of upstream streams: the events do not depend on where the reads cut the bytes;
+what the gateway changes in a relayed chunk, it changes in its bytes too."""
 
 from __future__ import annotations
 
 import itertools
 
+import orjson
 import pytest
 
+from llmport.providers.openai_compatible import _drop_null_usage, _parse_chunk
 from llmport.providers.sse import SSEDecoder
 
 # Multi-line data, a named event, a comment, a keep-alive and an event with an empty line of
@@ -72,3 +75,26 @@ def test_the_raw_bytes_of_an_lf_event_are_relayed_untouched() -> None:
     first, second = decoder.feed(b'data: {"a":1}\n\nevent: ping\ndata: {}\n\n')
     assert first.raw == b'data: {"a":1}\n\n'
     assert second.raw == b"event: ping\ndata: {}\n\n"
+
+
+@pytest.mark.parametrize("raw", [
+    b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\n',
+    # a nested member of the same name and value, before the top-level one
+    b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi","x":{"a":1,"usage":null}}'
+    b'}],"usage":null}\n\n',
+    # the top-level member first: no byte patch, the chunk is serialised again
+    b'data: {"usage":null,"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n',
+    b'data: {"id":"c", "choices":[], "usage": null}\n\n',
+], ids=["last", "nested-before", "first", "spaced"])
+def test_a_hidden_null_usage_leaves_the_relayed_bytes_equal_to_the_chunk(raw: bytes) -> None:
+    """A gateway that asked the upstream for usage on the client's behalf hides the
+    ``"usage": null`` of every chunk; the bytes relayed must say what the chunk says."""
+    event = SSEDecoder().feed(raw)[0]
+    chunk = _parse_chunk(event.data, event.raw)
+    assert chunk is not None
+    _drop_null_usage(chunk)
+    relayed = chunk.sse()
+    assert relayed.startswith(b"data: ") and relayed.endswith(b"\n\n")
+    assert orjson.loads(relayed[6:]) == chunk.data
+    assert "usage" not in chunk.data
+    assert chunk.data["choices"] == orjson.loads(event.data)["choices"]

@@ -164,10 +164,17 @@ def _tick_finished(data: dict[str, Any], choices_left: set[int]) -> None:
             choices_left.discard(choice.get("index", 0))
 
 
+_NULL_USAGE_END = b',"usage":null}\n\n'
+
+
 def _drop_null_usage(chunk: Chunk) -> None:
+    """The chunk without its ``"usage": null``: in the relayed bytes too when that is the
+    object's last member, as OpenAI and vLLM write it (a first match anywhere could be a
+    nested object's); otherwise the chunk is serialised again."""
     del chunk.data["usage"]
     raw = chunk.raw
-    chunk.raw = raw.replace(b',"usage":null', b"", 1) if raw and b',"usage":null' in raw else None
+    chunk.raw = raw[:-len(_NULL_USAGE_END)] + b"}\n\n" \
+        if raw and raw.endswith(_NULL_USAGE_END) else None
 
 
 def _ends_with_assistant(request: dict[str, Any]) -> bool:
