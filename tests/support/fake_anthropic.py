@@ -207,6 +207,8 @@ def _forced_tool(body: dict[str, Any]) -> str | None:
 def semantic_problems(body: dict[str, Any]) -> list[str]:
     """The Messages API's rules beyond shapes, as its 400 messages name them."""
     problems = []
+    if not body["messages"]:
+        return ["messages: at least one message is required"]
     previous_tools: set[str] = set()
     for index, message in enumerate(body["messages"]):
         content = message["content"]

@@ -243,8 +243,8 @@ def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     choice = body.get("tool_choice")
     if not tools or choice in (None, "none", "auto"):
         return None
-    name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else \
-        tools[0]["function"]["name"]
+    function = choice.get("function") if isinstance(choice, dict) else tools[0].get("function")
+    name = function.get("name") if isinstance(function, dict) else None
     return {"id": "call_fake1", "type": "function",
             "function": {"name": name, "arguments": '{"city": "Paris"}'}}
 

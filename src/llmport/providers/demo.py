@@ -187,23 +187,29 @@ class DemoAnswer:
         return tokens, finish
 
     def _tool_call(self) -> dict[str, Any] | None:
-        tools = [t for t in self.request.get("tools") or [] if t.get("type") == "function"]
+        # Function tools with a name (what is not one is left out: the demo answers rather
+        # than judge the request).
+        tools = [t for t in self.request.get("tools") or [] if t.get("type") == "function"
+                 and isinstance(t.get("function"), dict)
+                 and isinstance(t["function"].get("name"), str)]
         choice = self.request.get("tool_choice", "auto")
         if not tools or choice == "none" or self._last("tool") is not None:
             return None
         if isinstance(choice, dict):
-            wanted = (choice.get("function") or {}).get("name")
+            chosen = choice.get("function")
+            wanted = chosen.get("name") if isinstance(chosen, dict) else None
             tool = next((t for t in tools if t["function"].get("name") == wanted), None)
         elif choice == "required":
             tool = tools[0]
         else:
             last = (self._last("user") or {}).get("content")
             text = message_text(last).lower()
-            tool = next((t for t in tools if t["function"].get("name", "").lower() in text), None)
+            tool = next((t for t in tools if t["function"]["name"].lower() in text), None)
         if tool is None:
             return None
         function = tool["function"]
-        arguments = _example_for(function.get("parameters") or {})
+        parameters = function.get("parameters")
+        arguments = _example_for(parameters if isinstance(parameters, dict) else {})
         return {"id": "call_demo" + secrets.token_hex(8), "type": "function",
                 "function": {"name": function.get("name"), "arguments": orjson.dumps(arguments)
                              .decode()}}
@@ -284,20 +290,23 @@ def _json_mode(request: dict[str, Any]) -> bool:
 
 def _json_answer(request: dict[str, Any], text: str) -> Any:
     fmt = request["response_format"]
-    schema = (fmt.get("json_schema") or {}).get("schema") if fmt["type"] == "json_schema" else None
-    return _example_for(schema) if schema else {"answer": text}
+    spec = fmt.get("json_schema") if fmt["type"] == "json_schema" else None
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return _example_for(schema) if isinstance(schema, dict) and schema else {"answer": text}
 
 
 def _example_for(schema: dict[str, Any]) -> Any:
-    """A small value that satisfies a JSON schema's types and required properties."""
+    """A small value that satisfies a JSON schema's types and required properties (what is not
+    a schema is read as an empty one: the demo answers rather than judge the client's)."""
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
-    if schema.get("enum"):
-        return schema["enum"][0]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
     if kind == "object" or "properties" in schema:
-        properties = schema.get("properties") or {}
+        properties = schema.get("properties")
         return {name: _example_for(sub if isinstance(sub, dict) else {})
-                for name, sub in properties.items()}
+                for name, sub in (properties.items() if isinstance(properties, dict) else ())}
     return {"string": "demo", "integer": 1, "number": 1.0, "boolean": True,
             "array": [], "null": None}.get(str(kind), "demo")

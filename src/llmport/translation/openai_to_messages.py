@@ -45,6 +45,11 @@ def messages_request(body: dict[str, Any], *, model: str,
         else:
             raise _unsupported(f"{where}.role", f"the '{role}' role")
     _trim_prefill(turns)
+    if not turns:
+        raise InvalidRequestError(
+            "'messages': a Messages API model needs at least one user or assistant message "
+            "with content (system and developer messages become its system prompt).",
+            param="messages", code="invalid_value")
     out: dict[str, Any] = {
         "model": model, "messages": turns,
         "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens")
@@ -156,7 +161,11 @@ def _document(file: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
     blocks = _text_blocks(message.get("content"), f"{where}.content")
-    calls = list(message.get("tool_calls") or ())
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise InvalidRequestError(f"'{where}.tool_calls' must be an array.",
+                                  param=f"{where}.tool_calls", code="invalid_type")
+    calls = list(calls)
     if message.get("function_call"):
         calls.append({"id": "call_legacy", "function": message["function_call"]})
     for index, call in enumerate(calls):
@@ -168,7 +177,7 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
         arguments = function.get("arguments") or "{}"
         try:
             parsed = orjson.loads(arguments)
-        except orjson.JSONDecodeError:
+        except (orjson.JSONDecodeError, TypeError):  # not JSON, or not even a string
             parsed = None
         if not isinstance(parsed, dict):
             param = f"{where}.tool_calls[{index}].function.arguments"
@@ -207,12 +216,16 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     if choice is None:
         out: dict[str, Any] | None = {"type": "auto"} if parallel is False else None
     elif isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
         if not isinstance(name, str):
             raise _unsupported("tool_choice", "a tool choice other than a named function")
         out = {"type": "tool", "name": name}
-    else:
+    elif isinstance(choice, str):
         out = {"type": {"auto": "auto", "required": "any", "none": "none"}.get(choice, "auto")}
+    else:
+        raise InvalidRequestError("Invalid type for 'tool_choice': expected a string or an "
+                                  "object.", param="tool_choice", code="invalid_type")
     if out is not None and parallel is False and out["type"] != "none":
         out["disable_parallel_tool_use"] = True
     return out

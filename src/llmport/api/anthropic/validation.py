@@ -49,6 +49,7 @@ def validate_messages(body: dict[str, Any], *, count_only: bool = False) -> tupl
     for key in ("metadata", "thinking"):
         if body.get(key) is not None and not isinstance(body[key], dict):
             raise _error(key, "Input should be a valid dictionary")
+    _output_config(body.get("output_config"))
     _tools(body.get("tools"))
     _tool_choice(body.get("tool_choice"))
     return model, bool(stream)
@@ -79,7 +80,7 @@ def _block(block: Any, where: str, allowed: frozenset[str]) -> None:
     kind = block.get("type")
     if kind is None:
         raise _error(f"{where}.type", "Field required")
-    if kind not in allowed:
+    if not isinstance(kind, str) or kind not in allowed:  # (a list or object is unhashable)
         raise _error(f"{where}.type", f"'{kind}' is not a content block allowed here")
     if kind == "text":
         _string(block, "text", where)
@@ -151,6 +152,20 @@ def _tool_choice(choice: Any) -> None:
         raise _error("tool_choice.type", "Input should be 'auto', 'any', 'tool' or 'none'")
     if choice["type"] == "tool":
         _string(choice, "name", "tool_choice")
+
+
+def _output_config(config: Any) -> None:
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise _error("output_config", "Input should be a valid dictionary")
+    output = config.get("format")
+    if output is None:
+        return
+    if not isinstance(output, dict):
+        raise _error("output_config.format", "Input should be a valid dictionary")
+    if output.get("schema") is not None and not isinstance(output["schema"], dict):
+        raise _error("output_config.format.schema", "Input should be a valid dictionary")
 
 
 def _string(holder: dict[str, Any], key: str, where: str) -> None:

@@ -133,7 +133,7 @@ def _check_message(index: int, message: Any) -> None:
         raise InvalidRequestError(f"'{where}' must be an object.", param=where,
                                   code="invalid_type")
     role = message.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:  # (a list or object is unhashable)
         if role is None:
             raise _missing(f"{where}.role")
         raise InvalidRequestError(

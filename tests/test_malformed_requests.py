@@ -1,0 +1,162 @@
+"""Malformed requests get a 4xx in their API's error envelope, never a 500.
+
+Valid chat and Messages requests (the random ones of test_translation_agreement) are
+broken at random — a field, part or block replaced by a value of another type, removed, or
+joined by an unknown one — and sent through a real gateway to each kind of model it
+serves: the demo model, an OpenAI-compatible upstream and a Messages API upstream (the
+translation both ways). Whatever the gateway cannot serve it must refuse with a 4xx in the
+envelope of the API that was called (or answer, when the change was harmless): a 500 here
+is a crash on client input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from llmport.api.anthropic.validation import validate_messages
+from llmport.api.openai.validation import validate_chat
+from llmport.errors import InvalidRequestError
+from llmport.translation.messages_to_openai import chat_request
+from llmport.translation.openai_to_messages import messages_request
+from tests.conftest import MASTER_KEY, claude_config
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.servers import GatewayServer
+from tests.test_translation_agreement import random_chat_request, random_messages_request
+
+VALUES: tuple[Any, ...] = (None, True, 0, -1, 1.5, 10**12, "", "x", [], [None], {},
+                           {"type": None}, {"type": "text"}, [{"type": "bogus"}], [[1]],
+                           {"function": 1}, {"url": 3})
+
+
+def places(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every path into ``node`` (its fields, items, and theirs)."""
+    yield path
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from places(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from places(value, (*path, index))
+
+
+def broken(body: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """``body`` with one to three random changes."""
+    body = copy.deepcopy(body)
+    paths = [path for path in places(body) if path and path[0] not in ("model", "stream")]
+    for _ in range(rng.randint(1, 3)):
+        path = rng.choice(paths)
+        parent: Any = body
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            roll = rng.random()
+            if roll < 0.6:
+                parent[path[-1]] = copy.deepcopy(rng.choice(VALUES))
+            elif isinstance(parent, dict) and roll < 0.8:
+                del parent[path[-1]]
+            elif isinstance(parent, dict):
+                parent["x_unknown"] = copy.deepcopy(rng.choice(VALUES))
+        except (KeyError, IndexError, TypeError):  # an earlier change removed the way there
+            pass
+    return body
+
+
+@pytest.fixture
+def gateway(fake: FakeOpenAI, claude_upstream: FakeAnthropic,
+            start_gateway: Callable[[dict[str, Any]], GatewayServer]) -> GatewayServer:
+    config = claude_config(claude_upstream)
+    config["models"] += [
+        {"name": "gpt-4o-mini", "provider": "openai", "model": "fake-model",
+         "api_base": fake.url, "api_key": "sk-upstream"},
+        {"name": "demo", "provider": "demo", "first_token_ms": 0, "token_delay_ms": 0}]
+    return start_gateway(config)
+
+
+def test_malformed_requests_are_refused_in_their_envelope(gateway: GatewayServer) -> None:
+    rng = random.Random(7)
+    statuses: dict[int, int] = {}
+    with httpx.Client(base_url=gateway.url, timeout=30,
+                      headers={"authorization": f"Bearer {MASTER_KEY}"}) as http:
+        for seed in range(300):
+            for path, make in (("/v1/chat/completions", random_chat_request),
+                               ("/v1/messages", random_messages_request)):
+                body = broken(make(seed), rng)
+                body["model"] = rng.choice(["claude", "gpt-4o-mini", "demo"])
+                body["stream"] = rng.random() < 0.3
+                response = http.post(path, json=body)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                assert response.status_code < 500, (path, body, response.text)
+                if response.status_code >= 400:
+                    error = response.json()
+                    if path == "/v1/messages":
+                        assert error["type"] == "error" and error["error"]["type"], error
+                    else:
+                        assert isinstance(error["error"]["message"], str), error
+    assert statuses.get(400, 0) > 100 and statuses.get(200, 0) > 100, statuses
+
+
+def test_malformed_bodies_are_refused_by_the_validators_and_translations() -> None:
+    """The same at the functions, many more times: a validator passes a body or refuses it
+    with ``InvalidRequestError``; a translation of a body its validator passed returns a
+    request or refuses it the same way — never another exception (a 500)."""
+    rng = random.Random(11)
+    for seed in range(3000):
+        chat = broken(random_chat_request(seed % 300), rng)
+        with contextlib.suppress(InvalidRequestError):
+            validate_chat(chat)
+            messages_request(chat, model="claude-x", default_max_tokens=100)
+        messages = broken(random_messages_request(seed % 300), rng)
+        with contextlib.suppress(InvalidRequestError):
+            validate_messages(messages)
+            chat_request(messages)
+
+
+CLAUDE = "claude"
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/chat/completions", {"model": "demo", "messages": [{"role": {}, "content": "x"}]},
+     "messages[0].role"),
+    ("/v1/messages", {"model": "demo", "max_tokens": 5, "messages": [
+        {"role": "user", "content": [{"type": ["text"], "text": "x"}]}]},
+     "messages.0.content.0.type"),
+    ("/v1/messages", {"model": CLAUDE, "max_tokens": 5, "output_config": 3,
+                      "messages": [{"role": "user", "content": "x"}]}, "output_config"),
+    ("/v1/chat/completions", {"model": CLAUDE, "tool_choice": 1.5, "messages": [
+        {"role": "user", "content": "x"}]}, "tool_choice"),
+    ("/v1/chat/completions", {"model": CLAUDE, "messages": [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": "y", "tool_calls": True}]}, "messages[1].tool_calls"),
+    ("/v1/chat/completions", {"model": CLAUDE, "messages": [
+        {"role": "system", "content": "Only a system prompt."}]}, "messages"),
+], ids=["role-object", "block-type-list", "output-config-number", "tool-choice-number",
+        "tool-calls-boolean", "no-turn-for-messages"])
+def test_each_crash_the_fuzzing_found_is_a_400(gateway: GatewayServer, path: str,
+                                                body: dict[str, Any], param: str) -> None:
+    response = httpx.post(gateway.url + path, json=body,
+                          headers={"authorization": f"Bearer {MASTER_KEY}"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param if path != "/v1/messages" else param in error["message"]
+
+
+def test_the_demo_answers_a_schema_it_cannot_read(gateway: GatewayServer) -> None:
+    """The demo model makes an example of the schema it is given; one it cannot read (here
+    properties that are not an object, tools without a name) it answers anyway."""
+    response = httpx.post(gateway.url + "/v1/chat/completions", headers={
+        "authorization": f"Bearer {MASTER_KEY}"}, json={
+        "model": "demo", "messages": [{"role": "user", "content": "Use lookup"}],
+        "response_format": {"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "object", "properties": "x", "enum": 5}}},
+        "tools": [{"type": "function", "function": {"name": ["lookup"]}}]})
+    assert response.status_code == 200, response.text
+    assert orjson.loads(response.json()["choices"][0]["message"]["content"]) == {}
