@@ -104,6 +104,41 @@ def test_malformed_requests_are_refused_in_their_envelope(gateway: GatewayServer
     assert statuses.get(400, 0) > 100 and statuses.get(200, 0) > 100, statuses
 
 
+def completions_request(rng: random.Random) -> dict[str, Any]:
+    return {"model": "demo", "prompt": rng.choice(["Hi", ["a", "b"], [1, 2], [[1, 2]]]),
+            "max_tokens": 5, "stop": ["x"], "n": 1, "logprobs": 1, "echo": False,
+            "suffix": "", "temperature": 0.5}
+
+
+def embeddings_request(rng: random.Random) -> dict[str, Any]:
+    return {"model": "demo", "input": rng.choice(["a", ["a", "b"], [1, 2], [[1, 2]]]),
+            "encoding_format": rng.choice(["float", "base64"]), "dimensions": 8, "user": "u"}
+
+
+def count_tokens_request(rng: random.Random) -> dict[str, Any]:
+    body = random_messages_request(rng.randrange(300))
+    body.pop("max_tokens")
+    body.pop("stream", None)
+    return body
+
+
+def test_malformed_requests_to_the_other_endpoints_are_refused(gateway: GatewayServer) -> None:
+    rng = random.Random(5)
+    statuses: dict[int, int] = {}
+    with httpx.Client(base_url=gateway.url, timeout=30,
+                      headers={"authorization": f"Bearer {MASTER_KEY}"}) as http:
+        for _ in range(150):
+            for path, make in (("/v1/completions", completions_request),
+                               ("/v1/embeddings", embeddings_request),
+                               ("/v1/messages/count_tokens", count_tokens_request)):
+                body = broken(make(rng), rng)
+                body["model"] = rng.choice(["claude", "gpt-4o-mini", "demo"])
+                response = http.post(path, json=body)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                assert response.status_code < 500, (path, body, response.text)
+    assert statuses.get(400, 0) > 100 and statuses.get(200, 0) > 100, statuses
+
+
 def test_malformed_bodies_are_refused_by_the_validators_and_translations() -> None:
     """The same at the functions, many more times: a validator passes a body or refuses it
     with ``InvalidRequestError``; a translation of a body its validator passed returns a
@@ -138,8 +173,14 @@ CLAUDE = "claude"
         {"role": "assistant", "content": "y", "tool_calls": True}]}, "messages[1].tool_calls"),
     ("/v1/chat/completions", {"model": CLAUDE, "messages": [
         {"role": "system", "content": "Only a system prompt."}]}, "messages"),
+    ("/v1/embeddings", {"model": "gpt-4o-mini", "input": "x", "dimensions": 10**12},
+     "dimensions"),
+    ("/v1/embeddings", {"model": "demo", "input": "x", "dimensions": 10_000}, "dimensions"),
+    ("/v1/embeddings", {"model": "demo", "input": ["x"] * 2049}, "input"),
+    ("/v1/completions", {"model": "demo", "prompt": [[[1]]]}, "prompt"),
 ], ids=["role-object", "block-type-list", "output-config-number", "tool-choice-number",
-        "tool-calls-boolean", "no-turn-for-messages"])
+        "tool-calls-boolean", "no-turn-for-messages", "dimensions-huge", "dimensions-demo",
+        "inputs-too-many", "prompt-too-deep"])
 def test_each_crash_the_fuzzing_found_is_a_400(gateway: GatewayServer, path: str,
                                                 body: dict[str, Any], param: str) -> None:
     response = httpx.post(gateway.url + path, json=body,
@@ -160,3 +201,10 @@ def test_the_demo_answers_a_schema_it_cannot_read(gateway: GatewayServer) -> Non
         "tools": [{"type": "function", "function": {"name": ["lookup"]}}]})
     assert response.status_code == 200, response.text
     assert orjson.loads(response.json()["choices"][0]["message"]["content"]) == {}
+
+
+def test_the_demo_completes_a_prompt_of_token_ids(gateway: GatewayServer) -> None:
+    response = httpx.post(gateway.url + "/v1/completions", headers={
+        "authorization": f"Bearer {MASTER_KEY}"}, json={"model": "demo", "prompt": [[1, 2], 3]})
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["text"]

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmport.errors import InvalidRequestError
 from llmport.gateway.context import CallContext
 from llmport.providers.base import Capabilities, Provider
 from llmport.providers.embedding_format import embedding_inputs, encode_embedding
@@ -28,6 +29,7 @@ from llmport.types import Chunk, Endpoint, JSONResult, Usage
 
 TOKEN = re.compile(r"\s*\S+")
 COUNTED = re.compile(r"\w+|[^\w\s]")
+MAX_DIMENSIONS = 8192  # of the demo's vectors, asked for or configured
 
 
 class DemoOptions(BaseModel):
@@ -35,7 +37,7 @@ class DemoOptions(BaseModel):
 
     first_token_ms: float = Field(default=120.0, ge=0, description="pause before the first token")
     token_delay_ms: float = Field(default=25.0, ge=0, description="pause between tokens")
-    embedding_dimensions: int = Field(default=256, ge=1, le=8192)
+    embedding_dimensions: int = Field(default=256, ge=1, le=MAX_DIMENSIONS)
 
 
 class DemoProvider(Provider):
@@ -82,6 +84,10 @@ class DemoProvider(Provider):
     def _embeddings(self, request: dict[str, Any]) -> dict[str, Any]:
         inputs = embedding_inputs(request.get("input"))
         dims = int(request.get("dimensions") or self.options.embedding_dimensions)
+        if dims > MAX_DIMENSIONS:
+            raise InvalidRequestError(f"'dimensions' must be at most {MAX_DIMENSIONS} for the "
+                                      f"demo model, got {dims}.", param="dimensions",
+                                      code="invalid_value")
         fmt = request.get("encoding_format") or "float"
         data = [{"object": "embedding", "index": i, "embedding": encode_embedding(_vector(t, dims),
                                                                                    fmt)}
@@ -139,8 +145,7 @@ class DemoAnswer:
     # -- what to say -------------------------------------------------------------------
     def _prompt_text(self) -> str:
         if not self.chat:
-            prompt = self.request.get("prompt")
-            return " ".join(prompt) if isinstance(prompt, list) else str(prompt or "")
+            return _prompt_words(self.request.get("prompt"))
         return "\n".join(message_text(m.get("content"))
                          for m in self.request.get("messages") or [] if isinstance(m, dict))
 
@@ -281,6 +286,14 @@ class DemoAnswer:
         if usage is not None:
             data["usage"] = usage
         return data
+
+
+def _prompt_words(prompt: Any) -> str:
+    """A completions prompt as text: a string, strings, token ids or arrays of them (the demo
+    has no tokenizer: ids read as numbers)."""
+    if isinstance(prompt, list):
+        return " ".join(_prompt_words(part) for part in prompt)
+    return prompt if isinstance(prompt, str) else str(prompt if prompt is not None else "")
 
 
 def _json_mode(request: dict[str, Any]) -> bool:

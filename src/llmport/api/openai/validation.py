@@ -15,6 +15,10 @@ import orjson
 from llmport.errors import InvalidRequestError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# OpenAI's own limit on inputs a request; and a bound on dimensions far above any model's
+# (3,072 is OpenAI's largest): a local model must not be asked for a vector of 10^12 floats.
+MAX_EMBEDDING_INPUTS = 2048
+MAX_EMBEDDING_DIMENSIONS = 65_536
 
 Kinds = tuple[type, ...]
 _INT: Kinds = (int,)
@@ -103,8 +107,10 @@ def validate_completion(body: dict[str, Any]) -> tuple[str, bool]:
     prompt = body.get("prompt")
     if prompt is None:
         raise _missing("prompt")
-    if not isinstance(prompt, str | list):
-        raise _bad("prompt", "a string or an array")
+    if not isinstance(prompt, str | list) or (
+            isinstance(prompt, list) and not all(map(_prompt_item, prompt))):
+        raise _bad("prompt", "a string, an array of strings, of token ids or of arrays of "
+                             "token ids")
     _check_fields(body, _COMPLETION_FIELDS)
     _check_stop(body)
     return model, check_stream(body)
@@ -117,6 +123,9 @@ def validate_embedding(body: dict[str, Any]) -> tuple[str, bool]:
         raise _missing("input")
     if not isinstance(value, str | list) or (isinstance(value, list) and not value):
         raise _bad("input", "a non-empty string or array")
+    if isinstance(value, list) and len(value) > MAX_EMBEDDING_INPUTS:
+        raise InvalidRequestError(f"'input' must have at most {MAX_EMBEDDING_INPUTS} items, "
+                                  f"got {len(value)}.", param="input", code="invalid_value")
     fmt = body.get("encoding_format")
     if fmt is not None and fmt not in ("float", "base64"):
         raise InvalidRequestError("'encoding_format' must be 'float' or 'base64'.",
@@ -124,7 +133,21 @@ def validate_embedding(body: dict[str, Any]) -> tuple[str, bool]:
     dims = body.get("dimensions")
     if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
         raise _bad("dimensions", "a positive integer")
+    if dims is not None and dims > MAX_EMBEDDING_DIMENSIONS:
+        raise InvalidRequestError(f"'dimensions' must be at most {MAX_EMBEDDING_DIMENSIONS}, "
+                                  f"got {dims}.", param="dimensions", code="invalid_value")
     return model, False
+
+
+def _prompt_item(item: Any) -> bool:
+    """A string, a token id or an array of token ids: what a completions prompt array holds."""
+    if isinstance(item, list):
+        return all(_token_id(token) for token in item)
+    return isinstance(item, str) or _token_id(item)
+
+
+def _token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_message(index: int, message: Any) -> None:
