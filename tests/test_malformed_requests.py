@@ -27,6 +27,7 @@ from llmport.errors import InvalidRequestError
 from llmport.translation.messages_to_openai import chat_request
 from llmport.translation.openai_to_messages import messages_request
 from tests.conftest import MASTER_KEY, claude_config
+from tests.support.admin import Admin, tenancy_config
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.servers import GatewayServer
@@ -208,3 +209,86 @@ def test_the_demo_completes_a_prompt_of_token_ids(gateway: GatewayServer) -> Non
         "authorization": f"Bearer {MASTER_KEY}"}, json={"model": "demo", "prompt": [[1, 2], 3]})
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["text"]
+
+
+# -- the admin API ------------------------------------------------------------------------------
+
+@pytest.fixture
+def tenancy(start_gateway: Callable[[dict[str, Any]], GatewayServer]) -> GatewayServer:
+    return start_gateway(tenancy_config())
+
+
+def test_malformed_admin_requests_are_refused(tenancy: GatewayServer) -> None:
+    admin = Admin(tenancy.url)
+    org = admin.call("POST", "/admin/orgs", 201, json={"name": "o"})
+    team = admin.call("POST", "/admin/teams", 201, json={"name": "t", "org_id": org["id"]})
+    key = {"name": "k", "org_id": org["id"], "team_id": team["id"], "rpm_limit": 10,
+           "tpm_limit": 1000, "max_parallel_requests": 2, "max_budget": 1.0,
+           "budget_period": "monthly", "models": ["demo"], "metadata": {"a": 1},
+           "expires_at": "2030-01-01T00:00:00Z", "scopes": ["admin"],
+           "model_limits": {"demo": {"rpm_limit": 5}}, "priority": 3}
+    rng = random.Random(3)
+
+    def sent(method: str, path: str, body: Any) -> int:
+        with httpx.Client(base_url=tenancy.url, timeout=30,
+                          headers={"authorization": f"Bearer {MASTER_KEY}"}) as http:
+            response = http.request(method, path, json=body)
+        assert response.status_code < 500, (method, path, body, response.text)
+        assert response.status_code < 300 or isinstance(response.json()["error"]["message"],
+                                                        str), response.text
+        return response.status_code
+
+    for _ in range(120):
+        created = httpx.post(tenancy.url + "/admin/keys", json=broken(key, rng),
+                             headers={"authorization": f"Bearer {MASTER_KEY}"})
+        assert created.status_code < 500, created.text
+        if created.status_code == 201:
+            path = f"/admin/keys/{created.json()['id']}"
+            sent("PATCH", path, broken(key, rng))
+            sent("POST", path + "/rotate", broken({"grace_seconds": 5}, rng))
+        for kind, body in (("orgs", {"name": "o", "max_budget": 2.0}),
+                           ("teams", {"name": "t", "org_id": org["id"]}),
+                           ("users", {"name": "u", "email": "e@x", "org_id": org["id"]})):
+            sent("POST", f"/admin/{kind}", broken(body, rng))
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "param"), [
+    ("GET", "/admin/spend/logs?offset=100000000000000000000", None, 400, "offset"),
+    ("GET", "/admin/keys?offset=100000000000000000000", None, 400, "offset"),
+    ("GET", "/admin/usage?start=9999-12-31T23:59:59-14:00", None, 400, "start"),
+    ("POST", "/admin/keys", {"expires_at": "0001-01-01T00:00:00+14:00"}, 400, "expires_at"),
+    ("POST", "/admin/users", {"email": "taken@example.com"}, 409, None),
+], ids=["logs-offset", "keys-offset", "usage-start-year-10000", "expiry-year-0",
+        "email-taken"])
+def test_each_admin_crash_the_fuzzing_found_is_refused(
+        tenancy: GatewayServer, method: str, path: str, body: Any, status: int,
+        param: str | None) -> None:
+    admin = Admin(tenancy.url)
+    admin.call("POST", "/admin/users", 201, json={"email": "taken@example.com"})
+    response = admin.http.request(method, path, json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def test_a_key_rotation_grace_is_bounded(tenancy: GatewayServer) -> None:
+    admin = Admin(tenancy.url)
+    key = admin.key(name="k")
+    admin.call("POST", f"/admin/keys/{key['id']}/rotate", 400, json={"grace_seconds": 1e12})
+    admin.call("POST", f"/admin/keys/{key['id']}/rotate", 201, json={"grace_seconds": 86_400})
+
+
+def test_an_admin_bug_still_answers_in_the_envelope(tenancy: GatewayServer,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever escapes an admin route is a 500 in the OpenAI envelope, not a dropped
+    connection or a plain-text page."""
+    db = tenancy.app.gateway.db
+    assert db is not None
+
+    async def broken_list(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(db, "list", broken_list)
+    response = httpx.get(tenancy.url + "/admin/orgs",
+                         headers={"authorization": f"Bearer {MASTER_KEY}"})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"

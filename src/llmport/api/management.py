@@ -79,6 +79,13 @@ def management_app(gateway: Gateway, lifespan: Lifespan) -> FastAPI:
     async def gateway_error(request: Request, exc: LLMPortError) -> Response:
         return render(request, exc, exc.status_code)
 
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # A bug still answers in the envelope (Starlette re-raises it afterwards, so the
+        # server logs it with its traceback), as the proxy routes do.
+        return render(request, LLMPortError("The gateway failed to process the request.",
+                                            code="internal_error"), 500)
+
     return app
 
 

@@ -7,11 +7,14 @@ tenant is pushed to every replica's principal cache at once; a new key's secret
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 
 from llmport.accounting.budgets import budget_since
 from llmport.api.admin.schemas import (
@@ -27,10 +30,11 @@ from llmport.api.admin.schemas import (
     UserPatch,
     row_out,
 )
-from llmport.api.admin.usage import usage_router
+from llmport.api.admin.usage import MAX_OFFSET, usage_router
 from llmport.db.database import Database, Kind
 from llmport.errors import (
     AuthenticationError,
+    ConflictError,
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
@@ -85,11 +89,12 @@ def _tenant_routes(router: APIRouter, gateway: Gateway, db: Database, kind: Kind
     async def create_row(body: Any) -> dict[str, Any]:
         fields = body.columns()
         await _check_parents(db, fields)
-        return row_out(kind, await db.create(kind, fields))
+        with _unique(singular):
+            return row_out(kind, await db.create(kind, fields))
 
     async def list_rows(org_id: str | None = None, team_id: str | None = None,
                         limit: int = Query(100, ge=1, le=1000),
-                        offset: int = Query(0, ge=0)) -> dict[str, Any]:
+                        offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> dict[str, Any]:
         filters = {k: v for k, v in (("org_id", org_id), ("team_id", team_id))
                    if v is not None and (k != "team_id" or kind == "users")}
         rows = await db.list(kind, filters=filters, limit=limit, offset=offset)
@@ -101,7 +106,8 @@ def _tenant_routes(router: APIRouter, gateway: Gateway, db: Database, kind: Kind
     async def patch_row(id: str, body: Any) -> dict[str, Any]:
         fields = body.columns()
         await _check_parents(db, fields)
-        row = await db.update(kind, id, fields)
+        with _unique(singular):
+            row = await db.update(kind, id, fields)
         if row is None:
             raise NotFoundError(f"No {singular} with id {id!r}.")
         await _invalidate(gateway, kind, row)
@@ -137,7 +143,7 @@ def _key_routes(router: APIRouter, gateway: Gateway, db: Database) -> None:
     @router.get("/keys", summary="List API keys (never their secrets)")
     async def list_keys(org_id: str | None = None, team_id: str | None = None,
                         user_id: str | None = None, limit: int = Query(100, ge=1, le=1000),
-                        offset: int = Query(0, ge=0)) -> dict[str, Any]:
+                        offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> dict[str, Any]:
         filters = {k: v for k, v in (("org_id", org_id), ("team_id", team_id),
                                      ("user_id", user_id)) if v is not None}
         rows = await db.list("keys", filters=filters, limit=limit, offset=offset)
@@ -246,3 +252,12 @@ def _database(gateway: Gateway) -> Database:
         raise RuntimeError("the admin API needs the database")
     return gateway.db
 
+
+@contextlib.contextmanager
+def _unique(singular: str) -> Iterator[None]:
+    """A unique column already holding the value (a user's email) is a 409, not a crash."""
+    try:
+        yield
+    except IntegrityError as error:
+        raise ConflictError(f"Another {singular} already has this value of a field that must "
+                            f"be unique (a user's email): {error.orig}") from None

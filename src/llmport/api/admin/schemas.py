@@ -7,14 +7,17 @@ free-form ``metadata`` (the attribute is ``meta``).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Period = Literal["daily", "weekly", "monthly", "total"]
 RENAMED = {"models": "allowed_models", "metadata": "meta"}
 INT32 = 2_147_483_647  # the limit columns are 32-bit integers
+
+
+TEN_YEARS_S = 10 * 366 * 86_400  # a grace past this overflows no date, and serves no one
 
 
 class Body(BaseModel):
@@ -82,6 +85,17 @@ class KeyPatch(LimitsIn):
     priority: int | None = Field(default=None, ge=-1000, le=1000, description=(
         "admission priority (higher first)"))
 
+    @field_validator("expires_at")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        """The time in UTC (no offset: UTC), which must still be a date (years 1 to 9999)."""
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        except OverflowError:
+            raise ValueError("the time in UTC is outside the years 1 to 9999") from None
+
 
 class KeyIn(KeyPatch):
     org_id: str | None = None
@@ -92,8 +106,8 @@ class KeyIn(KeyPatch):
 
 
 class RotateIn(Body):
-    grace_seconds: float = Field(default=0, ge=0, description=(
-        "the old key keeps working this long (0: revoked at once)"))
+    grace_seconds: float = Field(default=0, ge=0, le=TEN_YEARS_S, description=(
+        "the old key keeps working this long (0: revoked at once; at most ten years)"))
 
 
 class BudgetResetIn(Body):

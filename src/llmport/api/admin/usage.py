@@ -18,6 +18,7 @@ from llmport.db.database import Database
 from llmport.errors import InvalidRequestError
 from llmport.gateway.gateway import Gateway
 
+MAX_OFFSET = 2**62  # the databases' integers are 64-bit: a larger offset cannot be bound
 GROUPS = ("key_id", "user_id", "team_id", "org_id", "model", "served_model", "deployment", "day")
 TOTALS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost", "errors",
           "cache_hits")
@@ -43,8 +44,8 @@ def usage_router(gateway: Gateway, db: Database) -> APIRouter:
 
         async def report(by: list[str]) -> list[dict[str, Any]]:
             return await db.usage(key_id=key_id, user_id=user_id, team_id=team_id,
-                                  org_id=org_id, model=model, start=_utc(start), end=_utc(end),
-                                  group_by=by)
+                                  org_id=org_id, model=model, start=_utc(start, "start"),
+                                  end=_utc(end, "end"), group_by=by)
 
         totals = (await report([]))[0]
         rows = await report(groups) if groups else []
@@ -60,12 +61,12 @@ def usage_router(gateway: Gateway, db: Database) -> APIRouter:
     async def spend_logs(key_id: str | None = None, start: dt.datetime | None = None,
                          end: dt.datetime | None = None,
                          limit: int = Query(100, ge=1, le=10_000),
-                         offset: int = Query(0, ge=0),
+                         offset: int = Query(0, ge=0, le=MAX_OFFSET),
                          format: Literal["json", "csv"] = "json") -> Any:
         if gateway.journal is not None:
             await gateway.journal.flush()
-        rows = await db.spend_records(key_id=key_id, start=_utc(start), end=_utc(end),
-                                      limit=limit, offset=offset)
+        rows = await db.spend_records(key_id=key_id, start=_utc(start, "start"),
+                                      end=_utc(end, "end"), limit=limit, offset=offset)
         if format == "csv":
             return _csv(rows, list(rows[0]) if rows else ["id"])
         return {"object": "list", "data": rows}
@@ -82,10 +83,15 @@ def _groups(group_by: str | None) -> list[str]:
     return groups
 
 
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.UTC)
+def _utc(value: dt.datetime | None, name: str) -> dt.datetime | None:
+    """``value`` in UTC (no offset: UTC); a time whose UTC date is no date is refused."""
+    if value is None:
+        return None
+    try:
+        return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    except OverflowError:
+        raise InvalidRequestError(f"{name}: the time in UTC is outside the years 1 to 9999",
+                                  param=name) from None
 
 
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> Response:
