@@ -7,10 +7,12 @@ free-form ``metadata`` (the attribute is ``meta``).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from llmport.db.models import as_utc
 
 Period = Literal["daily", "weekly", "monthly", "total"]
 RENAMED = {"models": "allowed_models", "metadata": "meta"}
@@ -92,7 +94,7 @@ class KeyPatch(LimitsIn):
         if value is None:
             return None
         try:
-            return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+            return as_utc(value)
         except OverflowError:
             raise ValueError("the time in UTC is outside the years 1 to 9999") from None
 

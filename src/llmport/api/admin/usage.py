@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from llmport.db.database import Database
+from llmport.db.models import as_utc
 from llmport.errors import InvalidRequestError
 from llmport.gateway.gateway import Gateway
 
@@ -88,7 +89,7 @@ def _utc(value: dt.datetime | None, name: str) -> dt.datetime | None:
     if value is None:
         return None
     try:
-        return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return as_utc(value)
     except OverflowError:
         raise InvalidRequestError(f"{name}: the time in UTC is outside the years 1 to 9999",
                                   param=name) from None
