@@ -109,6 +109,7 @@ class ServerConfig(StrictModel):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=256)
     max_request_mb: float = Field(default=32.0, gt=0)
+    ui: bool = Field(default=True, description="serve the web console (playground, admin) at /ui")
 
 
 class LoggingConfig(StrictModel):

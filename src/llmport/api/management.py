@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from llmport import __version__
 from llmport.api.admin.routes import admin_router
 from llmport.api.openapi_docs import add_proxy_routes
+from llmport.api.webui.routes import add_web_ui
 from llmport.errors import InvalidRequestError, LLMPortError, NotFoundError
 from llmport.gateway.gateway import Gateway
 
@@ -45,6 +46,8 @@ def management_app(gateway: Gateway, lifespan: Lifespan) -> FastAPI:
 
     if gateway.db is not None:
         app.include_router(admin_router(gateway))
+    if gateway.config.server.ui:
+        add_web_ui(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
