@@ -101,6 +101,8 @@ def test_the_console_is_served_with_a_strict_policy(start_gateway: Any) -> None:
     # Everything the page loads is its own (the policy would refuse the rest anyway).
     for name in re.findall(r'(?:src|href)="([^"]+)"', page.text):
         assert "//" not in name
+        if name.startswith("data:"):  # the empty favicon
+            continue
         loaded = http.get(f"/ui/{name}")
         assert loaded.status_code == 200, name
         assert loaded.headers["content-type"].split(";")[0] in ("text/javascript", "text/css")

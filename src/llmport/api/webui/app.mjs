@@ -61,7 +61,7 @@ function status(text, kind = "") {
 
 // -- tables and forms ---------------------------------------------------------------------
 function cell(value) {
-  if (value === null || value === undefined) return "—";
+  if (value === null || value === undefined || value === "") return "—";
   if (Array.isArray(value)) return value.join(", ") || "—";
   if (typeof value === "object") return JSON.stringify(value);
   if (typeof value === "number" && !Number.isInteger(value)) return value.toFixed(6).replace(/0+$/, "");
@@ -349,8 +349,8 @@ TABS.usage = async (panel) => {
     try {
       const report = await api("GET", `/admin/usage?${query()}`);
       const totals = el("p", {}, `${report.requests} requests · ${report.prompt_tokens} prompt and `
-        + `${report.completion_tokens} completion tokens · US$ ${cell(report.cost)} · ${report.errors} errors`
-        + ` · ${report.cache_hits} cache hits`);
+        + `${report.completion_tokens} completion tokens · US$ ${cell(report.cost)} · errors: ${report.errors}`
+        + ` · cache hits: ${report.cache_hits}`);
       result.replaceChildren(totals, report.data ? table(report.data, [...report.group_by, "requests",
         "prompt_tokens", "completion_tokens", "cost", "errors"]) : "");
     } catch (error) {
@@ -394,9 +394,10 @@ async function checkKey() {
     await api("GET", "/admin/orgs?limit=1");
     status("admin", "ok");
   } catch (error) {
-    status(error.status === 401 || error.status === 403
-      ? "playground only (the admin tabs need the master key or an admin key)"
-      : `admin API: ${error.message}`, "muted");
+    if (error.status === 401 && !key()) status("no key: type one above (any will do if the gateway has no master key)", "muted");
+    else if (error.status === 401) status(`key refused: ${error.message}`, "error");
+    else if (error.status === 403) status("playground only (the admin tabs need the master key or an admin key)", "muted");
+    else status(`admin API: ${error.message}`, "muted");
   }
 }
 

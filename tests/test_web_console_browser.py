@@ -1,0 +1,127 @@
+"""The web console in a real browser (headless Chromium): each tab used as a person would, with
+no script error and nothing refused by its content security policy. Skipped without Chromium."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.admin import MASTER_KEY, tenancy_config
+from tests.support.browser import Browser, Page, chromium
+
+CHROMIUM = chromium()
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed: the web console is "
+                       "not tried in a browser (apt-get install chromium)"),
+]
+
+
+async def submit(page: Page, form: str, values: dict[str, str]) -> None:
+    """Fill ``values`` (by name) into the form ``form`` selects, then submit it."""
+    await page.evaluate(
+        f"{{ const form = {form}; const values = {json.dumps(values)};"
+        " for (const [name, value] of Object.entries(values))"
+        " form.querySelector(`[name=${name}]`).value = value; form.requestSubmit(); }")
+
+
+async def ask(base_url: str, key: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.post(f"{base_url}/v1/chat/completions",
+                               headers={"authorization": f"Bearer {key}"},
+                               json={"model": "demo", "messages": [{"role": "user",
+                                                                    "content": "x"}]})
+
+
+def text(selector: str) -> str:
+    return f"document.querySelector({json.dumps(selector)})?.innerText"
+
+
+async def test_the_console_in_a_browser(start_gateway: Any, tmp_path: Path) -> None:
+    server = start_gateway(tenancy_config())
+    browser = Browser(CHROMIUM or "", tmp_path / "profile")
+    try:
+        page = await browser.page()
+        await page.send("Page.navigate", url=f"{server.url}/ui/")
+        # No key yet: the gateway has a master key, so the playground says why it cannot list.
+        assert (await page.until(text("#status"))).startswith("no key")
+        assert "401" in await page.until(text("#transcript .error"))
+
+        await page.evaluate(f"document.querySelector('#key').value = {json.dumps(MASTER_KEY)};"
+                            " document.querySelector('#key-form').requestSubmit()")
+        assert await page.until(f"{text('#status')} === 'admin'")
+        await page.until("document.querySelector('#model')?.options.length === 2")
+
+        # A streamed turn, then an unstreamed one that sees the first in its history.
+        await page.evaluate("document.querySelector('#prompt').value = 'Hello, console';"
+                            " document.querySelector('form.playground').requestSubmit()")
+        stats = await page.until(text("#stats"))
+        assert "first token" in stats and "finish: stop" in stats and "request req_" in stats
+        assert "Hello, console" in await page.evaluate(text("#transcript .assistant .text"))
+        await page.evaluate(
+            "document.querySelector('#stats').textContent = '';"
+            " document.querySelector('#stream').checked = false;"
+            " document.querySelector('#max-tokens').value = '5';"
+            " document.querySelector('#prompt').value = 'And again';"
+            " document.querySelector('form.playground').requestSubmit()")
+        stats = await page.until(text("#stats"))
+        assert "first token" not in stats and "→ 5 tokens" in stats and "finish: length" in stats
+        assert await page.evaluate("document.querySelectorAll('#transcript .turn').length") == 4
+
+        # Keys: create one (its secret shown once, and it works), look at its spend, revoke it.
+        await page.evaluate("document.querySelector('nav [data-tab=keys]').click()")
+        await submit(page, "document.querySelector('form.create')",
+                     {"name": "from-the-console", "models": "demo, other", "rpm_limit": "60",
+                      "max_budget": "2.5", "budget_period": "daily"})
+        secret = await page.until("document.querySelector('.secret code')?.textContent")
+        chat = await ask(server.url, secret)
+        assert chat.status_code == 200, chat.text
+        assert "from-the-console" in await page.until(text("#panel table"))
+        await page.evaluate("[...document.querySelectorAll('td.actions button')]"
+                            ".find((b) => b.textContent === 'spend').click()")
+        spend = await page.until(f"{text('#panel p')}?.includes('spent') && {text('#panel p')}")
+        assert "of US$ 2.5" in spend
+        await page.evaluate("window.confirm = () => true; [...document.querySelectorAll("
+                            "'td.actions button')].find((b) => b.textContent === 'revoke').click()")
+        await page.until("![...document.querySelectorAll('td.actions button')]"
+                         ".some((b) => b.textContent === 'revoke')")
+        assert (await ask(server.url, secret)).status_code == 401
+
+        # Tenants: an org is created; a team naming an unknown org shows the gateway's error.
+        await page.evaluate("document.querySelector('nav [data-tab=tenants]').click()")
+        await page.until("document.querySelectorAll('form.create').length === 3")
+        await submit(page, "document.querySelectorAll('form.create')[0]", {"name": "acme"})
+        await page.until(f"{text('#panel')}.includes('acme')")
+        await submit(page, "document.querySelectorAll('form.create')[1]",
+                     {"name": "lost", "org_id": "org_nope"})
+        assert "No org with id 'org_nope'" in await page.until(text(".error"))
+
+        # Usage: the four chat requests by model (the revoked key's refusal, an error, has
+        # none: it was refused before its body was read); deployments: both, breakers closed.
+        await page.evaluate("document.querySelector('nav [data-tab=usage]').click()")
+        totals = await page.until(f"{text('#panel p')}?.includes('requests') && "
+                                  f"{text('#panel p')}")
+        assert totals.startswith("4 requests") and "errors: 1" in totals
+        rows = (await page.until(text("#panel table"))).splitlines()[1:]
+        assert sorted(row.split("\t")[:2] for row in rows) == [["demo", "3"], ["—", "1"]]
+        await page.evaluate("document.querySelector('nav [data-tab=health]').click()")
+        health = await page.until(text("#panel table"))
+        assert health.count("closed") == 2
+
+        # A wrong key is reported as such.
+        await page.evaluate("document.querySelector('#key').value = 'sk-wrong';"
+                            " document.querySelector('#key-form').requestSubmit()")
+        assert (await page.until(f"{text('#status')} !== 'admin' && {text('#status')}")
+                ).startswith("key refused: 401")
+
+        assert page.exceptions == []
+        # The only errors are the refusals asked for above (HTTP 400 and 401 answers).
+        unexpected = [entry for entry in page.logs if entry["level"] == "error" and not (
+            entry["source"] == "network" and " status of 40" in entry["text"])]
+        assert unexpected == []
+    finally:
+        await browser.close()
