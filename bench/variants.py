@@ -5,14 +5,21 @@
 
 Variants (comma-separated): ``noop-subscribers`` — every event subscriber's body replaced by
 a function that does nothing (the events are still built and delivered); ``noop-tracing``,
-``noop-metrics``, ``noop-access-log`` — only that subscriber's. Never for production: the
-gateway then observes nothing of what it does.
+``noop-metrics``, ``noop-access-log`` — only that subscriber's; ``double-subscribers`` — every
+subscriber called twice per event (what a subscriber's body costs where it runs, caches and
+all, against the same gateway with each called once); ``time-subscribers`` — each subscriber
+method timed where it runs (``perf_counter_ns`` around each call; the totals and calls are
+written every second to ``$LLMPORT_VARIANT_TIMES`` or /tmp/subscriber-times-PID.txt, one
+``name nanoseconds calls`` line each). Never for production: the gateway then observes
+nothing, or everything twice, of what it does.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from typing import Any
 
 from llmport.cli import main
@@ -21,6 +28,8 @@ from llmport.observability.events import EventBus
 VARIANTS = set(filter(None, os.environ.get("LLMPORT_VARIANT", "").split(",")))
 SUBSCRIBERS = {"noop-tracing": "Tracing", "noop-metrics": "Metrics",
                "noop-access-log": "AccessLog"}
+KNOWN = {"noop-subscribers", "double-subscribers", "time-subscribers", *SUBSCRIBERS}
+TIMES: dict[str, list[int]] = {}  # subscriber method → [nanoseconds, calls]
 _subscribe = EventBus.subscribe
 
 
@@ -28,21 +37,58 @@ def _nothing(_: Any) -> None:
     pass
 
 
+def _timed(handler: Any) -> Any:
+    totals = TIMES.setdefault(getattr(handler, "__qualname__", type(handler).__name__), [0, 0])
+    clock = time.perf_counter_ns
+
+    def timed(event: Any) -> None:
+        began = clock()
+        handler(event)
+        totals[0] += clock() - began
+        totals[1] += 1
+
+    return timed
+
+
+def _write_times() -> None:
+    path = os.environ.get("LLMPORT_VARIANT_TIMES") or f"/tmp/subscriber-times-{os.getpid()}.txt"
+    while True:
+        time.sleep(1)
+        with open(path, "w") as out:
+            out.writelines(f"{name} {ns} {calls}\n" for name, (ns, calls) in TIMES.items())
+
+
+def _handlers(subscriber: Any, kinds: tuple[type, ...]) -> list[tuple[type, Any]]:
+    """(event type, callable) for each subscription ``EventBus.subscribe`` would make."""
+    handlers = getattr(subscriber, "handlers", None)
+    if handlers is not None and not kinds:
+        return list(handlers.items())
+    return [(kind, subscriber) for kind in kinds or getattr(subscriber, "handles", ())]
+
+
 def subscribe(bus: EventBus, subscriber: Any, *kinds: type) -> None:
     silenced = "noop-subscribers" in VARIANTS or any(
         type(subscriber).__name__ == name for variant, name in SUBSCRIBERS.items()
         if variant in VARIANTS)
-    if not silenced:
+    pairs = _handlers(subscriber, kinds)
+    if not pairs:  # a subscriber of every event: left as it is
         _subscribe(bus, subscriber, *kinds)
-        return
-    handlers = getattr(subscriber, "handlers", None)
-    for kind in kinds or (handlers or getattr(subscriber, "handles", ())):
-        bus.listeners(kind).append(_nothing)
+    for kind, handler in pairs:
+        if silenced:
+            bus.listeners(kind).append(_nothing)
+        elif "time-subscribers" in VARIANTS:
+            bus.listeners(kind).append(_timed(handler))
+        else:
+            bus.listeners(kind).append(handler)
+            if "double-subscribers" in VARIANTS:
+                bus.listeners(kind).append(handler)
 
 
-unknown = VARIANTS - {"noop-subscribers", *SUBSCRIBERS}
+unknown = VARIANTS - KNOWN
 if unknown:
     sys.exit(f"unknown variants: {', '.join(sorted(unknown))}")
+if "time-subscribers" in VARIANTS:
+    threading.Thread(target=_write_times, daemon=True).start()
 EventBus.subscribe = subscribe  # type: ignore[method-assign]
 sys.argv[0] = "llmport"
 main()

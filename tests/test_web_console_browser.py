@@ -42,7 +42,9 @@ def text(selector: str) -> str:
 
 
 async def test_the_console_in_a_browser(start_gateway: Any, tmp_path: Path) -> None:
-    server = start_gateway(tenancy_config())
+    config = tenancy_config()
+    config["models"].append({"name": "slow", "provider": "demo", "token_delay_ms": 100})
+    server = start_gateway(config)
     browser = Browser(CHROMIUM or "", tmp_path / "profile")
     try:
         page = await browser.page()
@@ -54,7 +56,7 @@ async def test_the_console_in_a_browser(start_gateway: Any, tmp_path: Path) -> N
         await page.evaluate(f"document.querySelector('#key').value = {json.dumps(MASTER_KEY)};"
                             " document.querySelector('#key-form').requestSubmit()")
         assert await page.until(f"{text('#status')} === 'admin'")
-        await page.until("document.querySelector('#model')?.options.length === 2")
+        await page.until("document.querySelector('#model')?.options.length === 3")
 
         # A streamed turn, then an unstreamed one that sees the first in its history.
         await page.evaluate("document.querySelector('#prompt').value = 'Hello, console';"
@@ -71,6 +73,27 @@ async def test_the_console_in_a_browser(start_gateway: Any, tmp_path: Path) -> N
         stats = await page.until(text("#stats"))
         assert "first token" not in stats and "→ 5 tokens" in stats and "finish: length" in stats
         assert await page.evaluate("document.querySelectorAll('#transcript .turn').length") == 4
+
+        # Stop: a slow stream is cut off, what came is kept, and the next question still works.
+        await page.evaluate(
+            "document.querySelector('#stats').textContent = '';"
+            " document.querySelector('#stream').checked = true;"
+            " document.querySelector('#max-tokens').value = '';"
+            " document.querySelector('#model').value = 'slow';"
+            " document.querySelector('#prompt').value = 'Take your time';"
+            " document.querySelector('form.playground').requestSubmit()")
+        last = "[...document.querySelectorAll('#transcript .assistant .text')].at(-1)"
+        await page.until(f"{last}.textContent.length > 0")
+        await page.evaluate("[...document.querySelectorAll('form.playground button')]"
+                            ".find((b) => b.textContent === 'Stop').click()")
+        stopped = await page.until(f"{last}.textContent.endsWith('(stopped)') && "
+                                   f"{last}.textContent")
+        assert len(stopped) > len(" (stopped)")
+        assert await page.evaluate(text("#stats")) == ""
+        await page.evaluate("document.querySelector('#model').value = 'demo';"
+                            " document.querySelector('#prompt').value = 'Still there?';"
+                            " document.querySelector('form.playground').requestSubmit()")
+        assert "finish: stop" in await page.until(text("#stats"))
 
         # Keys: create one (its secret shown once, and it works), look at its spend, revoke it.
         await page.evaluate("document.querySelector('nav [data-tab=keys]').click()")
@@ -100,17 +123,19 @@ async def test_the_console_in_a_browser(start_gateway: Any, tmp_path: Path) -> N
                      {"name": "lost", "org_id": "org_nope"})
         assert "No org with id 'org_nope'" in await page.until(text(".error"))
 
-        # Usage: the four chat requests by model (the revoked key's refusal, an error, has
-        # none: it was refused before its body was read); deployments: both, breakers closed.
+        # Usage: six chat requests by model — four answered, the stopped stream (an error: the
+        # client went away) and the revoked key's refusal (an error without a model: it was
+        # refused before its body was read); deployments: all three, breakers closed.
         await page.evaluate("document.querySelector('nav [data-tab=usage]').click()")
         totals = await page.until(f"{text('#panel p')}?.includes('requests') && "
                                   f"{text('#panel p')}")
-        assert totals.startswith("4 requests") and "errors: 1" in totals
+        assert totals.startswith("6 requests") and "errors: 2" in totals
         rows = (await page.until(text("#panel table"))).splitlines()[1:]
-        assert sorted(row.split("\t")[:2] for row in rows) == [["demo", "3"], ["—", "1"]]
+        assert sorted(row.split("\t")[:2] for row in rows) == [
+            ["demo", "4"], ["slow", "1"], ["—", "1"]]
         await page.evaluate("document.querySelector('nav [data-tab=health]').click()")
         health = await page.until(text("#panel table"))
-        assert health.count("closed") == 2
+        assert health.count("closed") == 3
 
         # A wrong key is reported as such.
         await page.evaluate("document.querySelector('#key').value = 'sk-wrong';"

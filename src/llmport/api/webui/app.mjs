@@ -170,9 +170,13 @@ TABS.playground = async (panel) => {
       const answer = await chat(body, reply, stats, running.signal);
       conversation.push({ role: "assistant", content: answer.content });
     } catch (error) {
-      reply.classList.add("error");
-      reply.querySelector(".text").textContent = error.name === "AbortError" ? "(stopped)" : error.message;
-      conversation.pop(); // the question goes unanswered: it is not history
+      const said = reply.querySelector(".text");
+      if (error.name === "AbortError") said.append(" (stopped)");
+      else {
+        reply.classList.add("error");
+        said.textContent = error.message;
+      }
+      conversation.pop(); // the question went unanswered: it is not history
     } finally {
       running = null;
       send.disabled = false;
@@ -220,10 +224,15 @@ async function chat(body, reply, stats, signal) {
       }
       text.textContent = answer.content;
     };
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      take(decoder.push(utf8.decode(value, { stream: true })));
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        take(decoder.push(utf8.decode(value, { stream: true })));
+      }
+    } catch (error) {
+      reader.cancel().catch(() => {}); // an error event: what follows is not read
+      throw error;
     }
     take(decoder.push(utf8.decode()));
     take(decoder.end());
@@ -380,8 +389,13 @@ TABS.usage = async (panel) => {
 TABS.health = async (panel) => {
   const body = el("div");
   panel.append(el("h2", {}, "Deployments"), body);
-  const response = await api("GET", "/readyz", undefined, { raw: true });
-  const ready = await response.json();
+  let ready;
+  try {
+    ready = await (await api("GET", "/readyz", undefined, { raw: true })).json();
+  } catch (error) {
+    show(body, error);
+    return;
+  }
   body.replaceChildren(
     el("p", {}, `status: ${ready.status}`, Object.entries(ready.stores || {}).map(([name, ok]) => ` · ${name} ${ok ? "up" : "DOWN"}`)),
     table(ready.deployments || [], ["name", "model", "priority", "breaker", "in_flight", "queued",
