@@ -83,9 +83,10 @@ def gateway(fake: FakeOpenAI, claude_upstream: FakeAnthropic,
 
 
 def send_broken(gateway: GatewayServer, seed: int, rounds: int,
-                makers: dict[str, Callable[[random.Random], dict[str, Any]]]) -> dict[int, int]:
-    """``rounds`` broken requests to each path (to a random model), every answer < 500 and
-    every refusal in the envelope of its API; the count of each status."""
+                makers: dict[str, Callable[[random.Random], dict[str, Any]]],
+                models: tuple[str, ...] = ("claude", "gpt-4o-mini", "demo")) -> dict[int, int]:
+    """``rounds`` broken requests to each path (to a random one of ``models``), every answer
+    < 500 and every refusal in the envelope of its API; the count of each status."""
     rng = random.Random(seed)
     statuses: dict[int, int] = {}
     with httpx.Client(base_url=gateway.url, timeout=30,
@@ -93,7 +94,7 @@ def send_broken(gateway: GatewayServer, seed: int, rounds: int,
         for _ in range(rounds):
             for path, make in makers.items():
                 body = broken(make(rng), rng)
-                body["model"] = rng.choice(["claude", "gpt-4o-mini", "demo"])
+                body["model"] = rng.choice(models)
                 if "count_tokens" not in path and "embeddings" not in path:
                     body["stream"] = rng.random() < 0.3
                 response = http.post(path, json=body)
