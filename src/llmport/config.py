@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from llmport.accounting.spend import SpendLogConfig
+from llmport.guardrails.settings import GuardrailsConfig
 from llmport.observability.settings import ObservabilityConfig
 from llmport.policies.cache import CacheConfig
 from llmport.policies.idempotency import IdempotencyConfig
@@ -132,6 +133,7 @@ class Config(StrictModel):
     logging: LoggingConfig = LoggingConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     cache: CacheConfig = CacheConfig()
+    guardrails: GuardrailsConfig = GuardrailsConfig()
     database_url: str | None = Field(default=None, description=(
         "SQLAlchemy async URL (sqlite+aiosqlite:///…, postgresql+asyncpg://…); "
         "default: a SQLite file in data_dir"))

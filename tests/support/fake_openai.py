@@ -49,13 +49,15 @@ class Answer:
     done: bool = True  # stream: send [DONE] at the end
     hold_open: float = 0.0  # stream: seconds to keep the connection open after the last event
     model: str = "fake-model-2024"
+    words: tuple[str, ...] | None = None  # the answer's tokens (text pieces), else WORDS'
 
     async def __call__(self, up: FakeOpenAI, request: web.Request, rec: Recorded) -> Any:
         body = rec.body
         if request.path.endswith("/embeddings"):
             return _embeddings(body)
         chat = request.path.endswith("/chat/completions")
-        words = [(" " if i else "") + WORDS[i % len(WORDS)] for i in range(self.tokens)]
+        words = list(self.words) if self.words is not None else [
+            (" " if i else "") + WORDS[i % len(WORDS)] for i in range(self.tokens)]
         messages = body.get("messages") or []
         if chat and messages and messages[-1].get("role") == "assistant":
             if up.prefill == "reject":

@@ -21,6 +21,7 @@ from llmport.gateway.pipeline import Handler, Policy, fold
 from llmport.observability.events import EventBus, RequestFinished, RequestStarted
 from llmport.policies.auth import Authenticator
 from llmport.policies.cache import CachePolicy
+from llmport.policies.guardrails import GuardrailsPolicy
 from llmport.policies.idempotency import IdempotencyPolicy
 from llmport.policies.limits import LimitsPolicy
 from llmport.routing.router import Router
@@ -40,7 +41,7 @@ class Gateway:
 
     Policy order is declared here, in one place (``_policies``)::
 
-        authenticate → idempotency → limits & budgets → cache → router → provider
+        authenticate → idempotency → limits & budgets → guardrails → cache → router → provider
 
     It also owns the state behind them: the database (tenants, spend log), the
     shared store (counters, leases, idempotency records, invalidations) and the
@@ -99,6 +100,8 @@ class Gateway:
                                               config.router.request_timeout + 60))
         policies.append(LimitsPolicy(config.limits, self.store, self.budgets, self.prices,
                                      self.events))
+        if config.guardrails.enabled:
+            policies.append(GuardrailsPolicy(config.guardrails, self.events))
         if config.cache.enabled:
             policies.append(CachePolicy(config.cache, self.events))
         return policies

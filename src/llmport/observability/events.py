@@ -211,3 +211,14 @@ class BudgetAlert:
     limit: float
     spent: float
     request_id: str
+
+
+@dataclass(slots=True)
+class GuardrailTriggered:
+    """A guardrail acted on a request: refused it, or redacted or cut its text."""
+
+    request_id: str
+    check: str  # "pii" | "injection" | "deny_patterns" | "max_input_chars" | "max_messages"
+    action: str  # "blocked" | "redacted"
+    where: str  # "input" | "output"
+    kinds: tuple[str, ...]  # the kinds of personal data found ("email", …), if any

@@ -23,6 +23,7 @@ from llmport.observability.events import (
     BreakerStateChanged,
     CacheLookup,
     FallbackUsed,
+    GuardrailTriggered,
     QueueWaited,
     RequestFinished,
 )
@@ -90,6 +91,9 @@ class Metrics:
                                     ["deployment"], LATENCY)
         self.queue_rejected = counter("queue_rejections_total", "Requests refused by a full queue",
                                       ["deployment"])
+        self.guardrails = counter("guardrail_actions_total",
+                                  "Requests a guardrail refused, or whose text it redacted or cut",
+                                  ["check", "action", "where"])
         self.malformed = counter("malformed_chunks_total", "Upstream stream events skipped",
                                  ["model"])
         self.in_flight = gauge("in_flight_requests", "Requests being answered", [], "livesum")
@@ -102,6 +106,7 @@ class Metrics:
             RequestFinished: self._finished, AttemptFinished: self._attempt,
             FallbackUsed: self._fallback, BreakerStateChanged: self._breaker,
             QueueWaited: self._queue, CacheLookup: self._cache,
+            GuardrailTriggered: self._guardrail,
         }
 
     def child(self, metric: Any, *labels: str) -> Any:
@@ -208,6 +213,9 @@ class Metrics:
 
     def _cache(self, e: CacheLookup) -> None:
         self.child(self.cache, e.model, "hit" if e.hit else "miss").inc()
+
+    def _guardrail(self, e: GuardrailTriggered) -> None:
+        self.child(self.guardrails, e.check, e.action, e.where).inc()
 
     def refresh(self) -> None:
         """Copy live state (in flight, queues, breakers) into the gauges."""
