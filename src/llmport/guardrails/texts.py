@@ -60,12 +60,13 @@ def request_texts(endpoint: Endpoint, body: dict[str, Any]) -> Iterator[Text]:
                 yield Text(f"{name}[{index}]", None, value, index)
 
 
-def answer_texts(data: dict[str, Any]) -> Iterator[Text]:
+def answer_texts(data: dict[str, Any]) -> Iterator[tuple[dict[str, Any], Text]]:
+    """Each choice that has text, with its text."""
     for choice in data.get("choices") or ():
         if not isinstance(choice, dict):
             continue
         message = choice.get("message")
         if isinstance(message, dict) and isinstance(message.get("content"), str):
-            yield Text("content", "assistant", message, "content")
+            yield choice, Text("content", "assistant", message, "content")
         elif isinstance(choice.get("text"), str):
-            yield Text("text", None, choice, "text")
+            yield choice, Text("text", None, choice, "text")

@@ -74,12 +74,14 @@ class GuardrailsPolicy:
                 self._refuse(ctx, "max_input_chars", "input_too_long", None,
                              f"The request has {length} characters of text; this gateway "
                              f"accepts at most {config.max_input_chars}.")
+        # Embeddings inputs are documents, not instructions to a model: not checked for them.
+        injection = self.injection if ctx.endpoint is not Endpoint.EMBEDDINGS else None
         for text in texts:
             if self.deny is not None and self.deny.search(text.value):
                 self._refuse(ctx, "deny_patterns", "content_denied", text.param,
                              f"{text.param} matches a pattern this gateway refuses.")
-            if self.injection is not None and text.role in INJECTION_ROLES \
-                    and self.injection.search(text.value):
+            if injection is not None and text.role in INJECTION_ROLES \
+                    and injection.search(text.value):
                 self._refuse(ctx, "injection", "prompt_injection_detected", text.param,
                              f"{text.param} looks like a prompt injection (it asks the model "
                              "to set aside its instructions); refused.")
@@ -111,8 +113,7 @@ class GuardrailsPolicy:
     # -- out -----------------------------------------------------------------------------
     def _check_answer(self, ctx: CallContext, result: JSONResult) -> None:
         kinds: set[str] = set()
-        for choice, text in zip(result.data.get("choices") or (), answer_texts(result.data),
-                                strict=False):
+        for choice, text in answer_texts(result.data):
             matches = self.pii.find(text.value)
             if not matches:
                 continue
