@@ -79,3 +79,62 @@ def test_entries_expire(fake: FakeOpenAI, start_gateway: Any) -> None:
     time.sleep(0.3)
     assert "x-llmport-cache" not in httpx.post(url, json=body).headers
     assert len(fake.history) == 2
+
+
+async def test_replicas_sharing_redis_share_the_cache(fake: FakeOpenAI, start_gateway: Any,
+                                                      prefix: str) -> None:
+    from tests.support.databases import REDIS_URL
+
+    config = {"models": [{"name": "m", "provider": "openai", "api_base": fake.url}],
+              "cache": {"enabled": True, "scope": "global"}, "redis_url": REDIS_URL,
+              "redis_prefix": prefix}
+    replicas = [start_gateway(config), start_gateway(config)]
+    body = {"model": "m", "messages": USER}
+    async with httpx.AsyncClient(timeout=30) as http:
+        first = await http.post(f"{replicas[0].url}/v1/chat/completions", json=body)
+        second = await http.post(f"{replicas[1].url}/v1/chat/completions", json=body)
+        streamed = [await http.post(f"{replica.url}/v1/chat/completions",
+                                    json={**body, "stream": True}) for replica in replicas]
+    assert "x-llmport-cache" not in first.headers
+    assert second.headers["x-llmport-cache"] == "hit"
+    assert second.json() == first.json()
+    assert "x-llmport-cache" not in streamed[0].headers
+    assert streamed[1].headers["x-llmport-cache"] == "hit"
+    assert streamed[1].text == streamed[0].text  # the same events, replayed by the other
+    assert len(fake.history) == 2  # one upstream call for each distinct request
+    assert type(replicas[0].gateway.policies[-1].store).__name__ == "StoreCache"
+
+
+async def test_a_hit_is_a_copy_and_an_unreachable_store_is_a_miss() -> None:
+    from llmport.gateway.context import CallContext
+    from llmport.observability.events import EventBus
+    from llmport.policies.cache import CacheConfig, CachePolicy, StoreCache
+    from llmport.stores.memory import MemoryStore
+    from llmport.types import Endpoint, JSONResult
+
+    policy = CachePolicy(CacheConfig(enabled=True), EventBus(), MemoryStore())
+    answers = iter([{"choices": [{"message": {"content": "first"}}]}])
+
+    async def upstream(ctx: CallContext) -> JSONResult:
+        return JSONResult(next(answers))
+
+    def request() -> CallContext:
+        return CallContext("r", Endpoint.CHAT, {"model": "m", "messages": USER}, None, "m")
+
+    first = await policy(request(), upstream)
+    first.data["choices"][0]["message"]["content"] = "changed by a policy outside"
+    hit = await policy(request(), upstream)
+    assert hit.data["choices"][0]["message"]["content"] == "first"
+    hit.data["choices"].clear()
+    assert (await policy(request(), upstream)).data["choices"]  # each hit its own copy
+
+    class Unreachable(MemoryStore):
+        async def get_value(self, key: str) -> bytes | None:
+            raise ConnectionError("store down")
+
+        async def set_value(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+            raise ConnectionError("store down")
+
+    broken = StoreCache(Unreachable(), 10)
+    assert await broken.get("k") is None
+    await broken.put("k", b"{}")  # not kept, and no error

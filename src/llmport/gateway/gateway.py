@@ -103,7 +103,7 @@ class Gateway:
         if config.guardrails.enabled:
             policies.append(GuardrailsPolicy(config.guardrails, self.events))
         if config.cache.enabled:
-            policies.append(CachePolicy(config.cache, self.events))
+            policies.append(CachePolicy(config.cache, self.events, self.store))
         return policies
 
     async def start(self) -> None:

@@ -8,6 +8,11 @@ replayed as a stream. A client can skip the lookup with
 ``Cache-Control: no-cache`` and keep an answer out with ``no-store``. A hit
 is not billed: its usage counts as zero for accounting, while the client sees
 the original response.
+
+Answers are kept serialised, in this process (an LRU) or, with a shared store (Redis),
+in the store, where every replica finds what any one of them kept. Each hit is a fresh
+copy, so what a policy outside the cache changes in an answer it serves (guardrails
+redact, for one) never changes what is kept.
 """
 
 from __future__ import annotations
@@ -19,12 +24,16 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import orjson
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmport.gateway.context import CallContext
 from llmport.gateway.pipeline import Handler
 from llmport.observability.events import CacheLookup, EventBus
+from llmport.stores.base import StateStore
 from llmport.types import Chunk, JSONResult, Result, StreamResult, Usage
+
+log = structlog.get_logger("llmport.cache")
 
 IGNORED_FIELDS = frozenset({"user", "metadata", "stream_options", "store"})
 
@@ -37,17 +46,20 @@ class CacheConfig(BaseModel):
     max_entries: int = Field(default=10_000, ge=1)
     scope: Literal["key", "org", "global"] = Field(default="key", description=(
         "who shares answers: the same API key, the same organisation, or everyone"))
+    backend: Literal["auto", "memory", "store"] = Field(default="auto", description=(
+        "where answers are kept: this process, or the shared store (Redis) that every "
+        "replica reads; auto: the shared store when there is one"))
 
 
 class MemoryCache:
-    """An LRU of answers with a time to live, in this process."""
+    """An LRU of serialised answers with a time to live, in this process."""
 
     def __init__(self, max_entries: int, ttl: float) -> None:
         self.max_entries = max_entries
         self.ttl = ttl
-        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
 
-    def get(self, key: str) -> Any:
+    async def get(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -58,38 +70,68 @@ class MemoryCache:
         self._entries.move_to_end(key)
         return value
 
-    def put(self, key: str, value: Any) -> None:
+    async def put(self, key: str, value: bytes) -> None:
         self._entries[key] = (time.monotonic() + self.ttl, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
 
+class StoreCache:
+    """Serialised answers in the shared store, under ``cache:``, expiring after ``ttl``.
+
+    Its size is bounded by the time to live and the store's own memory policy, not by
+    ``max_entries``. A store that cannot be reached is a miss, and an answer it cannot
+    keep is not kept: the cache never fails a request.
+    """
+
+    def __init__(self, store: StateStore, ttl: float) -> None:
+        self.store = store
+        self.ttl = ttl
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            return await self.store.get_value("cache:" + key)
+        except Exception as exc:  # any store failure is a miss
+            log.warning("response cache unavailable", error=str(exc))
+            return None
+
+    async def put(self, key: str, value: bytes) -> None:
+        try:
+            await self.store.set_value("cache:" + key, value, self.ttl)
+        except Exception as exc:  # the answer is simply not kept
+            log.warning("response cache unavailable", error=str(exc))
+
+
 class CachePolicy:
-    def __init__(self, config: CacheConfig, events: EventBus) -> None:
+    def __init__(self, config: CacheConfig, events: EventBus, store: StateStore) -> None:
         self.config = config
-        self.store = MemoryCache(config.max_entries, config.ttl)
+        shared = config.backend == "store" or (config.backend == "auto" and store.shared)
+        self.store: MemoryCache | StoreCache = (
+            StoreCache(store, config.ttl) if shared
+            else MemoryCache(config.max_entries, config.ttl))
         self.events = events
 
     async def __call__(self, ctx: CallContext, call_next: Handler) -> Result:
         control = (ctx.header(b"cache-control") or b"").lower()
         key = self._key(ctx)
         if b"no-cache" not in control:
-            stored = self.store.get(key)
+            stored = await self.store.get(key)
             self._emit(ctx, stored is not None)
             if stored is not None:
                 ctx.state["cache"] = "hit"
                 ctx.usage = Usage()  # served from the cache: nothing to bill
                 ctx.response_headers.append((b"x-llmport-cache", b"hit"))
                 if ctx.stream:
-                    return StreamResult(_replay(stored))
-                return JSONResult(stored)
+                    return StreamResult(_replay(orjson.loads(stored)))
+                return JSONResult(orjson.loads(stored))
         result = await call_next(ctx)
         if b"no-store" in control:
             return result
         if isinstance(result, JSONResult):
             if result.status == 200:
-                self.store.put(key, result.data)
+                await self.store.put(key, result.raw if result.raw is not None
+                                     else orjson.dumps(result.data))
             return result
         return StreamResult(self._keep(key, result.chunks), close=result.close)
 
@@ -104,14 +146,14 @@ class CachePolicy:
 
     async def _keep(self, key: str, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         """Relay a stream, storing it only if it ends normally."""
-        kept: list[dict[str, Any]] = []
+        kept: list[bytes] = []  # each chunk as it was when relayed (later wrappers may edit it)
         try:
             async for chunk in chunks:
-                kept.append(chunk.data)
+                kept.append(orjson.dumps(chunk.data))
                 yield chunk
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
-        self.store.put(key, kept)
+        await self.store.put(key, b"[" + b",".join(kept) + b"]")
 
     def _emit(self, ctx: CallContext, hit: bool) -> None:
         if self.events.wants(CacheLookup):
@@ -119,5 +161,5 @@ class CachePolicy:
 
 
 async def _replay(stored: list[dict[str, Any]]) -> AsyncIterator[Chunk]:
-    for data in stored:
-        yield Chunk(orjson.loads(orjson.dumps(data)))  # a copy: later wrappers may edit it
+    for data in stored:  # parsed for this hit alone: later wrappers may edit it
+        yield Chunk(data)
