@@ -244,7 +244,7 @@ def _from_tree(tree: dict[str, Any], source: str, lines: dict[tuple[Any, ...], i
     except ValidationError as exc:
         problems += [_describe(err, lines) for err in exc.errors()]
     else:
-        problems += _check_router_names(config, lines)
+        problems += _check_router_names(config, lines) + _check_semantic_cache(config, lines)
     if problems:
         raise ConfigError(source, problems)
     for index, model in enumerate(config.models):
@@ -254,6 +254,18 @@ def _from_tree(tree: dict[str, Any], source: str, lines: dict[tuple[Any, ...], i
         # The raw extras become the validated values: secrets are SecretStr in repr and dumps.
         object.__setattr__(model, "__pydantic_extra__", dict(options or {}))
     return config
+
+
+def _check_semantic_cache(config: Config, lines: dict[tuple[Any, ...], int]) -> list[str]:
+    semantic = config.cache.semantic
+    if not semantic.enabled:
+        return []
+    where = _where(("cache", "semantic", "embedding_model"), lines)
+    if semantic.embedding_model is None:
+        return [f"{where}: the semantic cache needs a model that serves embeddings"]
+    if semantic.embedding_model not in config.model_names:
+        return [f"{where}: unknown model {semantic.embedding_model!r}"]
+    return []
 
 
 def _check_router_names(config: Config, lines: dict[tuple[Any, ...], int]) -> list[str]:

@@ -12,7 +12,7 @@ import structlog
 
 from llmport.accounting.budgets import BudgetBook
 from llmport.accounting.journal import SpendJournal
-from llmport.accounting.spend import Prices, SpendRecorder, cost_of
+from llmport.accounting.spend import Prices, SpendRecorder, cost_of, new_record_id
 from llmport.config import Config
 from llmport.db.database import Database
 from llmport.errors import LLMPortError
@@ -29,6 +29,7 @@ from llmport.routing.shared_breakers import SharedBreakers
 from llmport.stores.base import StateStore
 from llmport.stores.factory import open_store
 from llmport.tenancy.principals import PrincipalResolver
+from llmport.types import Endpoint, JSONResult
 
 if TYPE_CHECKING:
     from llmport.tenancy.jwt_auth import JWTVerifier
@@ -103,8 +104,19 @@ class Gateway:
         if config.guardrails.enabled:
             policies.append(GuardrailsPolicy(config.guardrails, self.events))
         if config.cache.enabled:
-            policies.append(CachePolicy(config.cache, self.events, self.store))
+            policies.append(CachePolicy(config.cache, self.events, self.store, self._embed))
         return policies
+
+    async def _embed(self, model: str, text: str) -> list[float]:
+        """``text``'s embedding by ``model``, through the router (the semantic cache's lookups:
+        the gateway's own calls, outside any tenant's limits and spend)."""
+        ctx = CallContext(f"req_embed_{new_record_id()}", Endpoint.EMBEDDINGS,
+                          {"model": model, "input": text}, None, model)
+        result = await self.router(ctx)
+        if not isinstance(result, JSONResult):
+            raise TypeError("an embeddings call answered with a stream")
+        vector: list[float] = result.data["data"][0]["embedding"]
+        return vector
 
     async def start(self) -> None:
         if self.db is not None:

@@ -30,12 +30,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmport.gateway.context import CallContext
 from llmport.gateway.pipeline import Handler
 from llmport.observability.events import CacheLookup, EventBus
+from llmport.policies.semantic_cache import (
+    Embed,
+    SemanticCacheConfig,
+    SemanticIndex,
+    conversation,
+)
 from llmport.stores.base import StateStore
 from llmport.types import Chunk, JSONResult, Result, StreamResult, Usage
 
 log = structlog.get_logger("llmport.cache")
 
 IGNORED_FIELDS = frozenset({"user", "metadata", "stream_options", "store"})
+Meaning = tuple[str, Any]  # a request's semantic partition and unit vector
 
 
 class CacheConfig(BaseModel):
@@ -49,6 +56,7 @@ class CacheConfig(BaseModel):
     backend: Literal["auto", "memory", "store"] = Field(default="auto", description=(
         "where answers are kept: this process, or the shared store (Redis) that every "
         "replica reads; auto: the shared store when there is one"))
+    semantic: SemanticCacheConfig = SemanticCacheConfig()
 
 
 class MemoryCache:
@@ -104,24 +112,37 @@ class StoreCache:
 
 
 class CachePolicy:
-    def __init__(self, config: CacheConfig, events: EventBus, store: StateStore) -> None:
+    def __init__(self, config: CacheConfig, events: EventBus, store: StateStore,
+                 embed: Embed | None = None) -> None:
         self.config = config
         shared = config.backend == "store" or (config.backend == "auto" and store.shared)
         self.store: MemoryCache | StoreCache = (
             StoreCache(store, config.ttl) if shared
             else MemoryCache(config.max_entries, config.ttl))
         self.events = events
+        self.embed = embed
+        self.semantic: SemanticIndex | None = None
+        if config.semantic.enabled:
+            try:
+                self.semantic = SemanticIndex(config.semantic.max_entries, config.ttl)
+            except ImportError:
+                raise RuntimeError("cache.semantic needs numpy: pip install numpy") from None
 
     async def __call__(self, ctx: CallContext, call_next: Handler) -> Result:
         control = (ctx.header(b"cache-control") or b"").lower()
         key = self._key(ctx)
+        meaning: Meaning | None = None
         if b"no-cache" not in control:
             stored = await self.store.get(key)
+            found = b"hit"
+            if stored is None and self.semantic is not None:
+                meaning = await self._meaning(ctx)
+                stored, found = await self._nearest(meaning)
             self._emit(ctx, stored is not None)
             if stored is not None:
                 ctx.state["cache"] = "hit"
                 ctx.usage = Usage()  # served from the cache: nothing to bill
-                ctx.response_headers.append((b"x-llmport-cache", b"hit"))
+                ctx.response_headers.append((b"x-llmport-cache", found))
                 if ctx.stream:
                     return StreamResult(_replay(orjson.loads(stored)))
                 return JSONResult(orjson.loads(stored))
@@ -132,8 +153,41 @@ class CachePolicy:
             if result.status == 200:
                 await self.store.put(key, result.raw if result.raw is not None
                                      else orjson.dumps(result.data))
+                await self._index(ctx, key, meaning)
             return result
-        return StreamResult(self._keep(key, result.chunks), close=result.close)
+        return StreamResult(self._keep(ctx, key, meaning, result.chunks), close=result.close)
+
+    async def _meaning(self, ctx: CallContext) -> Meaning | None:
+        """The request's partition and unit vector, or None (not served, or no embedding)."""
+        assert self.semantic is not None and self.embed is not None
+        found = conversation(ctx, IGNORED_FIELDS)
+        if found is None:
+            return None
+        partition, text = found
+        model = self.config.semantic.embedding_model or ""
+        try:
+            vector = await self.embed(model, text)
+        except Exception as exc:  # no embedding: exact matches only, for this request
+            log.warning("semantic cache: embedding failed", model=model, error=str(exc))
+            return None
+        return partition, self.semantic.unit(vector)
+
+    async def _nearest(self, meaning: Meaning | None) -> tuple[bytes | None, bytes]:
+        """A kept answer to a question near enough, and the header value saying so."""
+        assert self.semantic is not None
+        near = None if meaning is None else self.semantic.nearest(*meaning)
+        if near is None or near[1] < self.config.semantic.threshold:
+            return None, b""
+        stored = await self.store.get(near[0])
+        return stored, b"semantic; similarity=%.4f" % near[1]
+
+    async def _index(self, ctx: CallContext, key: str, meaning: Meaning | None) -> None:
+        if self.semantic is None:
+            return
+        if meaning is None and (b"no-cache" in (ctx.header(b"cache-control") or b"").lower()):
+            meaning = await self._meaning(ctx)  # the lookup was skipped: embed it now
+        if meaning is not None:
+            self.semantic.add(meaning[0], key, meaning[1])
 
     def _key(self, ctx: CallContext) -> str:
         principal = ctx.principal
@@ -144,7 +198,8 @@ class CachePolicy:
                                 option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(material).hexdigest()
 
-    async def _keep(self, key: str, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    async def _keep(self, ctx: CallContext, key: str, meaning: Meaning | None,
+                    chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         """Relay a stream, storing it only if it ends normally."""
         kept: list[bytes] = []  # each chunk as it was when relayed (later wrappers may edit it)
         try:
@@ -154,6 +209,7 @@ class CachePolicy:
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
         await self.store.put(key, b"[" + b",".join(kept) + b"]")
+        await self._index(ctx, key, meaning)
 
     def _emit(self, ctx: CallContext, hit: bool) -> None:
         if self.events.wants(CacheLookup):

@@ -1,0 +1,114 @@
+"""Semantic response cache: a question asked in other words gets the answer already kept.
+
+When the exact cache misses, the request's conversation is embedded (by a model of the
+config that serves embeddings, through the router, like any call) and compared with the
+conversations whose answers are kept: the nearest one, if its cosine similarity reaches
+``threshold``, answers. Only requests that agree on everything but the words can match:
+same scope, endpoint and model, the same parameters (temperature, tools, response
+format…) and the same turns (roles, in order). The vectors are kept in this process
+(``max_entries``, with the cache's time to live); the answers are the exact cache's, so with
+Redis a replica finds the answer another kept once its own index points to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmport.gateway.context import CallContext
+from llmport.types import Endpoint
+
+Embed = Callable[[str, str], Awaitable[list[float]]]  # (model, text) → vector
+TEXT_FIELDS = {"messages", "prompt"}
+
+
+class SemanticCacheConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    embedding_model: str | None = Field(default=None, description=(
+        "a model of this config that serves embeddings (e.g. a sentence-transformers one)"))
+    threshold: float = Field(default=0.95, gt=0, le=1, description=(
+        "cosine similarity at which two conversations count as the same question"))
+    max_entries: int = Field(default=10_000, ge=1, description="vectors kept in this process")
+
+
+def conversation(ctx: CallContext, ignored: frozenset[str]) -> tuple[str, str] | None:
+    """(partition, text): what must be equal for two requests to match, and what is embedded;
+    None for requests this cache does not serve (not chat or completions, or no text)."""
+    body = ctx.body
+    if ctx.endpoint is Endpoint.CHAT:
+        turns, texts = [], []
+        for message in body.get("messages") or ():
+            if not isinstance(message, dict):
+                return None
+            content = message.get("content")
+            if not isinstance(content, str):  # parts (images, files…): exact matches only
+                return None
+            turns.append(message.get("role"))
+            texts.append(f"{message.get('role')}: {content}")
+        text = "\n".join(texts)
+    elif ctx.endpoint is Endpoint.COMPLETIONS and isinstance(body.get("prompt"), str):
+        turns, text = [], body["prompt"]
+    else:
+        return None
+    if not text.strip():
+        return None
+    rest = {k: v for k, v in body.items() if k not in ignored and k not in TEXT_FIELDS}
+    material = orjson.dumps([ctx.endpoint.value, ctx.model, turns, rest],
+                            option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(material).hexdigest(), text
+
+
+class SemanticIndex:
+    """Unit vectors by partition, each pointing to an exact-cache key; oldest out first."""
+
+    def __init__(self, max_entries: int, ttl: float) -> None:
+        import numpy  # the semantic cache's one extra dependency (the `local` extra has it)
+
+        self.np = numpy
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self._entries: OrderedDict[str, tuple[str, float, Any]] = OrderedDict()
+        self._by_partition: dict[str, dict[str, Any]] = {}  # partition → key → vector
+
+    def unit(self, vector: list[float]) -> Any:
+        array = self.np.asarray(vector, dtype=self.np.float32)
+        norm = float(self.np.linalg.norm(array))
+        return array / norm if norm else array
+
+    def add(self, partition: str, key: str, vector: Any) -> None:
+        self._drop(key)
+        self._entries[key] = (partition, time.monotonic() + self.ttl, vector)
+        self._by_partition.setdefault(partition, {})[key] = vector
+        while len(self._entries) > self.max_entries:
+            self._drop(next(iter(self._entries)))
+
+    def nearest(self, partition: str, vector: Any) -> tuple[str, float] | None:
+        """The closest live entry of ``partition`` and its cosine similarity."""
+        members = self._by_partition.get(partition)
+        if not members:
+            return None
+        now = time.monotonic()
+        for key in [k for k in members if self._entries[k][1] < now]:
+            self._drop(key)
+        if not members:
+            return None
+        keys = list(members)
+        similarities = self.np.stack([members[k] for k in keys]) @ vector
+        best = int(similarities.argmax())
+        return keys[best], float(similarities[best])
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            members = self._by_partition[entry[0]]
+            del members[key]
+            if not members:
+                del self._by_partition[entry[0]]
