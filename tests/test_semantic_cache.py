@@ -12,6 +12,8 @@ import openai
 import pytest
 
 from llmport.config import ConfigError, load_config
+from tests.conftest import MASTER_KEY
+from tests.support.admin import Admin
 from tests.support.events import finished_events
 from tests.support.fake_openai import Answer, Fail, FakeOpenAI
 
@@ -62,6 +64,19 @@ def test_a_question_in_other_words_is_answered_from_the_cache(fake: FakeOpenAI,
     # A hit is not billed.
     finished.wait(6)
     assert [e.usage.total_tokens for e in finished if e.usage is not None][1:3] == [0, 0]
+
+
+def test_one_key_is_never_answered_with_anothers_cached_answer(fake: FakeOpenAI,
+                                                               start_gateway: Any) -> None:
+    server = start_gateway({**semantic(fake), "auth": {"master_key": MASTER_KEY}})
+    admin = Admin(server.url)
+    alice, bob = (openai.OpenAI(base_url=server.url + "/v1", api_key=admin.key(name=n)["key"],
+                                max_retries=0) for n in ("alice", "bob"))
+    ask(alice, FRANCE)
+    assert "x-llmport-cache" not in ask(bob, SAME[0]).headers  # scope: key (the default)
+    assert ask(alice, SAME[0]).headers["x-llmport-cache"].startswith("semantic")
+    assert ask(bob, SAME[1]).headers["x-llmport-cache"].startswith("semantic")  # bob's own
+    assert len(fake.history) == 2
 
 
 def test_streams_match_streams(fake: FakeOpenAI, start_gateway: Any) -> None:

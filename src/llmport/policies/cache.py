@@ -160,7 +160,7 @@ class CachePolicy:
     async def _meaning(self, ctx: CallContext) -> Meaning | None:
         """The request's partition and unit vector, or None (not served, or no embedding)."""
         assert self.semantic is not None and self.embed is not None
-        found = conversation(ctx, IGNORED_FIELDS)
+        found = conversation(ctx, IGNORED_FIELDS, self._scope(ctx))
         if found is None:
             return None
         partition, text = found
@@ -189,12 +189,15 @@ class CachePolicy:
         if meaning is not None:
             self.semantic.add(meaning[0], key, meaning[1])
 
-    def _key(self, ctx: CallContext) -> str:
+    def _scope(self, ctx: CallContext) -> str:
+        """Who may share this request's answers (``cache.scope``)."""
         principal = ctx.principal
-        scope = {"key": principal.id, "org": principal.org_id or principal.id,
-                 "global": ""}[self.config.scope]
+        return {"key": principal.id, "org": principal.org_id or principal.id,
+                "global": ""}[self.config.scope]
+
+    def _key(self, ctx: CallContext) -> str:
         body = {k: v for k, v in ctx.body.items() if k not in IGNORED_FIELDS}
-        material = orjson.dumps([scope, ctx.endpoint.value, ctx.model, body],
+        material = orjson.dumps([self._scope(ctx), ctx.endpoint.value, ctx.model, body],
                                 option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(material).hexdigest()
 

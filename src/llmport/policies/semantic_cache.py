@@ -4,8 +4,9 @@ When the exact cache misses, the request's conversation is embedded (by a model 
 config that serves embeddings, through the router, like any call) and compared with the
 conversations whose answers are kept: the nearest one, if its cosine similarity reaches
 ``threshold``, answers. Only requests that agree on everything but the words can match:
-same scope, endpoint and model, the same parameters (temperature, tools, response
-format…) and the same turns (roles, in order). The vectors are kept in this process
+the same scope (whose answers may be shared: ``cache.scope``), endpoint and model, the
+same parameters (temperature, tools, response format…) and the same turns (roles, in
+order). The vectors are kept in this process
 (``max_entries``, with the cache's time to live); the answers are the exact cache's, so with
 Redis a replica finds the answer another kept once its own index points to it.
 """
@@ -39,9 +40,11 @@ class SemanticCacheConfig(BaseModel):
     max_entries: int = Field(default=10_000, ge=1, description="vectors kept in this process")
 
 
-def conversation(ctx: CallContext, ignored: frozenset[str]) -> tuple[str, str] | None:
-    """(partition, text): what must be equal for two requests to match, and what is embedded;
-    None for requests this cache does not serve (not chat or completions, or no text)."""
+def conversation(ctx: CallContext, ignored: frozenset[str], scope: str
+                 ) -> tuple[str, str] | None:
+    """(partition, text): what must be equal for two requests to match (``scope``, who may
+    share answers, first), and what is embedded; None for requests this cache does not
+    serve (not chat or completions, or no text)."""
     body = ctx.body
     if ctx.endpoint is Endpoint.CHAT:
         turns, texts = [], []
@@ -61,7 +64,7 @@ def conversation(ctx: CallContext, ignored: frozenset[str]) -> tuple[str, str] |
     if not text.strip():
         return None
     rest = {k: v for k, v in body.items() if k not in ignored and k not in TEXT_FIELDS}
-    material = orjson.dumps([ctx.endpoint.value, ctx.model, turns, rest],
+    material = orjson.dumps([scope, ctx.endpoint.value, ctx.model, turns, rest],
                             option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(material).hexdigest(), text
 
