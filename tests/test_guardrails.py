@@ -172,15 +172,19 @@ def test_completions_and_embeddings_inputs_are_checked(fake: FakeOpenAI,
 # -- out ------------------------------------------------------------------------------------
 PIECES = ("Write to ", "bo", "b.sm", "ith@exa", "mple.", "com or ", "call 555", "-123-", "4567",
           " today.")
-SAID = "".join(PIECES)
 REDACTED = "Write to [EMAIL] or call [PHONE] today."
+
+
+def answering(fake: FakeOpenAI, start_gateway: Any, mode: str) -> tuple[Any, openai.OpenAI]:
+    """A gateway checking answers in ``mode``, whose upstream answers ``PIECES``."""
+    server = start_gateway(guarded(fake, pii={"output": mode}))
+    fake.default = Answer(words=PIECES)
+    return server, openai.OpenAI(base_url=f"{server.url}/v1", api_key=MASTER_KEY, max_retries=0)
 
 
 def test_personal_data_in_answers_is_redacted_streamed_or_not(fake: FakeOpenAI,
                                                               start_gateway: Any) -> None:
-    server = start_gateway(guarded(fake, pii={"output": "redact"}))
-    fake.default = Answer(words=PIECES)
-    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    server, client = answering(fake, start_gateway, "redact")
     whole = client.chat.completions.create(model="gpt-4o-mini", messages=[
         {"role": "user", "content": "contact?"}])
     assert whole.choices[0].message.content == REDACTED
@@ -243,9 +247,7 @@ def test_each_choice_of_an_answer_is_checked_on_its_own(fake: FakeOpenAI,
 
 def test_an_answer_with_personal_data_can_be_cut_instead(fake: FakeOpenAI,
                                                          start_gateway: Any) -> None:
-    server = start_gateway(guarded(fake, pii={"output": "block"}))
-    fake.default = Answer(words=PIECES)
-    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    server, client = answering(fake, start_gateway, "block")
     whole = client.chat.completions.create(model="gpt-4o-mini", messages=[
         {"role": "user", "content": "contact?"}])
     assert (whole.choices[0].message.content, whole.choices[0].finish_reason) == \
