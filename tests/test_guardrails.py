@@ -276,3 +276,32 @@ def test_guardrails_are_off_by_default_and_bad_patterns_are_config_errors(
         load_config(path)
     assert "guardrails.deny_patterns" in str(problems.value)
     assert "guardrails.pii.patterns" in str(problems.value)
+
+
+async def test_a_long_request_is_checked_while_others_are_served(fake: FakeOpenAI,
+                                                                 start_gateway: Any) -> None:
+    """Text past IN_THREAD_FROM is scanned in a worker thread: the same outcome, and the event
+    loop answers other requests meanwhile — here, before the scan is over (the upstream
+    receives the long request only then)."""
+    import asyncio
+    import time
+
+    server = start_gateway(guarded(fake, pii={"input": "redact"}))
+    long = "a b " * 200_000 + "write to jane@example.com"  # 800 kB: a few tenths of a second
+    short_done: list[float] = []
+    async with httpx.AsyncClient(base_url=server.url, timeout=60,
+                                 headers={"authorization": f"Bearer {MASTER_KEY}"}) as http:
+        async def long_one() -> None:
+            response = await http.post("/v1/chat/completions", json={
+                "model": "gpt-4o-mini", "messages": [{"role": "user", "content": long}]})
+            assert response.status_code == 200, response.text
+
+        async def short_one() -> None:
+            await asyncio.sleep(0.05)  # the long one is being scanned by now
+            assert (await http.get("/healthz")).status_code == 200
+            short_done.append(time.monotonic())
+
+        await asyncio.gather(long_one(), short_one())
+    upstream = fake.history[-1]
+    assert upstream.body["messages"][0]["content"].endswith("write to [EMAIL]")
+    assert short_done[0] < upstream.at  # answered while the long one was still being scanned

@@ -14,8 +14,9 @@ unless a check is configured.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from llmport.errors import InvalidRequestError
@@ -28,6 +29,10 @@ from llmport.observability.events import EventBus, GuardrailTriggered
 from llmport.types import Chunk, Endpoint, JSONResult, Result, StreamResult
 
 INJECTION_ROLES = frozenset({"user", "tool", None})  # None: prompts and inputs
+# The patterns scan about a megabyte in half a second (linear, but Python's): a request or
+# an answer with more text than this is checked in a worker thread, so that the event loop
+# (the GIL passing between them) goes on serving the other requests meanwhile.
+IN_THREAD_FROM = 100_000
 
 
 class GuardrailError(InvalidRequestError):
@@ -48,13 +53,14 @@ class GuardrailsPolicy:
 
     async def __call__(self, ctx: CallContext, call_next: Handler) -> Result:
         if self.checks_input:
-            self._check_request(ctx)
+            await _run(_length(request_texts(ctx.endpoint, ctx.body)), self._check_request, ctx)
         result = await call_next(ctx)
         if self.output == "off":
             return result
         if isinstance(result, JSONResult):
             if result.status == 200:
-                self._check_answer(ctx, result)
+                await _run(_length(text for _, text in answer_texts(result.data)),
+                           self._check_answer, ctx, result)
             return result
         return StreamResult(self._check_stream(ctx, result.chunks), close=result.close)
 
@@ -193,6 +199,18 @@ class GuardrailsPolicy:
         if self.events.wants(GuardrailTriggered):
             self.events.emit(GuardrailTriggered(ctx.request_id, check, action, where,
                                                 tuple(sorted(kinds))))
+
+
+def _length(texts: Iterable[Text]) -> int:
+    return sum(len(text.value) for text in texts)
+
+
+async def _run(length: int, check: Callable[..., None], *args: Any) -> None:
+    """``check(*args)`` here, or in a worker thread when it has ``length`` characters to scan."""
+    if length < IN_THREAD_FROM:
+        check(*args)
+    else:
+        await asyncio.to_thread(check, *args)
 
 
 def _tail_chunk(last: dict[str, Any], rest: list[tuple[int, str]], pii: PIIDetector,
