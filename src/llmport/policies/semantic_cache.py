@@ -1,14 +1,15 @@
 """Semantic response cache: a question asked in other words gets the answer already kept.
 
-When the exact cache misses, the request's conversation is embedded (by a model of the
-config that serves embeddings, through the router, like any call) and compared with the
-conversations whose answers are kept: the nearest one, if its cosine similarity reaches
-``threshold``, answers. Only requests that agree on everything but the words can match:
-the same scope (whose answers may be shared: ``cache.scope``), endpoint and model, the
-same parameters (temperature, tools, response format…) and the same turns (roles, in
-order). The vectors are kept in this process
-(``max_entries``, with the cache's time to live); the answers are the exact cache's, so with
-Redis a replica finds the answer another kept once its own index points to it.
+When the exact cache misses, the request's question (its last user message, or the prompt)
+is embedded by a model of the config (through the router, like any call) and compared with
+the questions whose answers are kept: the nearest one, if its cosine similarity reaches
+``threshold``, answers. Only requests that agree on everything but the question's words can
+match: the same scope (whose answers may be shared: ``cache.scope``), endpoint and model,
+the same parameters (temperature, tools, response format…), and the same conversation
+before the question (system prompt and earlier turns, exactly). The vectors are kept in
+this process (``max_entries``, with the cache's time to live); the answers are the exact
+cache's, so with Redis a replica finds the answer another kept once its own index points
+to it.
 """
 
 from __future__ import annotations
@@ -38,35 +39,41 @@ class SemanticCacheConfig(BaseModel):
     threshold: float = Field(default=0.95, gt=0, le=1, description=(
         "cosine similarity at which two conversations count as the same question"))
     max_entries: int = Field(default=10_000, ge=1, description="vectors kept in this process")
+    max_chars: int = Field(default=1000, ge=1, description=(
+        "longer questions are matched exactly only (embedding models read only so far)"))
 
 
-def conversation(ctx: CallContext, ignored: frozenset[str], scope: str
+def conversation(ctx: CallContext, ignored: frozenset[str], scope: str, max_chars: int
                  ) -> tuple[str, str] | None:
-    """(partition, text): what must be equal for two requests to match (``scope``, who may
-    share answers, first), and what is embedded; None for requests this cache does not
-    serve (not chat or completions, or no text)."""
+    """(partition, question): what must be equal for two requests to match, and what is
+    embedded; None for requests this cache does not match by meaning.
+
+    The question is the last user message (or the prompt); everything before it — system
+    prompt, earlier turns — must be equal, as must ``scope`` (who may share answers) and
+    every parameter. Embedding models read only so far (MiniLM: 256 tokens), so a question
+    longer than ``max_chars`` is left to the exact cache: two long questions that began
+    alike would embed alike whatever their ends said.
+    """
     body = ctx.body
     if ctx.endpoint is Endpoint.CHAT:
-        turns, texts = [], []
-        for message in body.get("messages") or ():
-            if not isinstance(message, dict):
-                return None
-            content = message.get("content")
-            if not isinstance(content, str):  # parts (images, files…): exact matches only
-                return None
-            turns.append(message.get("role"))
-            texts.append(f"{message.get('role')}: {content}")
-        text = "\n".join(texts)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return None
+        last = messages[-1]
+        if not isinstance(last, dict) or last.get("role") != "user" \
+                or not isinstance(last.get("content"), str):
+            return None  # parts (images, files…), or not a question: exact matches only
+        question, before = last["content"], messages[:-1]
     elif ctx.endpoint is Endpoint.COMPLETIONS and isinstance(body.get("prompt"), str):
-        turns, text = [], body["prompt"]
+        question, before = body["prompt"], []
     else:
         return None
-    if not text.strip():
+    if not question.strip() or len(question) > max_chars:
         return None
     rest = {k: v for k, v in body.items() if k not in ignored and k not in TEXT_FIELDS}
-    material = orjson.dumps([scope, ctx.endpoint.value, ctx.model, turns, rest],
+    material = orjson.dumps([scope, ctx.endpoint.value, ctx.model, before, rest],
                             option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(material).hexdigest(), text
+    return hashlib.sha256(material).hexdigest(), question
 
 
 class SemanticIndex:
