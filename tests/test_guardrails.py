@@ -305,3 +305,20 @@ async def test_a_long_request_is_checked_while_others_are_served(fake: FakeOpenA
     upstream = fake.history[-1]
     assert upstream.body["messages"][0]["content"].endswith("write to [EMAIL]")
     assert short_done[0] < upstream.at  # answered while the long one was still being scanned
+
+
+async def test_a_stream_that_ends_without_a_finish_reason_still_gets_its_held_text() -> None:
+    from llmport.types import Chunk
+
+    policy = GuardrailsPolicy(GuardrailsConfig(pii={"output": "redact"}), EventBus())
+
+    async def upstream() -> Any:
+        for piece in ("Reach me at ", "jane@exam", "ple.com"):  # and then nothing more
+            yield Chunk({"id": "c", "object": "chat.completion.chunk", "model": "m",
+                         "choices": [{"index": 0, "delta": {"content": piece}}]})
+
+    ctx = CallContext("req_1", Endpoint.CHAT, {}, None, "m")
+    chunks = [chunk.data async for chunk in policy._check_stream(ctx, upstream())]
+    said = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert said == "Reach me at [EMAIL]"
+    assert chunks[-1]["object"] == "chat.completion.chunk" and chunks[-1]["model"] == "m"
