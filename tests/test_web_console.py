@@ -38,7 +38,8 @@ def test_the_console_makes_the_calls_this_test_knows() -> None:
         ("GET", "/admin/keys?limit=1000"), ("GET", "/admin/orgs?limit=1"),
         ("GET", "/admin/usage?${params}"), ("GET", "/admin/usage?${query()}"),
         ("GET", "/readyz"), ("GET", "/v1/models"), ("POST", "/admin/${kind}"),
-        ("POST", "/admin/keys"), ("POST", "/v1/chat/completions"),
+        ("POST", "/admin/keys"), ("POST", "/admin/keys/${row.id}/rotate"),
+        ("POST", "/v1/chat/completions"),
     ])
 
 
@@ -82,7 +83,10 @@ def test_every_call_of_the_console_is_answered(start_gateway: Any) -> None:
     assert csv.splitlines()[0].startswith("model,requests")
     ready = call("GET", "/readyz", "/readyz")
     assert {d["model"] for d in ready["deployments"]} == {"demo", "other"}
-    call("DELETE", "/admin/keys/${row.id}", f"/admin/keys/{key['id']}")
+    rotated = call("POST", "/admin/keys/${row.id}/rotate", f"/admin/keys/{key['id']}/rotate",
+                   {"grace_seconds": 0}, 201)
+    assert rotated["rotated_from"] == key["id"] and rotated["key"] != key["key"]
+    call("DELETE", "/admin/keys/${row.id}", f"/admin/keys/{rotated['id']}")
     for kind in ("users", "teams", "orgs"):
         call("DELETE", "/admin/${kind}/${row.id}", f"/admin/{kind}/{ids[kind]}")
     assert sorted(set(made)) == console_calls()

@@ -108,11 +108,21 @@ async def test_the_console_in_a_browser(start_gateway: Any, tmp_path: Path) -> N
                             ".find((b) => b.textContent === 'spend').click()")
         spend = await page.until(f"{text('#panel p')}?.includes('spent') && {text('#panel p')}")
         assert "of US$ 2.5" in spend
+        # Rotate it (no grace): the new secret is shown once and works, the old one is refused.
+        await page.evaluate("window.prompt = () => '0'; [...document.querySelectorAll("
+                            "'td.actions button')].find((b) => b.textContent === 'rotate').click()")
+        rotated = await page.until("document.querySelector('.secret code')?.textContent !== "
+                                   f"{json.dumps(secret)} && "
+                                   "document.querySelector('.secret code')?.textContent")
+        assert rotated.startswith("sk-lp-") and rotated != secret
+        assert (await ask(server.url, secret)).status_code == 401
+        assert (await ask(server.url, rotated)).status_code == 200
+        await page.until(f"{text('#panel table')}.split('\\n').length === 3")  # old and new
         await page.evaluate("window.confirm = () => true; [...document.querySelectorAll("
                             "'td.actions button')].find((b) => b.textContent === 'revoke').click()")
         await page.until("![...document.querySelectorAll('td.actions button')]"
                          ".some((b) => b.textContent === 'revoke')")
-        assert (await ask(server.url, secret)).status_code == 401
+        assert (await ask(server.url, rotated)).status_code == 401
 
         # Tenants: an org is created; a team naming an unknown org shows the gateway's error.
         await page.evaluate("document.querySelector('nav [data-tab=tenants]').click()")
@@ -123,16 +133,16 @@ async def test_the_console_in_a_browser(start_gateway: Any, tmp_path: Path) -> N
                      {"name": "lost", "org_id": "org_nope"})
         assert "No org with id 'org_nope'" in await page.until(text(".error"))
 
-        # Usage: six chat requests by model — four answered, the stopped stream (an error: the
-        # client went away) and the revoked key's refusal (an error without a model: it was
-        # refused before its body was read); deployments: all three, breakers closed.
+        # Usage: eight chat requests by model — five answered, the stopped stream (an error:
+        # the client went away) and the two refused secrets (errors without a model: refused
+        # before their bodies were read); deployments: all three, breakers closed.
         await page.evaluate("document.querySelector('nav [data-tab=usage]').click()")
         totals = await page.until(f"{text('#panel p')}?.includes('requests') && "
                                   f"{text('#panel p')}")
-        assert totals.startswith("6 requests") and "errors: 2" in totals
+        assert totals.startswith("8 requests") and "errors: 3" in totals
         rows = (await page.until(text("#panel table"))).splitlines()[1:]
         assert sorted(row.split("\t")[:2] for row in rows) == [
-            ["demo", "4"], ["slow", "1"], ["—", "1"]]
+            ["demo", "5"], ["slow", "1"], ["—", "2"]]
         await page.evaluate("document.querySelector('nav [data-tab=health]').click()")
         health = await page.until(text("#panel table"))
         assert health.count("closed") == 3

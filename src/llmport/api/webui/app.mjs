@@ -283,6 +283,21 @@ TABS.keys = async (panel) => {
         el("button", { onclick: () => spendOf(row, secret) }, "spend"),
         row.revoked_at ? null : el("button", {
           onclick: async () => {
+            const grace = prompt(`Rotate key ${row.prefix}…: seconds the old secret keeps working `
+              + "(0: revoked at once)", "0");
+            if (grace === null) return;
+            try {
+              const rotated = await api("POST", `/admin/keys/${row.id}/rotate`, { grace_seconds: Number(grace) });
+              secret.replaceChildren(el("p", { class: "secret" }, `The new key for ${row.prefix}… (shown once): `,
+                el("code", {}, rotated.key)));
+              await load();
+            } catch (error) {
+              show(secret, error);
+            }
+          },
+        }, "rotate"),
+        row.revoked_at ? null : el("button", {
+          onclick: async () => {
             if (!confirm(`Revoke key ${row.prefix}…? Every replica refuses it within a second.`)) return;
             try { await api("DELETE", `/admin/keys/${row.id}`); await load(); } catch (error) { show(secret, error); }
           },
