@@ -64,7 +64,7 @@ function cell(value) {
   if (value === null || value === undefined || value === "") return "—";
   if (Array.isArray(value)) return value.join(", ") || "—";
   if (typeof value === "object") return JSON.stringify(value);
-  if (typeof value === "number" && !Number.isInteger(value)) return value.toFixed(6).replace(/0+$/, "");
+  if (typeof value === "number" && !Number.isInteger(value)) return value.toFixed(6).replace(/\.?0+$/, "");
   return String(value);
 }
 
