@@ -37,7 +37,8 @@ def test_the_console_makes_the_calls_this_test_knows() -> None:
         ("GET", "/admin/${kind}?limit=1000"), ("GET", "/admin/keys/${row.id}"),
         ("GET", "/admin/keys?limit=1000"), ("GET", "/admin/orgs?limit=1"),
         ("GET", "/admin/usage?${params}"), ("GET", "/admin/usage?${query()}"),
-        ("GET", "/readyz"), ("GET", "/v1/models"), ("POST", "/admin/${kind}"),
+        ("GET", "/readyz"), ("GET", "/v1/models"), ("PATCH", "/admin/${kind}/${row.id}"),
+        ("POST", "/admin/${kind}"),
         ("POST", "/admin/keys"), ("POST", "/admin/keys/${row.id}/rotate"),
         ("POST", "/v1/chat/completions"),
     ])
@@ -70,6 +71,12 @@ def test_every_call_of_the_console_is_answered(start_gateway: Any) -> None:
     assert call("GET", "/admin/keys?limit=1000", "/admin/keys?limit=1000")["data"][0]["id"] \
         == key["id"]
     assert call("GET", "/admin/keys/${row.id}", f"/admin/keys/{key['id']}")["spend"] == 0
+    # The limits editor sends every limit field, an emptied one as null (no limit).
+    edited = {"models": ["demo"], "rpm_limit": 30, "tpm_limit": None,
+              "max_parallel_requests": None, "max_budget": None, "budget_period": None}
+    for kind, row_id in (("keys", key["id"]), *((k, ids[k]) for k in ("orgs", "teams", "users"))):
+        changed = call("PATCH", "/admin/${kind}/${row.id}", f"/admin/{kind}/{row_id}", edited)
+        assert {name: changed[name] for name in edited} == edited, kind
     call("GET", "/admin/orgs?limit=1", "/admin/orgs?limit=1")
     assert [m["id"] for m in call("GET", "/v1/models", "/v1/models")["data"]] == \
         ["demo", "other"]

@@ -108,6 +108,14 @@ async def test_the_console_in_a_browser(start_gateway: Any, tmp_path: Path) -> N
                             ".find((b) => b.textContent === 'spend').click()")
         spend = await page.until(f"{text('#panel p')}?.includes('spent') && {text('#panel p')}")
         assert "of US$ 2.5" in spend
+        # Change its limits: 60 → 30 requests a minute, the budget removed.
+        await page.evaluate("[...document.querySelectorAll('td.actions button')]"
+                            ".find((b) => b.textContent === 'limits').click()")
+        await submit(page, "document.querySelectorAll('form.create')[0]",
+                     {"rpm_limit": "30", "max_budget": ""})
+        row = await page.until(f"{text('#panel table tbody tr')}?.includes('\\t30\\t') && "
+                               f"{text('#panel table tbody tr')}")
+        assert row.split("\t")[6:10] == ["30", "—", "—", "daily"]  # rpm, tpm, budget, period
         # Rotate it (no grace): the new secret is shown once and works, the old one is refused.
         await page.evaluate("window.prompt = () => '0'; [...document.querySelectorAll("
                             "'td.actions button')].find((b) => b.textContent === 'rotate').click()")

@@ -109,6 +109,31 @@ const LIMIT_FIELDS = () => [
   field("budget_period", "period", "select", { choices: ["daily", "weekly", "monthly", "total"] }),
 ];
 
+// A form to change a key's or tenant's limits in place: filled with what it has; a field
+// emptied is sent as null, which removes that limit.
+function limitsEditor(kind, row, target, reload) {
+  const form = el("form", { class: "create" }, el("h3", {}, `Limits of ${row.name || row.id}`),
+    ...LIMIT_FIELDS(), el("button", { type: "submit" }, "Save"),
+    el("button", { type: "button", onclick: () => target.replaceChildren() }, "Cancel"));
+  for (const input of form.querySelectorAll("[name]")) {
+    const value = row[input.name];
+    input.value = value === null || value === undefined ? "" : Array.isArray(value) ? value.join(", ") : String(value);
+  }
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = formBody(form);
+    for (const input of form.querySelectorAll("[name]")) body[input.name] ??= null;
+    try {
+      await api("PATCH", `/admin/${kind}/${row.id}`, body);
+      target.replaceChildren();
+      await reload();
+    } catch (error) {
+      show(target, error);
+    }
+  });
+  target.replaceChildren(form);
+}
+
 // -- tabs ---------------------------------------------------------------------------------
 const TABS = {};
 
@@ -273,7 +298,8 @@ TABS.keys = async (panel) => {
       show(secret, error);
     }
   });
-  panel.append(el("h2", {}, "API keys"), secret, list, form);
+  const editor = el("div");
+  panel.append(el("h2", {}, "API keys"), secret, list, editor, form);
   async function load() {
     try {
       const rows = (await api("GET", "/admin/keys?limit=1000")).data;
@@ -281,6 +307,7 @@ TABS.keys = async (panel) => {
         "rpm_limit", "tpm_limit", "max_budget", "budget_period", "expires_at", "revoked_at", "last_used_at"],
       (row) => [
         el("button", { onclick: () => spendOf(row, secret) }, "spend"),
+        row.revoked_at ? null : el("button", { onclick: () => limitsEditor("keys", row, editor, load) }, "limits"),
         row.revoked_at ? null : el("button", {
           onclick: async () => {
             const grace = prompt(`Rotate key ${row.prefix}…: seconds the old secret keeps working `
@@ -333,17 +360,21 @@ TABS.tenants = async (panel) => {
       event.preventDefault();
       try { await api("POST", `/admin/${kind}`, formBody(form)); form.reset(); note.replaceChildren(); await load(); } catch (error) { show(note, error); }
     });
-    panel.append(el("h3", {}, kind), note, list, form);
+    const editor = el("div");
+    panel.append(el("h3", {}, kind), note, list, editor, form);
     const load = async () => {
       try {
         const rows = (await api("GET", `/admin/${kind}?limit=1000`)).data;
         list.replaceChildren(table(rows, ["id", ...own, "models", "rpm_limit", "tpm_limit", "max_budget", "budget_period"],
-          (row) => el("button", {
-            onclick: async () => {
-              if (!confirm(`Delete ${row.id} and everything it owns (its keys included)?`)) return;
-              try { await api("DELETE", `/admin/${kind}/${row.id}`); await load(); } catch (error) { show(note, error); }
-            },
-          }, "delete")));
+          (row) => [
+            el("button", { onclick: () => limitsEditor(kind, row, editor, load) }, "limits"),
+            el("button", {
+              onclick: async () => {
+                if (!confirm(`Delete ${row.id} and everything it owns (its keys included)?`)) return;
+                try { await api("DELETE", `/admin/${kind}/${row.id}`); await load(); } catch (error) { show(note, error); }
+              },
+            }, "delete"),
+          ]));
       } catch (error) {
         show(list, error);
       }
