@@ -50,6 +50,22 @@ def test_each_kind_is_found_and_checksums_tell_real_numbers_from_others() -> Non
     assert [m.kind for m in only_email.find(SAMPLE)] == ["EMAIL"]
 
 
+@pytest.mark.parametrize(("segment", "overlap"), [(97, 64), (4096, 1024)])
+def test_a_long_text_scanned_in_segments_finds_what_one_pass_finds(
+        monkeypatch: pytest.MonkeyPatch, segment: int, overlap: int) -> None:
+    from llmport.guardrails import detectors
+
+    rng = random.Random(segment)
+    pieces = [SAMPLE, CLEAN, "plain words here ", "4111111111111111", "x@y.io", "1" * 40]
+    text = "".join(rng.choice(pieces) + rng.choice([" ", "", "\n"]) for _ in range(3000))
+    phrases = detectors.PhraseDetector([r"EMP-\d{6}$", r"^Mail"])
+    whole = detector().find(text), phrases.search(text), phrases.search(text[1:])
+    monkeypatch.setattr(detectors, "SEGMENT", segment)
+    monkeypatch.setattr(detectors, "OVERLAP", overlap)
+    assert (detector().find(text), phrases.search(text), phrases.search(text[1:])) == whole
+    assert len(whole[0]) > 1000
+
+
 def guarded(fake: FakeOpenAI, **guardrails: Any) -> dict[str, Any]:
     config = upstream_config(fake)
     config["models"].append({"name": "passthrough", "provider": "openai", "api_base": fake.url})
@@ -280,31 +296,31 @@ def test_guardrails_are_off_by_default_and_bad_patterns_are_config_errors(
 
 async def test_a_long_request_is_checked_while_others_are_served(fake: FakeOpenAI,
                                                                  start_gateway: Any) -> None:
-    """Text past IN_THREAD_FROM is scanned in a worker thread: the same outcome, and the event
-    loop answers other requests meanwhile — here, before the scan is over (the upstream
-    receives the long request only then)."""
+    """Text past IN_THREAD_FROM is scanned in a worker thread, in segments: the same outcome,
+    and the event loop answers other requests meanwhile — here, before the long one's
+    refusal, which comes when its scan is over."""
     import asyncio
     import time
 
-    server = start_gateway(guarded(fake, pii={"input": "redact"}))
-    long = "a b " * 200_000 + "write to jane@example.com"  # 800 kB: a few tenths of a second
-    short_done: list[float] = []
-    async with httpx.AsyncClient(base_url=server.url, timeout=60,
+    server = start_gateway(guarded(fake, pii={"input": "block"}))
+    long = "a b " * 1_000_000 + "write to jane@example.com"  # 4 MB: seconds of scanning
+    done: dict[str, float] = {}
+    async with httpx.AsyncClient(base_url=server.url, timeout=120,
                                  headers={"authorization": f"Bearer {MASTER_KEY}"}) as http:
         async def long_one() -> None:
             response = await http.post("/v1/chat/completions", json={
                 "model": "gpt-4o-mini", "messages": [{"role": "user", "content": long}]})
-            assert response.status_code == 200, response.text
+            done["long"] = time.monotonic()
+            assert response.json()["error"]["code"] == "pii_detected"
 
         async def short_one() -> None:
-            await asyncio.sleep(0.05)  # the long one is being scanned by now
+            await asyncio.sleep(0.2)  # the long one is being scanned by now
             assert (await http.get("/healthz")).status_code == 200
-            short_done.append(time.monotonic())
+            done["short"] = time.monotonic()
 
         await asyncio.gather(long_one(), short_one())
-    upstream = fake.history[-1]
-    assert upstream.body["messages"][0]["content"].endswith("write to [EMAIL]")
-    assert short_done[0] < upstream.at  # answered while the long one was still being scanned
+    assert done["short"] < done["long"]  # answered while the long one was being scanned
+    assert fake.history == []
 
 
 async def test_a_stream_that_ends_without_a_finish_reason_still_gets_its_held_text() -> None:

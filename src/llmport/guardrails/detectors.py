@@ -9,7 +9,7 @@ personal data written out in words. A match is replaced by its kind in brackets
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from llmport.guardrails.settings import ENTITIES
@@ -76,6 +76,27 @@ INJECTION_PHRASES = (
 )
 
 
+# A long text is scanned in segments: one regular-expression call holds the GIL for as long
+# as it scans, so a worker thread scanning a megabyte in one call would stop the event loop
+# just the same. Each segment is scanned with OVERLAP characters of what follows it (look-
+# behinds see what precedes it anyway), and keeps the matches that start in it: a match up
+# to OVERLAP characters long is found as in one pass.
+SEGMENT = 32_768
+OVERLAP = 1_024
+
+
+def _matches(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
+    if len(text) <= SEGMENT + OVERLAP:
+        yield from pattern.finditer(text)
+        return
+    for start in range(0, len(text), SEGMENT):
+        end = start + SEGMENT
+        for match in pattern.finditer(text, start, end + OVERLAP):
+            if match.start() >= end:
+                break
+            yield match
+
+
 @dataclass(frozen=True, slots=True)
 class Match:
     kind: str
@@ -98,7 +119,7 @@ class PIIDetector:
         """The matches, in order, none overlapping."""
         found: list[Match] = []
         for kind, pattern, check in self.kinds:
-            for match in pattern.finditer(text):
+            for match in _matches(pattern, text):
                 start, end = match.span()
                 if start == end or (check is not None and not check(match.group())):
                     continue
@@ -126,4 +147,4 @@ class PhraseDetector:
         self.patterns = [re.compile(phrase, flags) for phrase in phrases]
 
     def search(self, text: str) -> bool:
-        return any(pattern.search(text) for pattern in self.patterns)
+        return any(next(_matches(pattern, text), None) is not None for pattern in self.patterns)
