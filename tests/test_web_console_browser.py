@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import demo_config
 from tests.support.admin import MASTER_KEY, tenancy_config
 from tests.support.browser import Browser, Page, chromium
 
@@ -165,6 +166,33 @@ async def test_the_console_in_a_browser(start_gateway: Any, tmp_path: Path) -> N
         # The only errors are the refusals asked for above (HTTP 400 and 401 answers).
         unexpected = [entry for entry in page.logs if entry["level"] == "error" and not (
             entry["source"] == "network" and " status of 40" in entry["text"])]
+        assert unexpected == []
+    finally:
+        await browser.close()
+
+
+async def test_the_playground_of_a_gateway_without_a_master_key(start_gateway: Any,
+                                                                tmp_path: Path) -> None:
+    """The default install (`llmport serve`, no master key): the playground works with no
+    key at all, and the console says there is no admin API rather than refusing a key."""
+    server = start_gateway(demo_config())
+    browser = Browser(CHROMIUM or "", tmp_path / "profile")
+    try:
+        page = await browser.page()
+        await page.send("Page.navigate", url=f"{server.url}/ui/")
+        assert "no admin API" in await page.until(text("#status"))
+        await page.until("document.querySelector('#model')?.options.length === 1")
+        await page.evaluate("document.querySelector('#prompt').value = 'Hello';"
+                            " document.querySelector('form.playground').requestSubmit()")
+        assert "finish: stop" in await page.until(text("#stats"))
+        assert "offline demo model" in await page.evaluate(text("#transcript .assistant .text"))
+        await page.evaluate("document.querySelector('#key').value = 'sk-anything';"
+                            " document.querySelector('#key-form').requestSubmit()")
+        await page.until("document.querySelector('#model')?.options.length === 1")
+        assert "no admin API" in await page.until(text("#status"))
+        assert page.exceptions == []
+        unexpected = [entry for entry in page.logs if entry["level"] == "error" and not (
+            entry["source"] == "network" and " status of 401" in entry["text"])]
         assert unexpected == []
     finally:
         await browser.close()

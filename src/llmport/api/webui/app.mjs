@@ -29,9 +29,18 @@ function headers(extra = {}) {
 }
 
 class APIError extends Error {
-  constructor(status, message) {
+  constructor(status, message, code = null) {
     super(message);
     this.status = status;
+    this.code = code;
+  }
+}
+
+function errorCode(text) {
+  try {
+    return JSON.parse(text).error?.code ?? null;
+  } catch {
+    return null;
   }
 }
 
@@ -45,7 +54,7 @@ async function api(method, path, body, { raw = false, signal } = {}) {
   const response = await fetch(path, init);
   if (raw) return response;
   const text = await response.text();
-  if (!response.ok) throw new APIError(response.status, errorMessage(response.status, text));
+  if (!response.ok) throw new APIError(response.status, errorMessage(response.status, text), errorCode(text));
   return text ? JSON.parse(text) : null;
 }
 
@@ -454,7 +463,8 @@ async function checkKey() {
     await api("GET", "/admin/orgs?limit=1");
     status("admin", "ok");
   } catch (error) {
-    if (error.status === 401 && !key()) status("no key: type one above (any will do if the gateway has no master key)", "muted");
+    if (error.code === "admin_disabled") status("playground only (this gateway has no master key, so no admin API)", "muted");
+    else if (error.status === 401 && !key()) status("no key: type one above (any will do if the gateway has no master key)", "muted");
     else if (error.status === 401) status(`key refused: ${error.message}`, "error");
     else if (error.status === 403) status("playground only (the admin tabs need the master key or an admin key)", "muted");
     else status(`admin API: ${error.message}`, "muted");
