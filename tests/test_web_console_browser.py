@@ -38,6 +38,15 @@ async def ask(base_url: str, key: str) -> httpx.Response:
                                                                     "content": "x"}]})
 
 
+def assert_clean(page: Page, refusals: str) -> None:
+    """No script exception, and no console error but failed requests whose text has
+    ``refusals`` (the HTTP refusals a test asked for)."""
+    assert page.exceptions == []
+    unexpected = [entry for entry in page.logs if entry["level"] == "error" and not (
+        entry["source"] == "network" and refusals in entry["text"])]
+    assert unexpected == []
+
+
 def text(selector: str) -> str:
     return f"document.querySelector({json.dumps(selector)})?.innerText"
 
@@ -162,11 +171,7 @@ async def test_the_console_in_a_browser(start_gateway: Any, tmp_path: Path) -> N
         assert (await page.until(f"{text('#status')} !== 'admin' && {text('#status')}")
                 ).startswith("key refused: 401")
 
-        assert page.exceptions == []
-        # The only errors are the refusals asked for above (HTTP 400 and 401 answers).
-        unexpected = [entry for entry in page.logs if entry["level"] == "error" and not (
-            entry["source"] == "network" and " status of 40" in entry["text"])]
-        assert unexpected == []
+        assert_clean(page, " status of 40")  # the refusals asked for above: HTTP 400 and 401
     finally:
         await browser.close()
 
@@ -190,9 +195,6 @@ async def test_the_playground_of_a_gateway_without_a_master_key(start_gateway: A
                             " document.querySelector('#key-form').requestSubmit()")
         await page.until("document.querySelector('#model')?.options.length === 1")
         assert "no admin API" in await page.until(text("#status"))
-        assert page.exceptions == []
-        unexpected = [entry for entry in page.logs if entry["level"] == "error" and not (
-            entry["source"] == "network" and " status of 401" in entry["text"])]
-        assert unexpected == []
+        assert_clean(page, " status of 401")
     finally:
         await browser.close()
