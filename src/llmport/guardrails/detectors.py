@@ -116,16 +116,28 @@ class PIIDetector:
                        for name, pattern in patterns.items()]
 
     def find(self, text: str) -> list[Match]:
-        """The matches, in order, none overlapping."""
+        """The matches, in order, none overlapping (where two would, the earlier kind's wins).
+
+        ``found`` stays in order and free of overlaps, so each new match is checked against
+        the one kept match that could overlap it, found by a pointer that only moves on: a
+        text with a hundred thousand matches costs as much per match as one with ten.
+        """
         found: list[Match] = []
         for kind, pattern, check in self.kinds:
+            fresh: list[Match] = []
+            index = 0  # the first kept match that may end after this one starts
             for match in _matches(pattern, text):
                 start, end = match.span()
                 if start == end or (check is not None and not check(match.group())):
                     continue
-                if not any(start < other.end and other.start < end for other in found):
-                    found.append(Match(kind, start, end))
-        found.sort(key=lambda match: match.start)
+                if fresh and start < fresh[-1].end:  # where two segments' scans meet
+                    continue
+                while index < len(found) and found[index].end <= start:
+                    index += 1
+                if index < len(found) and found[index].start < end:
+                    continue
+                fresh.append(Match(kind, start, end))
+            found = sorted(found + fresh, key=lambda match: match.start)
         return found
 
     @staticmethod

@@ -85,8 +85,13 @@ class SemanticIndex:
         self.np = numpy
         self.max_entries = max_entries
         self.ttl = ttl
-        self._entries: OrderedDict[str, tuple[str, float, Any]] = OrderedDict()
+        # key → (partition, expiry), oldest first: every entry lives ``ttl`` from its adding,
+        # so the expired ones are always at the front.
+        self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._by_partition: dict[str, dict[str, Any]] = {}  # partition → key → vector
+        # partition → its keys and their vectors as one matrix, made at the first lookup
+        # after the partition changed (not at every lookup: 10,000 vectors are 15 MB)
+        self._matrices: dict[str, tuple[list[str], Any]] = {}
 
     def unit(self, vector: list[float]) -> Any:
         array = self.np.asarray(vector, dtype=self.np.float32)
@@ -95,30 +100,41 @@ class SemanticIndex:
 
     def add(self, partition: str, key: str, vector: Any) -> None:
         self._drop(key)
-        self._entries[key] = (partition, time.monotonic() + self.ttl, vector)
+        self._entries[key] = (partition, time.monotonic() + self.ttl)
         self._by_partition.setdefault(partition, {})[key] = vector
+        self._matrices.pop(partition, None)
         while len(self._entries) > self.max_entries:
             self._drop(next(iter(self._entries)))
 
     def nearest(self, partition: str, vector: Any) -> tuple[str, float] | None:
         """The closest live entry of ``partition`` and its cosine similarity."""
+        self._expire()
         members = self._by_partition.get(partition)
         if not members:
             return None
-        now = time.monotonic()
-        for key in [k for k in members if self._entries[k][1] < now]:
-            self._drop(key)
-        if not members:
-            return None
-        keys = list(members)
-        similarities = self.np.stack([members[k] for k in keys]) @ vector
+        matrix = self._matrices.get(partition)
+        if matrix is None:
+            keys = list(members)
+            matrix = self._matrices[partition] = (keys, self.np.stack([members[k] for k in keys]))
+        keys, vectors = matrix
+        similarities = vectors @ vector
         best = int(similarities.argmax())
         return keys[best], float(similarities[best])
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self._entries:
+            key, (_, expires) = next(iter(self._entries.items()))
+            if expires >= now:
+                return
+            self._drop(key)
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
-            members = self._by_partition[entry[0]]
+            partition = entry[0]
+            self._matrices.pop(partition, None)
+            members = self._by_partition[partition]
             del members[key]
             if not members:
-                del self._by_partition[entry[0]]
+                del self._by_partition[partition]
