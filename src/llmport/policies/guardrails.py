@@ -22,7 +22,7 @@ from typing import Any
 from llmport.errors import InvalidRequestError
 from llmport.gateway.context import CallContext
 from llmport.gateway.pipeline import Handler
-from llmport.guardrails.detectors import INJECTION_PHRASES, PhraseDetector, PIIDetector
+from llmport.guardrails.detectors import INJECTION_PHRASES, Match, PhraseDetector, PIIDetector
 from llmport.guardrails.settings import GuardrailsConfig
 from llmport.guardrails.texts import Text, answer_texts, request_texts
 from llmport.observability.events import EventBus, GuardrailTriggered
@@ -50,10 +50,12 @@ class GuardrailsPolicy:
             if config.injection.action == "block" else None
         self.checks_input = config.checks_input
         self.output = config.pii.output
+        self.output_action = "blocked" if self.output == "block" else "redacted"
 
     async def __call__(self, ctx: CallContext, call_next: Handler) -> Result:
         if self.checks_input:
-            await _run(_length(request_texts(ctx.endpoint, ctx.body)), self._check_request, ctx)
+            texts = list(request_texts(ctx.endpoint, ctx.body))
+            await _run(_length(texts), self._check_request, ctx, texts)
         result = await call_next(ctx)
         if self.output == "off":
             return result
@@ -65,7 +67,7 @@ class GuardrailsPolicy:
         return StreamResult(self._check_stream(ctx, result.chunks), close=result.close)
 
     # -- in ------------------------------------------------------------------------------
-    def _check_request(self, ctx: CallContext) -> None:
+    def _check_request(self, ctx: CallContext, texts: list[Text]) -> None:
         config = self.config
         messages = ctx.body.get("messages")
         if config.max_messages and ctx.endpoint is Endpoint.CHAT and isinstance(messages, list) \
@@ -73,9 +75,8 @@ class GuardrailsPolicy:
             self._refuse(ctx, "max_messages", "too_many_messages", "messages",
                          f"The request has {len(messages)} messages; this gateway accepts at "
                          f"most {config.max_messages}.")
-        texts = list(request_texts(ctx.endpoint, ctx.body))
         if config.max_input_chars:
-            length = sum(len(text.value) for text in texts)
+            length = _length(texts)
             if length > config.max_input_chars:
                 self._refuse(ctx, "max_input_chars", "input_too_long", None,
                              f"The request has {length} characters of text; this gateway "
@@ -101,12 +102,12 @@ class GuardrailsPolicy:
             if not matches:
                 continue
             if self.config.pii.input == "block":
-                found = sorted({match.kind.lower() for match in matches})
                 self._refuse(ctx, "pii", "pii_detected", text.param,
-                             f"{text.param} contains personal data ({', '.join(found)}), "
+                             f"{text.param} contains personal data "
+                             f"({', '.join(sorted(_kinds(matches)))}), "
                              "which this gateway does not send upstream.")
             text.replace(self.pii.redact(text.value, matches))
-            kinds.update(match.kind.lower() for match in matches)
+            kinds |= _kinds(matches)
         if kinds:
             ctx.raw_body = None  # the body changed: it is serialised again
             self._emit(ctx, "pii", "redacted", "input", kinds)
@@ -123,7 +124,7 @@ class GuardrailsPolicy:
             matches = self.pii.find(text.value)
             if not matches:
                 continue
-            kinds.update(match.kind.lower() for match in matches)
+            kinds |= _kinds(matches)
             if self.output == "block":
                 text.replace("")
                 choice["finish_reason"] = "content_filter"
@@ -131,8 +132,7 @@ class GuardrailsPolicy:
                 text.replace(self.pii.redact(text.value, matches))
         if kinds:
             result.raw = None
-            self._emit(ctx, "pii", "blocked" if self.output == "block" else "redacted",
-                       "output", kinds)
+            self._emit(ctx, "pii", self.output_action, "output", kinds)
 
     async def _check_stream(self, ctx: CallContext, chunks: AsyncIterator[Chunk]
                             ) -> AsyncIterator[Chunk]:
@@ -160,8 +160,7 @@ class GuardrailsPolicy:
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
             if kinds:
-                self._emit(ctx, "pii", "blocked" if self.output == "block" else "redacted",
-                           "output", kinds)
+                self._emit(ctx, "pii", self.output_action, "output", kinds)
 
     def _filter_choice(self, choice: dict[str, Any], held: dict[int, str],
                        kinds: set[str]) -> bool:
@@ -173,12 +172,12 @@ class GuardrailsPolicy:
         if not isinstance(incoming, str):
             incoming = ""
         text = held.get(index, "") + incoming
-        if not text and not choice.get("finish_reason"):
+        final = choice.get("finish_reason") is not None
+        if not text and not final:
             return False
         matches = self.pii.find(text)
-        final = choice.get("finish_reason") is not None
         if matches and self.output == "block":
-            kinds.update(match.kind.lower() for match in matches)
+            kinds |= _kinds(matches)
             holder[key] = text[:matches[0].start]
             choice["finish_reason"] = "content_filter"
             held[index] = ""
@@ -188,17 +187,22 @@ class GuardrailsPolicy:
             if match.start < cut < match.end:
                 cut = match.start
         released = [match for match in matches if match.end <= cut]
-        kinds.update(match.kind.lower() for match in released)
+        kinds |= _kinds(released)
         if incoming or text[:cut]:
             holder[key] = self.pii.redact(text[:cut], released)
         held[index] = text[cut:]
         return False
 
     def _emit(self, ctx: CallContext, check: str, action: str, where: str,
-              kinds: Any) -> None:
+              kinds: Iterable[str]) -> None:
         if self.events.wants(GuardrailTriggered):
             self.events.emit(GuardrailTriggered(ctx.request_id, check, action, where,
                                                 tuple(sorted(kinds))))
+
+
+def _kinds(matches: list[Match]) -> set[str]:
+    """The kinds of personal data matched, as events, metrics and refusals name them."""
+    return {match.kind.lower() for match in matches}
 
 
 def _length(texts: Iterable[Text]) -> int:
@@ -216,12 +220,12 @@ async def _run(length: int, check: Callable[..., None], *args: Any) -> None:
 def _tail_chunk(last: dict[str, Any], rest: list[tuple[int, str]], pii: PIIDetector,
                 kinds: set[str]) -> Chunk:
     """A last chunk with what was held back, for a stream that ended without saying so."""
+    chat = last.get("object") == "chat.completion.chunk"
     choices = []
     for index, text in rest:
         matches = pii.find(text)
-        kinds.update(match.kind.lower() for match in matches)
+        kinds |= _kinds(matches)
         redacted = pii.redact(text, matches)
-        chat = last.get("object") == "chat.completion.chunk"
         choices.append({"index": index, "delta": {"content": redacted}, "finish_reason": None}
                        if chat else {"index": index, "text": redacted, "finish_reason": None})
     data: dict[str, Any] = {key: last[key] for key in ("id", "object", "created", "model")
