@@ -171,3 +171,17 @@ def test_the_index_keeps_its_newest_entries_for_the_ttl() -> None:
     assert index.nearest("r", west) is None
     time.sleep(0.25)
     assert index.nearest("p", north) is None and index.nearest("q", west) is None
+
+
+def test_an_entry_added_after_a_lookup_is_found_by_the_next() -> None:
+    from llmport.policies.semantic_cache import SemanticIndex
+
+    index = SemanticIndex(max_entries=10, ttl=60)
+    east, north = index.unit([1, 0]), index.unit([0, 1])
+    index.add("p", "east", east)
+    assert index.nearest("p", north)[0] == "east"  # type: ignore[index]
+    index.add("p", "north", north)
+    assert index.nearest("p", north) == ("north", pytest.approx(1.0))
+    diagonal = index.unit([1, 1])
+    index.add("p", "east", diagonal)  # a key added again replaces its vector
+    assert index.nearest("p", diagonal) == ("east", pytest.approx(1.0))
