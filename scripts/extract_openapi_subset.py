@@ -23,6 +23,11 @@ ROOTS = [
     "Model",
     "ErrorResponse",
     "CreateChatCompletionRequest",
+    "OpenAIFile",
+    "ListFilesResponse",
+    "DeleteFileResponse",
+    "Batch",
+    "ListBatchesResponse",
 ]
 DROP = {"description", "x-oaiMeta", "x-oaiExpandable", "example", "examples", "title"}
 

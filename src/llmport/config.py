@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from llmport.accounting.spend import SpendLogConfig
+from llmport.batches.settings import BatchesConfig
 from llmport.guardrails.settings import GuardrailsConfig
 from llmport.observability.settings import ObservabilityConfig
 from llmport.policies.cache import CacheConfig
@@ -146,6 +147,7 @@ class Config(StrictModel):
     limits: LimitsConfig = LimitsConfig()
     spend_log: SpendLogConfig = SpendLogConfig()
     idempotency: IdempotencyConfig = IdempotencyConfig()
+    batches: BatchesConfig = BatchesConfig()
 
     @property
     def model_names(self) -> list[str]:
@@ -170,8 +172,10 @@ class Config(StrictModel):
 
     @property
     def uses_database(self) -> bool:
-        """Keys live there (with a master key), and so does the spend log (when on)."""
-        return self.auth.master_key is not None or self.spend_log.enabled
+        """Keys live there (with a master key), and so do the spend log, files and batches
+        (when on)."""
+        return self.auth.master_key is not None or self.spend_log.enabled \
+            or self.batches.enabled
 
     @property
     def database_location(self) -> str:

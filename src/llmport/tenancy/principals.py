@@ -43,6 +43,9 @@ class PrincipalResolver:
         # key hash (or "jwt:org|team|user") → (expires, principal or None, why refused)
         self._cache: dict[str, tuple[float, Principal | None, str]] = {}
         self._loading: dict[str, asyncio.Future[tuple[Principal | None, str]]] = {}
+        # Entries cached by key id (batches): an invalidation names a key by its hash, so
+        # any invalidation drops all of these (a few: one per running batch).
+        self._by_id: set[str] = set()
 
     async def start(self) -> None:
         await self.store.subscribe(CHANNEL, self._on_invalidation)
@@ -56,6 +59,9 @@ class PrincipalResolver:
             self._cache.clear()
         else:
             self._cache.pop(message.decode(), None)
+            for cache_key in self._by_id:
+                self._cache.pop(cache_key, None)
+        self._by_id.clear()
 
     async def invalidate(self, key_hash: str | None = None) -> None:
         """Drop a key's cached principal (None: every principal) here and on every replica."""
@@ -83,10 +89,26 @@ class PrincipalResolver:
             identity = self.jwt.verify(token.decode("ascii", "replace"))
         except JWTError as exc:
             raise AuthenticationError(f"Invalid token: {exc}", code="invalid_token") from None
+        return await self.from_identity(identity)
+
+    async def from_identity(self, identity: JWTIdentity) -> Principal:
+        """The principal of a verified token's identity (also a batch's, after its token
+        has expired: the batch was authorised when it was made)."""
         entity = f"jwt:{identity.org_id}|{identity.team_id}|{identity.user_id}"
         base, _ = await self._cached(entity, lambda _: self._load_entities(identity))
         assert base is not None
         return _with_identity(base, identity)
+
+    async def from_key_id(self, key_id: str) -> Principal:
+        """The principal of the key with id ``key_id`` (a batch runs as the key that made
+        it): refused as the key itself would be, when revoked, expired or deleted."""
+        self._by_id.add(f"id:{key_id}")
+        principal, why = await self._cached(f"id:{key_id}", self._load_key_id)
+        if principal is None:
+            raise AuthenticationError(why)
+        if principal.expires_at is not None and principal.expires_at <= time.time():
+            raise AuthenticationError("This API key has expired.", code="expired_api_key")
+        return principal
 
     async def _cached(self, cache_key: str, load: Any) -> tuple[Principal | None, str]:
         entry = self._cache.get(cache_key)
@@ -115,6 +137,15 @@ class PrincipalResolver:
         row = await self.db.key_by_hash(digest)
         if row is None:
             return None, "Incorrect API key provided."
+        if row.revoked_at is not None:
+            return None, "This API key has been revoked."
+        org, team, user = await self.db.principal_rows(row)
+        return principal_from_rows(row, org, team, user), ""
+
+    async def _load_key_id(self, cache_key: str) -> tuple[Principal | None, str]:
+        row = await self.db.get("keys", cache_key.removeprefix("id:"))
+        if row is None:
+            return None, "The API key this batch runs as has been deleted."
         if row.revoked_at is not None:
             return None, "This API key has been revoked."
         org, team, user = await self.db.principal_rows(row)

@@ -1,0 +1,35 @@
+"""Who is calling a files or batches route: authenticated as any proxied request is."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from llmport.api.asgi import read_body
+from llmport.gateway.context import CallContext
+from llmport.gateway.gateway import Gateway
+from llmport.types import Endpoint, Principal
+
+JSON_LIMIT = 1 << 20  # a batch's creation request is a few hundred bytes
+
+
+async def caller(gateway: Gateway, request: Request) -> CallContext:
+    """The caller, in a context whose ``principal`` is set (401 for a missing or wrong key).
+    Authenticated before the body is read: a stranger's upload is refused unread."""
+    ctx = CallContext("", Endpoint.CHAT, {}, None, "", headers=request.scope["headers"])
+    await gateway.authenticator.authenticate(ctx)
+    return ctx
+
+
+async def signed_body(gateway: Gateway, request: Request, ctx: CallContext,
+                      limit: int) -> bytes:
+    """The request's body (413 past ``limit`` bytes, counted as they arrive); a signing
+    key's request must be signed over it."""
+    body = await read_body(request.receive, limit) if request.method in ("POST", "PUT") else b""
+    if ctx.principal.signing_secret is not None:
+        await gateway.authenticator.check_signature(ctx, request.method, request.url.path, body)
+    return body
+
+
+def owner_of(principal: Principal) -> str:
+    """The id files and batches are kept under: only the same principal sees them."""
+    return principal.id

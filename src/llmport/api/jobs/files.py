@@ -1,0 +1,136 @@
+"""``/v1/files``: upload, list, read, download and delete files, as OpenAI's Files API does.
+
+A file belongs to the principal that uploaded it (another key gets 404 for it). Its bytes
+are kept in the database, so any replica serves it. A ``batch`` file's lines are checked
+at upload (UTF-8, one JSON object a line): a malformed file is refused at once rather
+than failing its batch later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.datastructures import UploadFile
+
+from llmport.api.jobs.caller import caller, owner_of, signed_body
+from llmport.batches.input import json_lines
+from llmport.batches.settings import BatchesConfig
+from llmport.db.jobs import JobTables, NewFile
+from llmport.db.models import StoredFile
+from llmport.errors import InvalidRequestError, NotFoundError
+from llmport.gateway.gateway import Gateway
+
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the purpose field, beyond the file
+
+
+def file_object(row: StoredFile) -> dict[str, Any]:
+    return {"id": row.id, "object": "file", "bytes": row.bytes,
+            "created_at": int(row.created_at.timestamp()), "filename": row.filename,
+            "purpose": row.purpose, "status": "processed"}
+
+
+def files_router(gateway: Gateway, tables: JobTables, config: BatchesConfig) -> APIRouter:
+    router = APIRouter(prefix="/v1/files", tags=["files"])
+    limit = int(config.max_file_mb * 1024 * 1024)
+
+    async def who(request: Request) -> str:
+        ctx = await caller(gateway, request)
+        await signed_body(gateway, request, ctx, 0)
+        return owner_of(ctx.principal)
+
+    async def found(request: Request, file_id: str) -> StoredFile:
+        row = await tables.get_file(await who(request), file_id)
+        if row is None:
+            raise NotFoundError(f"No such File object: {file_id}", param="file_id",
+                                code="file_not_found")
+        return row
+
+    @router.post("", summary="Upload a file (multipart: file, purpose)")
+    async def upload(request: Request) -> dict[str, Any]:
+        ctx = await caller(gateway, request)
+        body = await signed_body(gateway, request, ctx, limit + FORM_OVERHEAD)
+        new = await _read_form(request, body)
+        if len(new.data) > limit:
+            raise InvalidRequestError(f"The file is {len(new.data)} bytes; files may have at "
+                                      f"most {limit}.", param="file", code="file_too_large")
+        if new.purpose == "batch":
+            _, errors = json_lines(new.data)
+            if errors:
+                raise InvalidRequestError(
+                    f"Not a batch input file (JSON lines): {errors[0]['message']}",
+                    param="file", code="invalid_file_format")
+        return file_object(await tables.create_file(owner_of(ctx.principal), new))
+
+    @router.get("", summary="List your files, newest first")
+    async def list_files(request: Request, purpose: str | None = None,
+                         limit: int = Query(10_000, ge=1, le=10_000),
+                         order: str = Query("desc", pattern="^(asc|desc)$"),
+                         after: str | None = None) -> dict[str, Any]:
+        rows = await tables.list_files(await who(request), purpose=purpose, limit=limit + 1,
+                                       after=after, newest_first=order == "desc")
+        data = [file_object(row) for row in rows[:limit]]
+        return {"object": "list", "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None, "has_more": len(rows) > limit}
+
+    @router.get("/{file_id}", summary="A file's details")
+    async def get_file(request: Request, file_id: str) -> dict[str, Any]:
+        return file_object(await found(request, file_id))
+
+    @router.get("/{file_id}/content", summary="A file's bytes")
+    async def content(request: Request, file_id: str) -> Response:
+        row = await found(request, file_id)
+        data = await tables.file_data(row.owner, file_id)
+        if data is None:  # deleted in between
+            raise NotFoundError(f"No such File object: {file_id}", param="file_id",
+                                code="file_not_found")
+        return Response(data, media_type="application/octet-stream", headers={
+            "content-disposition": f'attachment; filename="{_safe(row.filename)}"'})
+
+    @router.delete("/{file_id}", summary="Delete a file")
+    async def delete_file(request: Request, file_id: str) -> dict[str, Any]:
+        if not await tables.delete_file(await who(request), file_id):
+            raise NotFoundError(f"No such File object: {file_id}", param="file_id",
+                                code="file_not_found")
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    return router
+
+
+async def _read_form(request: Request, body: bytes) -> NewFile:
+    """The ``file`` and ``purpose`` fields of a multipart body already read."""
+    delivered = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal delivered
+        if delivered:
+            return {"type": "http.disconnect"}
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequestError("Upload a file as multipart/form-data with the fields "
+                                  "'file' and 'purpose'.", code="invalid_content_type")
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+    except Exception as exc:  # python-multipart's and Starlette's parse errors
+        raise InvalidRequestError(f"The multipart body could not be read: {exc}",
+                                  code="invalid_multipart") from None
+    upload, purpose = form.get("file"), form.get("purpose")
+    if not isinstance(upload, UploadFile):
+        raise InvalidRequestError("The 'file' field (a file) is required.", param="file")
+    if purpose not in PURPOSES:
+        raise InvalidRequestError(f"purpose must be one of {', '.join(PURPOSES)}.",
+                                  param="purpose", code="invalid_purpose")
+    data = await upload.read()
+    if not data:
+        raise InvalidRequestError("The file is empty.", param="file", code="empty_file")
+    return NewFile(str(purpose), upload.filename or "upload", data)
+
+
+def _safe(filename: str) -> str:
+    """A filename fit for a quoted header parameter."""
+    return "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
+                   for c in filename)[:200]

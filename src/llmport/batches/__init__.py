@@ -1,0 +1,1 @@
+"""Files and batch jobs: ``/v1/files`` and ``/v1/batches``, run by a background runner."""

@@ -1,0 +1,308 @@
+"""``BatchRunner``: runs batch jobs in the background, one at a time per replica.
+
+A replica takes the oldest batch with work left that no other replica holds (a lease in
+its row, renewed while it runs), checks its input file, then sends its requests through
+the gateway as the key that made the batch — the same pipeline as any request: that
+key's limits and budget, spend log, metrics, logs — at a low admission priority, a few at
+a time. Each answer is kept in the database as it comes, with the batch's counts, in one
+transaction; a replica that stops (or dies: its lease runs out) leaves the batch to be
+resumed by any replica from the first unanswered request. Each request carries an
+``Idempotency-Key`` (the batch and line), so with idempotency on, a request that was
+answered but not yet kept when its replica died is replayed, not sent upstream again.
+At the end the answers become the output and error files, and the batch is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+
+from llmport.api.openai.dialect import OpenAIDialect
+from llmport.api.openai.validation import validate_chat, validate_completion, validate_embedding
+from llmport.api.proxy import run_cleanups
+from llmport.batches.input import ENDPOINTS, Line, batch_error, parse_input
+from llmport.batches.settings import BatchesConfig
+from llmport.db.jobs import ACTIVE, Answered, JobTables, NewFile, now
+from llmport.errors import LLMPortError
+from llmport.gateway.context import CallContext
+from llmport.policies.auth import MASTER
+from llmport.tenancy.jwt_config import JWTIdentity
+from llmport.types import ANONYMOUS, Endpoint, JSONResult, Principal
+
+if TYPE_CHECKING:
+    from llmport.db.models import Batch
+    from llmport.gateway.gateway import Gateway
+
+log = structlog.get_logger("llmport.batches")
+STOP_GRACE = 10.0  # seconds a stopping replica waits for its batch requests in flight
+DIALECTS = {Endpoint.CHAT: OpenAIDialect(validate_chat),
+            Endpoint.COMPLETIONS: OpenAIDialect(validate_completion),
+            Endpoint.EMBEDDINGS: OpenAIDialect(validate_embedding)}
+
+
+def run_as(principal: Principal) -> dict[str, Any]:
+    """Who a batch made by ``principal`` runs as, stored with the batch."""
+    if principal.kind == "key":
+        return {"kind": "key", "key_id": principal.key_id}
+    if principal.kind == "jwt":
+        return {"kind": "jwt", "subject": principal.name, "org_id": principal.org_id,
+                "team_id": principal.team_id, "user_id": principal.user_id,
+                "scopes": sorted(principal.scopes),
+                "models": None if principal.allowed_models is None
+                else sorted(principal.allowed_models)}
+    return {"kind": principal.kind}
+
+
+class BatchRunner:
+    def __init__(self, gateway: Gateway, tables: JobTables, config: BatchesConfig) -> None:
+        self.gateway = gateway
+        self.tables = tables
+        self.config = config
+        self.id = f"runner_{secrets.token_hex(8)}"
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="llmport-batches")
+
+    def wake(self) -> None:
+        """A batch was made or cancelled here: look at once instead of at the next poll."""
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        """Stop: no new request is sent; those in flight have ``STOP_GRACE`` seconds to be
+        answered and kept (so a restart sends none of them again), then are cancelled."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), STOP_GRACE)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            batch = None
+            ran = False
+            self._wake.clear()  # before looking: a batch made while we look wakes the next wait
+            try:
+                batch = await self.tables.claim_batch(self.id, self.config.lease_seconds)
+                if batch is not None:
+                    await self._run(batch)
+                    ran = True
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a database outage, a bug: try again after a pause
+                log.exception("batch runner failed", batch_id=getattr(batch, "id", None))
+            finally:
+                if batch is not None:  # unfinished (stopping, or a failure): hand it over now,
+                    # not when the lease runs out (a finished batch holds no lease)
+                    await asyncio.shield(self._release(batch.id))
+            if ran or self._stopping:
+                continue  # look for the next one at once (or stop)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+
+    async def _release(self, batch_id: str) -> None:
+        try:
+            await self.tables.release(batch_id, self.id)
+        except Exception:  # the lease runs out by itself
+            log.exception("releasing a batch failed", batch_id=batch_id)
+
+    async def _run(self, batch: Batch) -> None:
+        data = await self.tables.file_data(batch.owner, batch.input_file_id)
+        lines: list[Line]
+        if data is None:
+            lines, errors = [], [batch_error("input_file_missing", "The input file "
+                                             f"{batch.input_file_id} no longer exists.")]
+        else:
+            lines, errors = parse_input(data, batch.endpoint, self.config.max_lines)
+        if batch.status == "cancelling":
+            await self._finish(batch, lines, "cancelled")
+            return
+        if errors:
+            await self.tables.finish(batch, self.id, batch.owner, {}, {
+                "status": "failed", "failed_at": now(), "errors": errors})
+            log.info("batch failed", batch_id=batch.id, errors=len(errors))
+            return
+        if batch.status == "validating":
+            if not await self.tables.set_state(batch.id, self.id, ("validating",),
+                                               status="in_progress", in_progress_at=now(),
+                                               total=len(lines),
+                                               model=lines[0].body.get("model")):
+                return  # cancelled meanwhile: the next look finishes it
+            batch.status = "in_progress"
+        outcome = "completed"
+        if batch.status == "in_progress":
+            outcome = await self._answer(batch, lines)
+            if outcome == "lost":
+                log.warning("batch lease lost to another replica", batch_id=batch.id)
+            if outcome in ("lost", "stopped"):
+                return
+        await self._finish(batch, lines, outcome)
+
+    async def _answer(self, batch: Batch, lines: list[Line]) -> str:
+        """Send the unanswered requests; how it ended: completed, cancelled, expired, lost
+        (another replica holds it now) or stopped (this replica is stopping)."""
+        answered = await self.tables.answered_lines(batch.id)
+        pending: Iterator[Line] = (line for line in lines if line.index not in answered)
+        stop: list[str] = []  # the first reason to stop, once there is one
+        endpoint = ENDPOINTS[batch.endpoint]
+
+        async def work() -> None:
+            for line in pending:
+                if self._stopping and not stop:
+                    stop.append("stopped")
+                if stop:
+                    return
+                if _expired(batch.expires_at):
+                    stop.append("expired")
+                    return
+                answer = await self._call(batch, endpoint, line)
+                if not await self.tables.record(batch.id, self.id, answer):
+                    stop.append("lost")
+
+        async def watch() -> None:
+            renewed = asyncio.get_running_loop().time()
+            while not stop:
+                await asyncio.sleep(min(self.config.poll_interval, self.config.lease_seconds / 3))
+                if asyncio.get_running_loop().time() - renewed > self.config.lease_seconds / 3:
+                    current = await self.tables.renew_lease(batch, self.id,
+                                                            self.config.lease_seconds)
+                    renewed = asyncio.get_running_loop().time()
+                else:
+                    current = await self.tables.get_batch(None, batch.id)
+                if current is None or current.lease_owner != self.id:
+                    stop.append("lost")
+                elif current.status == "cancelling":
+                    stop.append("cancelled")
+                elif _expired(batch.expires_at):
+                    stop.append("expired")
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await asyncio.gather(*(work() for _ in range(self.config.concurrency)))
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        return stop[0] if stop else "completed"
+
+    async def _call(self, batch: Batch, endpoint: Endpoint, line: Line) -> Answered:
+        """One request through the gateway, as the API layer runs a non-streamed one."""
+        gateway = self.gateway
+        dialect = DIALECTS[endpoint]
+        headers = [(b"idempotency-key", f"{batch.id}:{line.index}".encode()),
+                   (b"x-llmport-priority", str(self.config.priority).encode())]
+        ctx = CallContext(f"req_{secrets.token_hex(12)}", endpoint, {}, None, "",
+                          headers=headers, dialect="openai")
+        status: int = 200
+        error: BaseException | None = None
+        gateway.start_request(ctx)
+        try:
+            ctx.principal = await self._principal(batch.run_as)
+            ctx.authenticated_at = ctx.started
+            dialect.decode(ctx, orjson.dumps(line.body))
+            result = await gateway.handle(ctx)
+            if not isinstance(result, JSONResult):  # refused at validation; never here
+                await result.aclose()
+                raise LLMPortError("A batch request cannot be streamed.")
+            status, body = result.status, dialect.encode(ctx, result)
+        except LLMPortError as exc:
+            status, error, body = exc.status_code, exc, dialect.error_body(exc)
+        except asyncio.CancelledError as exc:  # shutting down: the line is sent again later
+            status, error = 499, exc
+            raise
+        except Exception as exc:  # a bug fails this request, not the batch
+            log.exception("batch request failed", batch_id=batch.id, line=line.index)
+            status, error = 500, exc
+            body = dialect.error_body(LLMPortError("The gateway failed to process the "
+                                                   "request.", code="internal_error"))
+        finally:
+            if ctx.cleanups:
+                await run_cleanups(ctx)
+            ctx.mark_response_start()
+            gateway.finish(ctx, status, error)
+        usage = ctx.usage
+        return Answered(line.index, line.custom_id, status, ctx.request_id, body,
+                        usage.prompt_tokens if usage else 0,
+                        usage.completion_tokens if usage else 0,
+                        usage.cached_tokens if usage else 0)
+
+    async def _principal(self, who: dict[str, Any]) -> Principal:
+        kind = who.get("kind")
+        resolver = self.gateway.resolver
+        if kind == "master":
+            return MASTER
+        if kind == "key" and resolver is not None:
+            return await resolver.from_key_id(who["key_id"])
+        if kind == "jwt" and resolver is not None:
+            models = who.get("models")
+            return await resolver.from_identity(JWTIdentity(
+                subject=who["subject"], org_id=who.get("org_id"), team_id=who.get("team_id"),
+                user_id=who.get("user_id"), scopes=frozenset(who.get("scopes") or ()),
+                models=None if models is None else frozenset(models), expires_at=None))
+        return ANONYMOUS
+
+    async def _finish(self, batch: Batch, lines: list[Line], outcome: str) -> None:
+        """Write the output and error files and make the batch final."""
+        if not await self.tables.set_state(batch.id, self.id, ACTIVE, status="finalizing",
+                                           finalizing_at=now()):
+            return
+        answers = await self.tables.answers(batch.id)
+        output = [_output_line(a.custom_id, a.status_code, a.request_id, a.body)
+                  for a in answers if 200 <= a.status_code < 300]
+        errors = [_output_line(a.custom_id, a.status_code, a.request_id, a.body)
+                  for a in answers if not 200 <= a.status_code < 300]
+        if outcome == "expired":  # the requests never sent are failures, in the error file
+            done = {a.line for a in answers}
+            errors += [_expired_line(line.custom_id) for line in lines if line.index not in done]
+        # The counts, exact from the answers kept (they were counted as each was kept).
+        fields: dict[str, Any] = {"status": outcome, f"{outcome}_at": now(),
+                                  "completed": len(output), "failed": len(errors)}
+        files = {}
+        if output:
+            files["output_file_id"] = NewFile("batch_output", f"{batch.id}_output.jsonl",
+                                              b"".join(output))
+        if errors:
+            files["error_file_id"] = NewFile("batch_output", f"{batch.id}_error.jsonl",
+                                             b"".join(errors))
+        if await self.tables.finish(batch, self.id, batch.owner, files, fields):
+            log.info("batch finished", batch_id=batch.id, status=outcome, answered=len(answers))
+
+
+def _expired(expires_at: datetime) -> bool:
+    return now() >= expires_at
+
+
+def _output_line(custom_id: str, status: int, request_id: str, body: bytes) -> bytes:
+    """One line of an output or error file, as OpenAI's Batch API writes them."""
+    return orjson.dumps({
+        "id": f"batch_req_{secrets.token_hex(12)}", "custom_id": custom_id,
+        "response": {"status_code": status, "request_id": request_id,
+                     "body": orjson.Fragment(body)},
+        "error": None}, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _expired_line(custom_id: str) -> bytes:
+    return orjson.dumps({
+        "id": f"batch_req_{secrets.token_hex(12)}", "custom_id": custom_id, "response": None,
+        "error": {"code": "batch_expired",
+                  "message": "This request could not be executed before the completion "
+                             "window expired."}}, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def expires_after(window: str) -> timedelta:
+    """The completion window (``24h``) as a duration."""
+    return timedelta(hours=int(window.removesuffix("h")))

@@ -1,0 +1,261 @@
+"""``JobTables``: the queries behind ``/v1/files`` and ``/v1/batches``, and the batch runner's.
+
+Every read and change from the API names the owner (the principal id that made the row):
+another tenant's file or batch is not found, never forbidden. The runner's changes name
+the lease they hold: a replica that lost its lease (it stalled past ``lease_until`` and
+another took the batch over) changes nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from llmport.db.models import Batch, BatchItem, FileContent, StoredFile
+
+# The states a runner has work in; the rest are final.
+ACTIVE = ("validating", "in_progress", "cancelling", "finalizing")
+
+
+def new_file_id() -> str:
+    return f"file-{secrets.token_hex(12)}"
+
+
+def new_batch_id() -> str:
+    return f"batch_{secrets.token_hex(12)}"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class Answered:
+    """One batch line's answer, as the runner records it."""
+
+    line: int
+    custom_id: str
+    status_code: int
+    request_id: str
+    body: bytes
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status_code < 300
+
+
+@dataclass(slots=True)
+class NewFile:
+    purpose: str
+    filename: str
+    data: bytes
+
+
+class JobTables:
+    def __init__(self, sessions: Any) -> None:
+        self.sessions = sessions
+
+    # files
+
+    async def create_file(self, owner: str, new: NewFile) -> StoredFile:
+        async with self.sessions.begin() as session:
+            return await self._add_file(session, owner, new)
+
+    @staticmethod
+    async def _add_file(session: AsyncSession, owner: str, new: NewFile) -> StoredFile:
+        row = StoredFile(id=new_file_id(), owner=owner, purpose=new.purpose,
+                         filename=new.filename, bytes=len(new.data), created_at=now())
+        session.add(row)
+        await session.flush()  # the row before its contents (no ORM relationship orders them)
+        session.add(FileContent(file_id=row.id, data=new.data))
+        return row
+
+    async def get_file(self, owner: str, file_id: str) -> StoredFile | None:
+        async with self.sessions() as session:
+            row = await session.get(StoredFile, file_id)
+        return row if row is not None and row.owner == owner else None
+
+    async def file_data(self, owner: str, file_id: str) -> bytes | None:
+        query = (select(FileContent.data).join(StoredFile, StoredFile.id == FileContent.file_id)
+                 .where(StoredFile.id == file_id, StoredFile.owner == owner))
+        async with self.sessions() as session:
+            data: bytes | None = await session.scalar(query)
+        return data
+
+    async def list_files(self, owner: str, *, purpose: str | None, limit: int,
+                         after: str | None, newest_first: bool) -> list[StoredFile]:
+        """Up to ``limit`` files after the one with id ``after``, in creation order."""
+        where = [StoredFile.owner == owner]
+        if purpose is not None:
+            where.append(StoredFile.purpose == purpose)
+        async with self.sessions() as session:
+            if after is not None:
+                anchor = await session.get(StoredFile, after)
+                if anchor is None or anchor.owner != owner:
+                    return []
+                where.append(_beyond(StoredFile, anchor, newest_first))
+            order = ((StoredFile.created_at.desc(), StoredFile.id.desc()) if newest_first
+                     else (StoredFile.created_at, StoredFile.id))
+            rows = await session.scalars(select(StoredFile).where(*where).order_by(*order)
+                                         .limit(limit))
+            return list(rows.all())
+
+    async def delete_file(self, owner: str, file_id: str) -> bool:
+        async with self.sessions.begin() as session:
+            # The contents first: SQLite's cascade needs foreign keys on, PostgreSQL's none.
+            owned = select(StoredFile.id).where(StoredFile.id == file_id,
+                                                StoredFile.owner == owner)
+            await session.execute(delete(FileContent).where(FileContent.file_id.in_(owned)))
+            result = await session.execute(delete(StoredFile).where(
+                StoredFile.id == file_id, StoredFile.owner == owner))
+        return bool(result.rowcount)
+
+    # batches, from the API
+
+    async def create_batch(self, row: Batch) -> Batch:
+        async with self.sessions.begin() as session:
+            session.add(row)
+        return row
+
+    async def get_batch(self, owner: str | None, batch_id: str) -> Batch | None:
+        """The batch (``owner`` None: whoever owns it, for the runner)."""
+        async with self.sessions() as session:
+            row = await session.get(Batch, batch_id)
+        return row if row is not None and (owner is None or row.owner == owner) else None
+
+    async def list_batches(self, owner: str, *, limit: int, after: str | None) -> list[Batch]:
+        """Newest first."""
+        where = [Batch.owner == owner]
+        async with self.sessions() as session:
+            if after is not None:
+                anchor = await session.get(Batch, after)
+                if anchor is None or anchor.owner != owner:
+                    return []
+                where.append(_beyond(Batch, anchor, True))
+            rows = await session.scalars(select(Batch).where(*where)
+                                         .order_by(Batch.created_at.desc(), Batch.id.desc())
+                                         .limit(limit))
+            return list(rows.all())
+
+    async def cancel_batch(self, owner: str, batch_id: str) -> Batch | None:
+        """Ask a batch to stop (the runner finishes it as ``cancelled``). Returns the batch
+        as it is after the request, which may already be final (not changed then)."""
+        async with self.sessions.begin() as session:
+            await session.execute(
+                update(Batch).where(Batch.id == batch_id, Batch.owner == owner,
+                                    Batch.status.in_(("validating", "in_progress")))
+                .values(status="cancelling", cancelling_at=now()))
+        return await self.get_batch(owner, batch_id)
+
+    # batches, from the runner
+
+    async def claim_batch(self, runner: str, lease_s: float) -> Batch | None:
+        """The oldest batch with work left that no live lease holds, now leased to ``runner``."""
+        at = now()
+        free = or_(Batch.lease_until.is_(None), Batch.lease_until < at)
+        async with self.sessions() as session:
+            candidates = list((await session.scalars(
+                select(Batch.id).where(Batch.status.in_(ACTIVE), free)
+                .order_by(Batch.created_at).limit(5))).all())
+        for batch_id in candidates:
+            async with self.sessions.begin() as session:
+                result = await session.execute(
+                    update(Batch).where(Batch.id == batch_id, Batch.status.in_(ACTIVE), free)
+                    .values(lease_owner=runner, lease_until=at + timedelta(seconds=lease_s)))
+            if result.rowcount:
+                return await self.get_batch(None, batch_id)
+        return None
+
+    async def renew_lease(self, batch: Batch, runner: str, lease_s: float) -> Batch | None:
+        """Extend the lease; the batch as it is now, or None when the lease was lost."""
+        async with self.sessions.begin() as session:
+            result = await session.execute(
+                update(Batch).where(Batch.id == batch.id, Batch.lease_owner == runner)
+                .values(lease_until=now() + timedelta(seconds=lease_s)))
+        if not result.rowcount:
+            return None
+        return await self.get_batch(None, batch.id)
+
+    async def release(self, batch_id: str, runner: str) -> None:
+        """Give the lease up (shutting down), so another replica may take the batch at once."""
+        async with self.sessions.begin() as session:
+            await session.execute(update(Batch).where(Batch.id == batch_id,
+                                                      Batch.lease_owner == runner)
+                                  .values(lease_owner=None, lease_until=None))
+
+    async def set_state(self, batch_id: str, runner: str, was: tuple[str, ...],
+                        **fields: Any) -> bool:
+        """Change a leased batch whose status is one of ``was``; False when the lease was lost
+        or the status changed meanwhile (a cancellation)."""
+        async with self.sessions.begin() as session:
+            result = await session.execute(update(Batch).where(
+                Batch.id == batch_id, Batch.lease_owner == runner, Batch.status.in_(was))
+                .values(**fields))
+        return bool(result.rowcount)
+
+    async def answered_lines(self, batch_id: str) -> set[int]:
+        async with self.sessions() as session:
+            rows = await session.scalars(select(BatchItem.line)
+                                         .where(BatchItem.batch_id == batch_id))
+            return set(rows.all())
+
+    async def record(self, batch_id: str, runner: str, answer: Answered) -> bool:
+        """Keep one line's answer and count it, in one transaction; False (nothing kept)
+        when the lease was lost or the line was already answered."""
+        async with self.sessions.begin() as session:
+            counted = await session.execute(
+                update(Batch).where(Batch.id == batch_id, Batch.lease_owner == runner)
+                .values(completed=Batch.completed + (1 if answer.ok else 0),
+                        failed=Batch.failed + (0 if answer.ok else 1),
+                        input_tokens=Batch.input_tokens + answer.input_tokens,
+                        output_tokens=Batch.output_tokens + answer.output_tokens,
+                        cached_tokens=Batch.cached_tokens + answer.cached_tokens))
+            if not counted.rowcount:
+                return False
+            if await session.get(BatchItem, (batch_id, answer.line)) is not None:
+                await session.rollback()
+                return False
+            session.add(BatchItem(batch_id=batch_id, line=answer.line,
+                                  custom_id=answer.custom_id, status_code=answer.status_code,
+                                  request_id=answer.request_id, body=answer.body))
+        return True
+
+    async def answers(self, batch_id: str) -> list[BatchItem]:
+        async with self.sessions() as session:
+            rows = await session.scalars(select(BatchItem).where(BatchItem.batch_id == batch_id)
+                                         .order_by(BatchItem.line))
+            return list(rows.all())
+
+    async def finish(self, batch: Batch, runner: str, owner: str, files: dict[str, NewFile],
+                     fields: dict[str, Any]) -> bool:
+        """End a batch in one transaction: its output files stored (``files``: column name,
+        ``output_file_id`` or ``error_file_id``, → file), its final state set, its kept
+        answers dropped. False (nothing changed) when the lease was lost."""
+        async with self.sessions.begin() as session:
+            leased = await session.scalar(select(Batch).where(
+                Batch.id == batch.id, Batch.lease_owner == runner).with_for_update())
+            if leased is None:
+                return False
+            for column, new in files.items():
+                fields[column] = (await self._add_file(session, owner, new)).id
+            for name, value in {**fields, "lease_owner": None, "lease_until": None}.items():
+                setattr(leased, name, value)
+            await session.execute(delete(BatchItem).where(BatchItem.batch_id == batch.id))
+        return True
+
+
+def _beyond(model: Any, anchor: Any, newest_first: bool) -> Any:
+    """Rows after ``anchor`` in (created_at, id) order, descending or ascending."""
+    if newest_first:
+        return or_(model.created_at < anchor.created_at,
+                   and_(model.created_at == anchor.created_at, model.id < anchor.id))
+    return or_(model.created_at > anchor.created_at,
+               and_(model.created_at == anchor.created_at, model.id > anchor.id))
