@@ -24,17 +24,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 
-from llmport.api.openai.dialect import OpenAIDialect
-from llmport.api.openai.validation import validate_chat, validate_completion, validate_embedding
-from llmport.api.proxy import run_cleanups
+from llmport.api import internal
 from llmport.batches.input import ENDPOINTS, Line, batch_error, parse_input
 from llmport.batches.settings import BatchesConfig
 from llmport.db.jobs import ACTIVE, Answered, JobTables, NewFile, now
-from llmport.errors import LLMPortError
-from llmport.gateway.context import CallContext
-from llmport.policies.auth import MASTER
-from llmport.tenancy.jwt_config import JWTIdentity
-from llmport.types import ANONYMOUS, Endpoint, JSONResult, Principal
+from llmport.types import Endpoint
 
 if TYPE_CHECKING:
     from llmport.db.models import Batch
@@ -42,22 +36,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("llmport.batches")
 STOP_GRACE = 10.0  # seconds a stopping replica waits for its batch requests in flight
-DIALECTS = {Endpoint.CHAT: OpenAIDialect(validate_chat),
-            Endpoint.COMPLETIONS: OpenAIDialect(validate_completion),
-            Endpoint.EMBEDDINGS: OpenAIDialect(validate_embedding)}
-
-
-def run_as(principal: Principal) -> dict[str, Any]:
-    """Who a batch made by ``principal`` runs as, stored with the batch."""
-    if principal.kind == "key":
-        return {"kind": "key", "key_id": principal.key_id}
-    if principal.kind == "jwt":
-        return {"kind": "jwt", "subject": principal.name, "org_id": principal.org_id,
-                "team_id": principal.team_id, "user_id": principal.user_id,
-                "scopes": sorted(principal.scopes),
-                "models": None if principal.allowed_models is None
-                else sorted(principal.allowed_models)}
-    return {"kind": principal.kind}
 
 
 class BatchRunner:
@@ -200,60 +178,14 @@ class BatchRunner:
         return stop[0] if stop else "completed"
 
     async def _call(self, batch: Batch, endpoint: Endpoint, line: Line) -> Answered:
-        """One request through the gateway, as the API layer runs a non-streamed one."""
-        gateway = self.gateway
-        dialect = DIALECTS[endpoint]
         headers = [(b"idempotency-key", f"{batch.id}:{line.index}".encode()),
                    (b"x-llmport-priority", str(self.config.priority).encode())]
-        ctx = CallContext(f"req_{secrets.token_hex(12)}", endpoint, {}, None, "",
-                          headers=headers, dialect="openai")
-        status: int = 200
-        error: BaseException | None = None
-        gateway.start_request(ctx)
-        try:
-            ctx.principal = await self._principal(batch.run_as)
-            ctx.authenticated_at = ctx.started
-            dialect.decode(ctx, orjson.dumps(line.body))
-            result = await gateway.handle(ctx)
-            if not isinstance(result, JSONResult):  # refused at validation; never here
-                await result.aclose()
-                raise LLMPortError("A batch request cannot be streamed.")
-            status, body = result.status, dialect.encode(ctx, result)
-        except LLMPortError as exc:
-            status, error, body = exc.status_code, exc, dialect.error_body(exc)
-        except asyncio.CancelledError as exc:  # shutting down: the line is sent again later
-            status, error = 499, exc
-            raise
-        except Exception as exc:  # a bug fails this request, not the batch
-            log.exception("batch request failed", batch_id=batch.id, line=line.index)
-            status, error = 500, exc
-            body = dialect.error_body(LLMPortError("The gateway failed to process the "
-                                                   "request.", code="internal_error"))
-        finally:
-            if ctx.cleanups:
-                await run_cleanups(ctx)
-            ctx.mark_response_start()
-            gateway.finish(ctx, status, error)
-        usage = ctx.usage
-        return Answered(line.index, line.custom_id, status, ctx.request_id, body,
-                        usage.prompt_tokens if usage else 0,
+        answer = await internal.call(self.gateway, endpoint, line.body, batch.run_as, headers)
+        usage = answer.usage
+        return Answered(line.index, line.custom_id, answer.status, answer.request_id,
+                        answer.body, usage.prompt_tokens if usage else 0,
                         usage.completion_tokens if usage else 0,
                         usage.cached_tokens if usage else 0)
-
-    async def _principal(self, who: dict[str, Any]) -> Principal:
-        kind = who.get("kind")
-        resolver = self.gateway.resolver
-        if kind == "master":
-            return MASTER
-        if kind == "key" and resolver is not None:
-            return await resolver.from_key_id(who["key_id"])
-        if kind == "jwt" and resolver is not None:
-            models = who.get("models")
-            return await resolver.from_identity(JWTIdentity(
-                subject=who["subject"], org_id=who.get("org_id"), team_id=who.get("team_id"),
-                user_id=who.get("user_id"), scopes=frozenset(who.get("scopes") or ()),
-                models=None if models is None else frozenset(models), expires_at=None))
-        return ANONYMOUS
 
     async def _finish(self, batch: Batch, lines: list[Line], outcome: str) -> None:
         """Write the output and error files and make the batch final."""

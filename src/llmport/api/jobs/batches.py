@@ -12,10 +12,11 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from llmport.api.internal import run_as
 from llmport.api.jobs.caller import JSON_LIMIT, caller, owner_of, signed_body
 from llmport.api.openai.validation import parse_json_object
 from llmport.batches.input import ENDPOINTS
-from llmport.batches.runner import BatchRunner, expires_after, run_as
+from llmport.batches.runner import BatchRunner, expires_after
 from llmport.db.jobs import JobTables, new_batch_id, now
 from llmport.db.models import Batch
 from llmport.errors import ConflictError, InvalidRequestError, NotFoundError
