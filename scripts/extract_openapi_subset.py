@@ -28,6 +28,13 @@ ROOTS = [
     "DeleteFileResponse",
     "Batch",
     "ListBatchesResponse",
+    "VectorStoreObject",
+    "ListVectorStoresResponse",
+    "VectorStoreFileObject",
+    "ListVectorStoreFilesResponse",
+    "VectorStoreSearchResultsPage",
+    "DeleteVectorStoreResponse",
+    "DeleteVectorStoreFileResponse",
 ]
 DROP = {"description", "x-oaiMeta", "x-oaiExpandable", "example", "examples", "title"}
 

@@ -28,8 +28,7 @@ from llmport.api.asgi import (
     request_id_from,
     send_response,
 )
-from llmport.api.jobs.batches import batches_router
-from llmport.api.jobs.files import files_router
+from llmport.api.jobs.mount import Jobs
 from llmport.api.management import management_app
 from llmport.api.metrics_route import MetricsRoute
 from llmport.api.openai.dialect import OpenAIDialect
@@ -37,9 +36,7 @@ from llmport.api.openai.models import PREFIX as MODELS_PREFIX
 from llmport.api.openai.models import ModelsRoute
 from llmport.api.openai.validation import validate_chat, validate_completion, validate_embedding
 from llmport.api.proxy import ProxyRoute
-from llmport.batches.runner import BatchRunner
 from llmport.config import Config, load_config
-from llmport.db.jobs import JobTables
 from llmport.errors import InvalidRequestError
 from llmport.gateway.gateway import Gateway
 from llmport.observability.logging import configure_logging
@@ -116,14 +113,13 @@ def create_app(config: Config | None = None) -> LLMPortApp:
     config = config or load_config(None)
     gateway = Gateway(config)
     observability = Observability(gateway, config)
-    batches = _batch_runner(gateway)
+    jobs = Jobs(gateway)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
         await observability.start()
-        if batches is not None:
-            batches.start()
+        jobs.start()
         # Everything built at start-up lives as long as the process: move it out of the
         # collector's reach, so the full collections that request garbage triggers do
         # not walk the whole heap (about 10% of a request's CPU on the benchmark).
@@ -137,15 +133,13 @@ def create_app(config: Config | None = None) -> LLMPortApp:
         try:
             yield
         finally:
-            if batches is not None:
-                await batches.aclose()
+            await jobs.aclose()
             await observability.stop()
             await gateway.aclose()
 
     app = LLMPortApp(gateway, management_app(gateway, lifespan))
-    if batches is not None:
-        app.fallback.include_router(files_router(gateway, batches.tables, config.batches))
-        app.fallback.include_router(batches_router(gateway, batches.tables, batches))
+    for router in jobs.routers:
+        app.fallback.include_router(router)
     app.observability = observability
     metrics = config.observability.metrics
     if observability.metrics is not None and metrics.port is None:
@@ -165,13 +159,6 @@ def create_app(config: Config | None = None) -> LLMPortApp:
     app.prefix("GET", MODELS_PREFIX, models)
     app.prefix("GET", MODELS_PREFIX[3:], models)
     return app
-
-
-def _batch_runner(gateway: Gateway) -> BatchRunner | None:
-    """Files and batches need the database (where they keep their contents and state)."""
-    if not gateway.config.batches.enabled or gateway.db is None:
-        return None
-    return BatchRunner(gateway, JobTables(gateway.db.sessions), gateway.config.batches)
 
 
 def app_from_env() -> LLMPortApp:

@@ -34,6 +34,7 @@ from llmport.policies.cache import CacheConfig
 from llmport.policies.idempotency import IdempotencyConfig
 from llmport.policies.limits import LimitsConfig
 from llmport.providers.registry import provider_class
+from llmport.rag.settings import RagConfig
 from llmport.routing.settings import RouterConfig
 from llmport.tenancy.jwt_config import JWTConfig
 
@@ -148,6 +149,7 @@ class Config(StrictModel):
     spend_log: SpendLogConfig = SpendLogConfig()
     idempotency: IdempotencyConfig = IdempotencyConfig()
     batches: BatchesConfig = BatchesConfig()
+    rag: RagConfig = RagConfig()
 
     @property
     def model_names(self) -> list[str]:
@@ -172,10 +174,10 @@ class Config(StrictModel):
 
     @property
     def uses_database(self) -> bool:
-        """Keys live there (with a master key), and so do the spend log, files and batches
-        (when on)."""
+        """Keys live there (with a master key), and so do the spend log, files, batches and
+        vector stores (when on)."""
         return self.auth.master_key is not None or self.spend_log.enabled \
-            or self.batches.enabled
+            or self.batches.enabled or self.rag.enabled
 
     @property
     def database_location(self) -> str:
@@ -248,7 +250,8 @@ def _from_tree(tree: dict[str, Any], source: str, lines: dict[tuple[Any, ...], i
     except ValidationError as exc:
         problems += [_describe(err, lines) for err in exc.errors()]
     else:
-        problems += _check_router_names(config, lines) + _check_semantic_cache(config, lines)
+        problems += _check_router_names(config, lines) + _check_semantic_cache(config, lines) \
+            + _check_rag(config, lines)
     if problems:
         raise ConfigError(source, problems)
     for index, model in enumerate(config.models):
@@ -258,6 +261,13 @@ def _from_tree(tree: dict[str, Any], source: str, lines: dict[tuple[Any, ...], i
         # The raw extras become the validated values: secrets are SecretStr in repr and dumps.
         object.__setattr__(model, "__pydantic_extra__", dict(options or {}))
     return config
+
+
+def _check_rag(config: Config, lines: dict[tuple[Any, ...], int]) -> list[str]:
+    model = config.rag.embedding_model
+    if model is None or model in config.model_names:
+        return []
+    return [f"{_where(('rag', 'embedding_model'), lines)}: unknown model {model!r}"]
 
 
 def _check_semantic_cache(config: Config, lines: dict[tuple[Any, ...], int]) -> list[str]:

@@ -23,11 +23,13 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     func,
     text,
@@ -265,6 +267,63 @@ class BatchItem(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     request_id: Mapped[str] = mapped_column(String)
     body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class VectorStore(Base):
+    """A searchable collection of files' chunks (``/v1/vector_stores``). ``revision`` grows
+    with every change to its chunks, so a process's cached index knows when to reload."""
+
+    __tablename__ = "vector_stores"
+    __table_args__ = (Index(None, "owner", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(160))
+    name: Mapped[str] = mapped_column(String)
+    embedding_model: Mapped[str] = mapped_column(String)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    usage_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_active_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class VectorStoreFile(Base):
+    """A file in a vector store: chunked and embedded in the background (``rag/indexer.py``)
+    as ``run_as`` — the caller that added it — under a lease like a batch's."""
+
+    __tablename__ = "vector_store_files"
+    __table_args__ = (Index(None, "status", "created_at"),)
+
+    vector_store_id: Mapped[str] = mapped_column(
+        ForeignKey("vector_stores.id", ondelete="CASCADE"), primary_key=True)
+    file_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    filename: Mapped[str] = mapped_column(String)
+    run_as: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(16))
+    last_error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    usage_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    chunk_tokens: Mapped[int] = mapped_column(Integer)
+    overlap_tokens: Mapped[int] = mapped_column(Integer)
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class VectorChunk(Base):
+    """One chunk of a file's text and its embedding (float32, unit length)."""
+
+    __tablename__ = "vector_chunks"
+    __table_args__ = (ForeignKeyConstraint(
+        ["vector_store_id", "file_id"],
+        ["vector_store_files.vector_store_id", "vector_store_files.file_id"],
+        ondelete="CASCADE"),)
+
+    vector_store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    file_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 TENANT_MODELS: dict[str, tuple[type[Base], str]] = {

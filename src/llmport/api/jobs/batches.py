@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request
 
 from llmport.api.internal import run_as
 from llmport.api.jobs.caller import JSON_LIMIT, caller, owner_of, signed_body
+from llmport.api.jobs.params import checked_metadata, unknown_fields
 from llmport.api.openai.validation import parse_json_object
 from llmport.batches.input import ENDPOINTS
 from llmport.batches.runner import BatchRunner, expires_after
@@ -123,10 +124,7 @@ def batches_router(gateway: Gateway, tables: JobTables, runner: BatchRunner) -> 
 
 def _checked(body: dict[str, Any]) -> tuple[str, str, dict[str, str] | None, str]:
     """endpoint, completion_window, metadata and input_file_id of a creation request."""
-    unknown = body.keys() - {"input_file_id", "endpoint", "completion_window", "metadata"}
-    if unknown:
-        raise InvalidRequestError(f"Unsupported parameter: {sorted(unknown)[0]}.",
-                                  param=sorted(unknown)[0], code="unsupported_parameter")
+    unknown_fields(body, {"input_file_id", "endpoint", "completion_window", "metadata"})
     file_id, endpoint, window = (body.get(k) for k in ("input_file_id", "endpoint",
                                                         "completion_window"))
     if not isinstance(file_id, str) or not file_id:
@@ -137,11 +135,5 @@ def _checked(body: dict[str, Any]) -> tuple[str, str, dict[str, str] | None, str
     if window not in WINDOWS:
         raise InvalidRequestError("completion_window must be '24h'.",
                                   param="completion_window")
-    metadata = body.get("metadata")
-    if metadata is not None and not (
-            isinstance(metadata, dict) and len(metadata) <= 16
-            and all(isinstance(k, str) and len(k) <= 64 and isinstance(v, str)
-                    and len(v) <= 512 for k, v in metadata.items())):
-        raise InvalidRequestError("metadata must be at most 16 string pairs (keys up to 64 "
-                                  "characters, values up to 512).", param="metadata")
+    metadata = checked_metadata(body.get("metadata"))
     return endpoint, window, metadata, file_id

@@ -1,0 +1,1 @@
+"""Retrieval: vector stores of chunked, embedded files, searched by meaning."""
