@@ -35,6 +35,8 @@ ROOTS = [
     "VectorStoreSearchResultsPage",
     "DeleteVectorStoreResponse",
     "DeleteVectorStoreFileResponse",
+    "Response",
+    "ResponseStreamEvent",
 ]
 DROP = {"description", "x-oaiMeta", "x-oaiExpandable", "example", "examples", "title"}
 

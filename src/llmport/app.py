@@ -36,7 +36,10 @@ from llmport.api.openai.models import PREFIX as MODELS_PREFIX
 from llmport.api.openai.models import ModelsRoute
 from llmport.api.openai.validation import validate_chat, validate_completion, validate_embedding
 from llmport.api.proxy import ProxyRoute
+from llmport.api.responses.dialect import ResponsesDialect
+from llmport.api.responses.routes import responses_router
 from llmport.config import Config, load_config
+from llmport.db.responses import ResponseTables
 from llmport.errors import InvalidRequestError
 from llmport.gateway.gateway import Gateway
 from llmport.observability.logging import configure_logging
@@ -153,6 +156,11 @@ def create_app(config: Config | None = None) -> LLMPortApp:
     for path, (endpoint, validate) in openai_routes.items():
         app.route("POST", path, ProxyRoute(gateway, endpoint, OpenAIDialect(validate)))
     app.route("POST", "/v1/messages", ProxyRoute(gateway, Endpoint.CHAT, MessagesDialect()))
+    stored = ResponseTables(gateway.db.sessions) if gateway.db is not None else None
+    app.route("POST", "/v1/responses", ProxyRoute(gateway, Endpoint.CHAT,
+                                                  ResponsesDialect(stored)))
+    if stored is not None:
+        app.fallback.include_router(responses_router(gateway, stored))
     app.route("POST", "/v1/messages/count_tokens", CountTokensRoute(gateway))
     models = MessagesModelsRoute(ModelsRoute(gateway))  # Messages clients get their shape
     app.route("GET", "/v1/models", models)

@@ -53,6 +53,17 @@ class CompletionRequest(_Open):
     max_tokens: int | None = None
 
 
+class ResponseRequest(_Open):
+    model: str
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    store: bool = True
+    stream: bool = False
+    tools: list[dict[str, Any]] | None = Field(default=None, description="function tools")
+    max_output_tokens: int | None = None
+
+
 class EmbeddingRequest(_Open):
     model: str
     input: str | list[Any]
@@ -87,7 +98,7 @@ def _post(summary: str, model: type[BaseModel], streams: bool) -> dict[str, Any]
 
 def add_proxy_routes(document: dict[str, Any]) -> dict[str, Any]:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    for model in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest):
+    for model in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ResponseRequest):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -100,6 +111,8 @@ def add_proxy_routes(document: dict[str, Any]) -> dict[str, Any]:
         "/v1/chat/completions": _post("Chat completion, streamed or not",
                                       ChatCompletionRequest, True),
         "/v1/completions": _post("Legacy text completion", CompletionRequest, True),
+        "/v1/responses": _post("A response (Responses API), streamed or not; stored for "
+                               "previous_response_id", ResponseRequest, True),
         "/v1/embeddings": _post("Embeddings (float or base64)", EmbeddingRequest, False),
         "/v1/models": {"get": {**listing, "summary": "List the public model names"}},
         "/v1/models/{model}": {"get": {**listing, "summary": "One model", "parameters": [

@@ -78,6 +78,12 @@ class ProxyRoute:
         self.endpoint = endpoint
         self.dialect = dialect
         self.max_body = int(gateway.config.server.max_request_mb * 1024 * 1024)
+        # A dialect's async step after decoding, with the caller known (the Responses API
+        # loads the conversation a request continues); None for most.
+        self.prepare = getattr(dialect, "prepare", None)
+        # And its async step once the answer is whole, before its last bytes go out (the
+        # Responses API stores it then, so the client's next request can continue it).
+        self.complete = getattr(dialect, "complete", None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
@@ -95,11 +101,15 @@ class ProxyRoute:
             if ctx.principal.signing_secret is not None:
                 await self.gateway.authenticator.check_signature(ctx, "POST", scope["path"], raw)
             self.dialect.decode(ctx, raw)
+            if self.prepare is not None:
+                await self.prepare(ctx)
             guard = DisconnectGuard(receive)
             result = await self.gateway.handle(ctx)
             if isinstance(result, JSONResult):
                 status = result.status
                 body = self.dialect.encode(ctx, result)
+                if self.complete is not None:
+                    await self.complete(ctx)
                 if ctx.state.get("capture_response"):  # body logging is on
                     ctx.state["response_body"] = body
                 await send_response(send, status, body, self._headers(ctx))
@@ -152,6 +162,8 @@ class ProxyRoute:
                 if data:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
             tail = encoder.end()
+            if self.complete is not None:
+                await self.complete(ctx)
         except LLMPortError as exc:
             failure = exc
         except Exception as exc:
@@ -161,7 +173,9 @@ class ProxyRoute:
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
         if failure is not None:
-            tail = self.dialect.stream_error(failure)
+            # An encoder that keeps state (the Responses API's sequence numbers) ends it.
+            stream_error = getattr(encoder, "error", None) or self.dialect.stream_error
+            tail = stream_error(failure)
         # The last event and the end of the body in one write: a client that stops reading
         # at the last event (most do) finds the response complete and can reuse the
         # connection; sent apart, it sees an unfinished response and drops the connection.

@@ -18,7 +18,7 @@ class BatchesConfig(BaseModel):
     priority: int = Field(default=-10, ge=-100, le=100, description=(
         "admission priority of batch requests (interactive ones are 0, so they go first "
         "when a deployment's queue is full)"))
-    poll_interval: float = Field(default=2.0, gt=0, description=(
+    poll_interval: float = Field(default=5.0, gt=0, description=(
         "seconds between looks for batches to run (a batch made on this replica starts at "
         "once), and between looks at a running batch's state (cancelled? expired?)"))
     lease_seconds: float = Field(default=60.0, gt=0, description=(

@@ -326,6 +326,20 @@ class VectorChunk(Base):
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class StoredResponse(Base):
+    """A ``/v1/responses`` answer kept for ``previous_response_id`` and ``GET``."""
+
+    __tablename__ = "responses"
+    __table_args__ = (Index(None, "owner", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(160))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    body: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    input_items: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+
+
 TENANT_MODELS: dict[str, tuple[type[Base], str]] = {
     "orgs": (Organization, "org"), "teams": (Team, "team"),
     "users": (User, "user"), "keys": (ApiKey, "key")}

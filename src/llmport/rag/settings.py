@@ -17,7 +17,7 @@ class RagConfig(BaseModel):
         "chunks embedded per embeddings request"))
     cached_stores: int = Field(default=32, ge=1, description=(
         "vector stores whose vectors a process keeps in memory for search"))
-    poll_interval: float = Field(default=2.0, gt=0, description=(
+    poll_interval: float = Field(default=5.0, gt=0, description=(
         "seconds between looks for files to index (a file added here starts at once)"))
     lease_seconds: float = Field(default=120.0, gt=0, description=(
         "a replica holds the file it indexes this long, renewed as it runs"))

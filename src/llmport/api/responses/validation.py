@@ -1,0 +1,115 @@
+"""Checks of a ``/v1/responses`` request: what chat can carry, and nothing silently dropped.
+
+A parameter this gateway cannot honour is refused with 400 and its name (hosted tools,
+background mode, reusable prompts…); ``include``, ``stream_options``, ``service_tier``,
+``safety_identifier``, ``prompt_cache_key`` and ``reasoning.summary`` are accepted and
+have no effect (they ask for extras no chat upstream returns, or only tune OpenAI's own
+service).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmport.api.jobs.params import checked_metadata
+from llmport.errors import InvalidRequestError
+
+KNOWN = frozenset({
+    "model", "input", "instructions", "stream", "store", "previous_response_id",
+    "max_output_tokens", "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls",
+    "text", "reasoning", "metadata", "user", "truncation", "include", "stream_options",
+    "service_tier", "safety_identifier", "prompt_cache_key", "background"})
+FORMATS = frozenset({"text", "json_object", "json_schema"})
+CHOICES = frozenset({"auto", "none", "required"})
+
+
+def validate_response(body: dict[str, Any]) -> tuple[str, bool]:
+    """(model, stream) of a valid request; 400 naming the first problem."""
+    unknown = sorted(body.keys() - KNOWN)
+    if unknown:
+        raise _invalid(f"Unsupported parameter: {unknown[0]}.", unknown[0],
+                       "unsupported_parameter")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _invalid("model is required.", "model")
+    value = body.get("input")
+    if not (isinstance(value, str) and value) and not (isinstance(value, list) and value and all(
+            isinstance(item, dict) for item in value)):
+        raise _invalid("input must be a non-empty string or list of items.", "input")
+    if body.get("background"):
+        raise _invalid("background mode is not supported.", "background",
+                       "unsupported_parameter")
+    for key, kind in (("instructions", str), ("previous_response_id", str), ("user", str),
+                      ("stream", bool), ("store", bool), ("parallel_tool_calls", bool)):
+        if body.get(key) is not None and not isinstance(body[key], kind):
+            raise _invalid(f"{key} must be a {kind.__name__}.", key)
+    _number(body, "temperature", 0, 2)
+    _number(body, "top_p", 0, 1)
+    tokens = body.get("max_output_tokens")
+    if tokens is not None and (not isinstance(tokens, int) or isinstance(tokens, bool)
+                               or tokens < 1):
+        raise _invalid("max_output_tokens must be a positive integer.", "max_output_tokens")
+    if body.get("truncation") not in (None, "disabled", "auto"):
+        raise _invalid("truncation must be 'disabled' or 'auto'.", "truncation")
+    checked_metadata(body.get("metadata"))
+    _tools(body.get("tools"))
+    _tool_choice(body.get("tool_choice"))
+    _text(body.get("text"))
+    reasoning = body.get("reasoning")
+    if reasoning is not None and not isinstance(reasoning, dict):
+        raise _invalid("reasoning must be an object.", "reasoning")
+    return model, bool(body.get("stream"))
+
+
+def _number(body: dict[str, Any], key: str, low: float, high: float) -> None:
+    value = body.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                              or not low <= value <= high):
+        raise _invalid(f"{key} must be a number from {low} to {high}.", key)
+
+
+def _tools(tools: Any) -> None:
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise _invalid("tools must be a list.", "tools")
+    for index, tool in enumerate(tools):
+        where = f"tools.{index}"
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            raise _invalid(f"{where}: only function tools are supported (not {kind!r}).",
+                           where, "unsupported_tool")
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise _invalid(f"{where}.name is required.", f"{where}.name")
+        if tool.get("parameters") is not None and not isinstance(tool["parameters"], dict):
+            raise _invalid(f"{where}.parameters must be a JSON schema object.",
+                           f"{where}.parameters")
+
+
+def _tool_choice(choice: Any) -> None:
+    if choice is None or (isinstance(choice, str) and choice in CHOICES):
+        return
+    if isinstance(choice, dict) and choice.get("type") == "function" \
+            and isinstance(choice.get("name"), str):
+        return
+    raise _invalid("tool_choice must be auto, none, required or {\"type\": \"function\", "
+                   "\"name\": …}.", "tool_choice")
+
+
+def _text(text: Any) -> None:
+    if text is None:
+        return
+    text_format = text.get("format") if isinstance(text, dict) else None
+    if text_format is None:
+        return
+    if not isinstance(text_format, dict) or text_format.get("type") not in FORMATS:
+        raise _invalid("text.format.type must be text, json_object or json_schema.",
+                       "text.format")
+    if text_format["type"] == "json_schema" and not (
+            isinstance(text_format.get("name"), str)
+            and isinstance(text_format.get("schema"), dict)):
+        raise _invalid("a json_schema format needs a name and a schema.", "text.format")
+
+
+def _invalid(message: str, param: str, code: str | None = None) -> InvalidRequestError:
+    return InvalidRequestError(message, param=param, code=code)
