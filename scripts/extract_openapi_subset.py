@@ -37,6 +37,9 @@ ROOTS = [
     "DeleteVectorStoreFileResponse",
     "Response",
     "ResponseStreamEvent",
+    "ConversationResource",
+    "DeletedConversationResource",
+    "ConversationItemList",
 ]
 DROP = {"description", "x-oaiMeta", "x-oaiExpandable", "example", "examples", "title"}
 

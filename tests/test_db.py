@@ -32,7 +32,7 @@ PG_HOST = os.environ.get("LLMPORT_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("LLMPORT_TEST_PG_PORT", "5432"))
 TABLES = ("spend_log", "api_keys", "users", "teams", "organizations", "files", "file_contents",
           "batches", "batch_items", "vector_stores", "vector_store_files", "vector_chunks",
-          "responses")
+          "responses", "conversations", "conversation_items")
 BACKENDS = ["sqlite", "postgresql"]
 T0 = datetime(2025, 3, 1, 22, 0, tzinfo=UTC)
 

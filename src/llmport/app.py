@@ -36,9 +36,11 @@ from llmport.api.openai.models import PREFIX as MODELS_PREFIX
 from llmport.api.openai.models import ModelsRoute
 from llmport.api.openai.validation import validate_chat, validate_completion, validate_embedding
 from llmport.api.proxy import ProxyRoute
+from llmport.api.responses.conversations import conversations_router
 from llmport.api.responses.dialect import ResponsesDialect
 from llmport.api.responses.routes import responses_router
 from llmport.config import Config, load_config
+from llmport.db.conversations import ConversationTables
 from llmport.db.responses import ResponseTables
 from llmport.errors import InvalidRequestError
 from llmport.gateway.gateway import Gateway
@@ -157,10 +159,12 @@ def create_app(config: Config | None = None) -> LLMPortApp:
         app.route("POST", path, ProxyRoute(gateway, endpoint, OpenAIDialect(validate)))
     app.route("POST", "/v1/messages", ProxyRoute(gateway, Endpoint.CHAT, MessagesDialect()))
     stored = ResponseTables(gateway.db.sessions) if gateway.db is not None else None
+    conversations = ConversationTables(gateway.db.sessions) if gateway.db is not None else None
     app.route("POST", "/v1/responses", ProxyRoute(gateway, Endpoint.CHAT,
-                                                  ResponsesDialect(stored)))
-    if stored is not None:
+                                                  ResponsesDialect(stored, conversations)))
+    if stored is not None and conversations is not None:
         app.fallback.include_router(responses_router(gateway, stored))
+        app.fallback.include_router(conversations_router(gateway, conversations))
     app.route("POST", "/v1/messages/count_tokens", CountTokensRoute(gateway))
     models = MessagesModelsRoute(ModelsRoute(gateway))  # Messages clients get their shape
     app.route("GET", "/v1/models", models)

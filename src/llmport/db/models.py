@@ -340,6 +340,31 @@ class StoredResponse(Base):
     history: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
 
 
+class Conversation(Base):
+    """A conversation (``/v1/conversations``): its items, continued by responses.
+    ``next_position`` hands out item positions (one ``UPDATE`` serialises appends)."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (Index(None, "owner", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(160))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
+    next_position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ConversationItem(Base):
+    __tablename__ = "conversation_items"
+    __table_args__ = (Index(None, "conversation_id", "item_id"),)
+
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(64))
+    item: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
 TENANT_MODELS: dict[str, tuple[type[Base], str]] = {
     "orgs": (Organization, "org"), "teams": (Team, "team"),
     "users": (User, "user"), "keys": (ApiKey, "key")}

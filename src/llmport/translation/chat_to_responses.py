@@ -42,6 +42,8 @@ def response_frame(body: dict[str, Any], response_id: str, created_at: int) -> d
         "truncation": body.get("truncation", "disabled"), "metadata": body.get("metadata") or {}}
     if body.get("user") is not None:
         frame["user"] = body["user"]
+    if isinstance(body.get("conversation"), dict):
+        frame["conversation"] = {"id": body["conversation"]["id"]}
     return frame
 
 

@@ -57,14 +57,15 @@ def chat_request(body: dict[str, Any], history: list[dict[str, Any]],
     return out
 
 
-def chat_messages(input_value: str | list[Any]) -> list[dict[str, Any]]:
-    """A request's ``input`` as chat messages; consecutive function calls (and the
-    assistant text before them) become one assistant message with ``tool_calls``."""
+def chat_messages(input_value: str | list[Any], param: str = "input") -> list[dict[str, Any]]:
+    """A request's ``input`` (or a conversation's items, ``param`` naming them in errors)
+    as chat messages; consecutive function calls (and the assistant text before them)
+    become one assistant message with ``tool_calls``."""
     if isinstance(input_value, str):
         return [{"role": "user", "content": input_value}]
     messages: list[dict[str, Any]] = []
     for index, item in enumerate(input_value):
-        where = f"input.{index}"
+        where = f"{param}.{index}"
         kind = item.get("type", "message")
         if kind == "message":
             role = item.get("role")

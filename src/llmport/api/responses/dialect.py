@@ -21,11 +21,13 @@ import structlog
 from llmport.api.jobs.caller import owner_of
 from llmport.api.openai.validation import parse_json_object
 from llmport.api.responses.validation import validate_response
+from llmport.db.conversations import ConversationTables
 from llmport.db.responses import ResponseTables
 from llmport.errors import InvalidRequestError, LLMPortError, NotFoundError, RateLimitError
 from llmport.gateway.context import CallContext
 from llmport.translation.chat_to_responses import finished, new_id, response_frame
 from llmport.translation.chat_to_responses_stream import Event, ResponseEvents
+from llmport.translation.items import stored_items
 from llmport.translation.responses_to_chat import chat_messages, chat_request
 from llmport.types import Chunk, JSONResult
 
@@ -53,31 +55,45 @@ def sse_event(event: Event) -> bytes:
 class ResponsesDialect:
     name = "responses"
 
-    def __init__(self, tables: ResponseTables | None) -> None:
+    def __init__(self, tables: ResponseTables | None,
+                 conversations: ConversationTables | None) -> None:
         self.tables = tables  # None: no database, so nothing is stored
+        self.conversations = conversations
 
     def decode(self, ctx: CallContext, raw: bytes) -> None:
         body = parse_json_object(raw)
         ctx.model, ctx.stream = validate_response(body)
-        if self.tables is None and body.get("previous_response_id"):
-            raise InvalidRequestError("previous_response_id needs the gateway's database.",
-                                      param="previous_response_id")
+        for key in ("previous_response_id", "conversation"):
+            if self.tables is None and body.get(key):
+                raise InvalidRequestError(f"{key} needs the gateway's database.", param=key)
+        if isinstance(body.get("conversation"), str):
+            body["conversation"] = {"id": body["conversation"]}
         new_messages = chat_messages(body["input"])
         turn = Turn(body, new_messages, response_frame(body, new_id("resp"), int(time.time())))
         ctx.state[TURN] = turn
         ctx.body, ctx.raw_body = chat_request(body, [], new_messages), None
 
     async def prepare(self, ctx: CallContext) -> None:
-        """Continue the previous response's conversation (the caller's own only)."""
+        """Continue the previous response's conversation, or a conversation's (the caller's
+        own only)."""
         turn: Turn = ctx.state[TURN]
         previous_id = turn.body.get("previous_response_id")
-        if self.tables is None or not previous_id:
+        conversation = turn.body.get("conversation")
+        owner = owner_of(ctx.principal)
+        if previous_id and self.tables is not None:
+            previous = await self.tables.get(owner, previous_id)
+            if previous is None:
+                raise NotFoundError(f"No response with id {previous_id!r}.",
+                                    param="previous_response_id", code="response_not_found")
+            turn.history = previous.history
+        elif conversation and self.conversations is not None:
+            if await self.conversations.get(owner, conversation["id"]) is None:
+                raise NotFoundError(f"No conversation with id {conversation['id']!r}.",
+                                    param="conversation", code="conversation_not_found")
+            items = await self.conversations.items(conversation["id"])
+            turn.history = chat_messages(items) if items else []
+        else:
             return
-        previous = await self.tables.get(owner_of(ctx.principal), previous_id)
-        if previous is None:
-            raise NotFoundError(f"No response with id {previous_id!r}.",
-                                param="previous_response_id", code="response_not_found")
-        turn.history = previous.history
         ctx.body = chat_request(turn.body, turn.history, turn.new_messages)
 
     async def complete(self, ctx: CallContext) -> None:
@@ -85,13 +101,18 @@ class ResponsesDialect:
         all, so its next request can continue it. A failure to store is logged; the answer
         still goes out."""
         turn: Turn = ctx.state[TURN]
-        if self.tables is None or not turn.body.get("store", True) or turn.response is None \
-                or turn.message is None:
+        if self.tables is None or turn.response is None or turn.message is None:
             return
+        owner = owner_of(ctx.principal)
+        items = stored_items(turn.body["input"])
         try:
-            await self.tables.save(owner_of(ctx.principal), turn.response,
-                                   input_items(turn.body["input"]),
-                                   [*turn.history, *turn.new_messages, turn.message])
+            if turn.body.get("store", True):
+                await self.tables.save(owner, turn.response, items,
+                                       [*turn.history, *turn.new_messages, turn.message])
+            conversation = turn.body.get("conversation")
+            if conversation and self.conversations is not None:
+                await self.conversations.append(owner, conversation["id"],
+                                                [*items, *turn.response["output"]])
         except Exception:
             log.exception("storing the response failed", response_id=turn.response["id"])
 
@@ -133,19 +154,3 @@ class ResponsesStream:
     def error(self, error: LLMPortError) -> bytes:
         code = "rate_limit_exceeded" if isinstance(error, RateLimitError) else "server_error"
         return b"".join(sse_event(e) for e in self.events.fail(code, error.message))
-
-
-def input_items(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A request's input as the items ``GET /v1/responses/{id}/input_items`` lists."""
-    if isinstance(value, str):
-        value = [{"type": "message", "role": "user",
-                  "content": [{"type": "input_text", "text": value}]}]
-    items = []
-    for item in value:
-        item = {"type": "message", **item}
-        if item["type"] == "message" and isinstance(item.get("content"), str):
-            kind = "output_text" if item.get("role") == "assistant" else "input_text"
-            item["content"] = [{"type": kind, "text": item["content"]}]
-        items.append({"id": item.get("id") or new_id("msg" if item["type"] == "message"
-                                                     else "item"), **item})
-    return items

@@ -18,7 +18,7 @@ KNOWN = frozenset({
     "model", "input", "instructions", "stream", "store", "previous_response_id",
     "max_output_tokens", "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls",
     "text", "reasoning", "metadata", "user", "truncation", "include", "stream_options",
-    "service_tier", "safety_identifier", "prompt_cache_key", "background"})
+    "service_tier", "safety_identifier", "prompt_cache_key", "background", "conversation"})
 FORMATS = frozenset({"text", "json_object", "json_schema"})
 CHOICES = frozenset({"auto", "none", "required"})
 
@@ -36,6 +36,15 @@ def validate_response(body: dict[str, Any]) -> tuple[str, bool]:
     if not (isinstance(value, str) and value) and not (isinstance(value, list) and value and all(
             isinstance(item, dict) for item in value)):
         raise _invalid("input must be a non-empty string or list of items.", "input")
+    conversation = body.get("conversation")
+    if conversation is not None:
+        if not (isinstance(conversation, str) or (isinstance(conversation, dict)
+                                                  and isinstance(conversation.get("id"), str))):
+            raise _invalid("conversation must be a conversation id or {\"id\": …}.",
+                           "conversation")
+        if body.get("previous_response_id"):
+            raise _invalid("conversation and previous_response_id cannot be used together.",
+                           "conversation")
     if body.get("background"):
         raise _invalid("background mode is not supported.", "background",
                        "unsupported_parameter")
