@@ -409,3 +409,22 @@ def test_embeddings_and_completions_batches(fake: FakeOpenAI, start_gateway: Sta
     assert done.status == "completed" and done.request_counts.completed == 3, done
     for entry in read_lines(api, done.output_file_id):
         check(entry["response"]["body"], schema)
+
+
+def test_large_files_are_checked_off_the_event_loop_with_the_same_results(
+        fake: FakeOpenAI, start_gateway: Start, tmp_path: Path) -> None:
+    server = start_gateway(config(fake, tmp_path))
+    api = client(server, MASTER_KEY)
+    padding = "x" * 500
+    many = [line(f"r{i}", padding) for i in range(2500)]  # ~1.5 MB: parsed in a worker thread
+    assert len(jsonl(*many)) > 1 << 20
+    with pytest.raises(openai.BadRequestError) as refused:
+        api.files.create(file=("big.jsonl", jsonl(*many) + b"{oops\n"), purpose="batch")
+    assert "Line 2501" in refused.value.body["message"]  # type: ignore[index]
+    stored = api.files.create(file=("big.jsonl", jsonl(*many, {**line("last"), "url": "/x"})),
+                              purpose="batch")
+    batch = wait_final(api, api.batches.create(
+        input_file_id=stored.id, endpoint="/v1/chat/completions", completion_window="24h").id)
+    assert batch.status == "failed"
+    assert [(e.line, e.code) for e in batch.errors.data] == [(2501, "mismatched_url")]
+    assert chat_calls(fake) == []

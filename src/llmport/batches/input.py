@@ -7,16 +7,28 @@ as the gateway checks any request; a bad body fails that request only.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from llmport.types import Endpoint
 
+T = TypeVar("T")
 ENDPOINTS = {"/v1/chat/completions": Endpoint.CHAT, "/v1/completions": Endpoint.COMPLETIONS,
              "/v1/embeddings": Endpoint.EMBEDDINGS}
 MAX_ERRORS = 100  # a file's errors reported, at most (a broken file could have thousands)
+OFF_LOOP_BYTES = 1 << 20  # larger files are parsed in a worker thread, off the event loop
+
+
+async def off_loop(data: bytes, work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` on a large file in a worker thread (parsing 200 MB of JSON lines
+    would stall every request for seconds); on a small one here, at once."""
+    if len(data) > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(work, *args)
+    return work(*args)
 
 
 @dataclass(slots=True, frozen=True)

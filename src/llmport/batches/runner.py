@@ -25,7 +25,7 @@ import orjson
 import structlog
 
 from llmport.api import internal
-from llmport.batches.input import ENDPOINTS, Line, batch_error, parse_input
+from llmport.batches.input import ENDPOINTS, Line, batch_error, off_loop, parse_input
 from llmport.batches.settings import BatchesConfig
 from llmport.db.jobs import ACTIVE, Answered, JobTables, NewFile, now
 from llmport.types import Endpoint
@@ -105,7 +105,8 @@ class BatchRunner:
             lines, errors = [], [batch_error("input_file_missing", "The input file "
                                              f"{batch.input_file_id} no longer exists.")]
         else:
-            lines, errors = parse_input(data, batch.endpoint, self.config.max_lines)
+            lines, errors = await off_loop(data, parse_input, data, batch.endpoint,
+                                           self.config.max_lines)
         if batch.status == "cancelling":
             await self._finish(batch, lines, "cancelled")
             return

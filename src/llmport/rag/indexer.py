@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from llmport.batches.input import off_loop
 from llmport.db.jobs import JobTables
 from llmport.db.models import VectorChunk, VectorStoreFile
 from llmport.db.rag import RagTables
@@ -85,7 +86,7 @@ class Indexer:
             await self._fail(row, "unsupported_file", "Only UTF-8 text files can be searched "
                              "(text, Markdown, HTML, CSV, JSON, code).")
             return
-        pieces = chunk(text, row.chunk_tokens, row.overlap_tokens)
+        pieces = await off_loop(data, chunk, text, row.chunk_tokens, row.overlap_tokens)
         if not pieces:
             await self._fail(row, "invalid_file", "The file has no text.")
             return

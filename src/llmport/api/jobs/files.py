@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import UploadFile
 
 from llmport.api.jobs.caller import caller, owner_of, signed_body
-from llmport.batches.input import json_lines
+from llmport.batches.input import json_lines, off_loop
 from llmport.batches.settings import BatchesConfig
 from llmport.db.jobs import JobTables, NewFile
 from llmport.db.models import StoredFile
@@ -56,7 +56,7 @@ def files_router(gateway: Gateway, tables: JobTables, config: BatchesConfig) -> 
             raise InvalidRequestError(f"The file is {len(new.data)} bytes; files may have at "
                                       f"most {limit}.", param="file", code="file_too_large")
         if new.purpose == "batch":
-            _, errors = json_lines(new.data)
+            _, errors = await off_loop(new.data, json_lines, new.data)
             if errors:
                 raise InvalidRequestError(
                     f"Not a batch input file (JSON lines): {errors[0]['message']}",
