@@ -19,7 +19,7 @@ import structlog
 
 from llmport.api.openai.dialect import OpenAIDialect
 from llmport.api.openai.validation import validate_chat, validate_completion, validate_embedding
-from llmport.api.proxy import run_cleanups
+from llmport.api.proxy import Dialect, run_cleanups
 from llmport.errors import InvalidRequestError, LLMPortError
 from llmport.gateway.context import CallContext
 from llmport.policies.auth import MASTER
@@ -56,12 +56,14 @@ class Answer:
 
 async def call(gateway: Gateway, endpoint: Endpoint, body: dict[str, Any],
                principal: Principal | dict[str, Any],
-               headers: list[tuple[bytes, bytes]] | None = None) -> Answer:
+               headers: list[tuple[bytes, bytes]] | None = None,
+               dialect: Dialect | None = None) -> Answer:
     """``body`` sent to ``endpoint`` as ``principal`` (or as a ``run_as`` record, resolved
-    here: a revoked key's request is refused like any other). Never streamed."""
-    dialect = DIALECTS[endpoint]
+    here: a revoked key's request is refused like any other), in ``dialect``'s wire form
+    (OpenAI's by default; the answer, or the error, comes in it too). Never streamed."""
+    dialect = dialect or DIALECTS[endpoint]
     ctx = CallContext(f"req_{secrets.token_hex(12)}", endpoint, {}, None, "",
-                      headers=headers or [], dialect="openai")
+                      headers=headers or [], dialect=dialect.name)
     status: int = 200
     error: BaseException | None = None
     gateway.start_request(ctx)

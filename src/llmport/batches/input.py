@@ -14,11 +14,14 @@ from typing import Any, TypeVar
 
 import orjson
 
+from llmport.db.jobs import MESSAGES  # Anthropic's Message Batches: lines in Messages form
 from llmport.types import Endpoint
 
 T = TypeVar("T")
-ENDPOINTS = {"/v1/chat/completions": Endpoint.CHAT, "/v1/completions": Endpoint.COMPLETIONS,
-             "/v1/embeddings": Endpoint.EMBEDDINGS}
+OPENAI_ENDPOINTS = {"/v1/chat/completions": Endpoint.CHAT,
+                    "/v1/completions": Endpoint.COMPLETIONS,
+                    "/v1/embeddings": Endpoint.EMBEDDINGS}
+ENDPOINTS = {**OPENAI_ENDPOINTS, MESSAGES: Endpoint.CHAT}
 MAX_ERRORS = 100  # a file's errors reported, at most (a broken file could have thousands)
 OFF_LOOP_BYTES = 1 << 20  # larger files are parsed in a worker thread, off the event loop
 

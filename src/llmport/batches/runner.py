@@ -25,9 +25,10 @@ import orjson
 import structlog
 
 from llmport.api import internal
+from llmport.api.anthropic.dialect import MessagesDialect
 from llmport.batches.input import ENDPOINTS, Line, batch_error, off_loop, parse_input
 from llmport.batches.settings import BatchesConfig
-from llmport.db.jobs import ACTIVE, Answered, JobTables, NewFile, now
+from llmport.db.jobs import ACTIVE, MESSAGES, Answered, JobTables, NewFile, now
 from llmport.types import Endpoint
 
 if TYPE_CHECKING:
@@ -181,7 +182,9 @@ class BatchRunner:
     async def _call(self, batch: Batch, endpoint: Endpoint, line: Line) -> Answered:
         headers = [(b"idempotency-key", f"{batch.id}:{line.index}".encode()),
                    (b"x-llmport-priority", str(self.config.priority).encode())]
-        answer = await internal.call(self.gateway, endpoint, line.body, batch.run_as, headers)
+        dialect = MessagesDialect() if batch.endpoint == MESSAGES else None
+        answer = await internal.call(self.gateway, endpoint, line.body, batch.run_as, headers,
+                                     dialect)
         usage = answer.usage
         return Answered(line.index, line.custom_id, answer.status, answer.request_id,
                         answer.body, usage.prompt_tokens if usage else 0,

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from llmport.db.models import Batch, BatchItem, FileContent, StoredFile
 
+MESSAGES = "/v1/messages"  # the endpoint of Anthropic's Message Batches
 # The states a runner has work in; the rest are final.
 ACTIVE = ("validating", "in_progress", "cancelling", "finalizing")
 
@@ -131,19 +132,38 @@ class JobTables:
             row = await session.get(Batch, batch_id)
         return row if row is not None and (owner is None or row.owner == owner) else None
 
-    async def list_batches(self, owner: str, *, limit: int, after: str | None) -> list[Batch]:
-        """Newest first."""
-        where = [Batch.owner == owner]
+    async def list_batches(self, owner: str, *, limit: int, after: str | None,
+                           messages: bool, before: str | None = None) -> list[Batch]:
+        """Newest first: those older than ``after``, or the ``limit`` just newer than
+        ``before``. ``messages``: Anthropic's Message Batches, else OpenAI's batches."""
+        kind = Batch.endpoint == MESSAGES if messages else Batch.endpoint != MESSAGES
+        where = [Batch.owner == owner, kind]
+        newest_first = before is None
         async with self.sessions() as session:
-            if after is not None:
-                anchor = await session.get(Batch, after)
+            cursor = after if after is not None else before
+            if cursor is not None:
+                anchor = await session.get(Batch, cursor)
                 if anchor is None or anchor.owner != owner:
                     return []
-                where.append(_beyond(Batch, anchor, True))
-            rows = await session.scalars(select(Batch).where(*where)
-                                         .order_by(Batch.created_at.desc(), Batch.id.desc())
-                                         .limit(limit))
-            return list(rows.all())
+                where.append(_beyond(Batch, anchor, newest_first))
+            order = ((Batch.created_at.desc(), Batch.id.desc()) if newest_first
+                     else (Batch.created_at, Batch.id))
+            rows = list((await session.scalars(select(Batch).where(*where).order_by(*order)
+                                               .limit(limit))).all())
+        return rows if newest_first else rows[::-1]
+
+    async def delete_batch(self, owner: str, batch_id: str) -> bool:
+        """A batch and its files (input, output, errors) gone."""
+        row = await self.get_batch(owner, batch_id)
+        if row is None:
+            return False
+        for file_id in (row.input_file_id, row.output_file_id, row.error_file_id):
+            if file_id is not None:
+                await self.delete_file(owner, file_id)
+        async with self.sessions.begin() as session:
+            result = await session.execute(delete(Batch).where(Batch.id == batch_id,
+                                                               Batch.owner == owner))
+        return bool(result.rowcount)
 
     async def cancel_batch(self, owner: str, batch_id: str) -> Batch | None:
         """Ask a batch to stop (the runner finishes it as ``cancelled``). Returns the batch

@@ -16,9 +16,9 @@ from llmport.api.internal import run_as
 from llmport.api.jobs.caller import JSON_LIMIT, caller, owner_of, signed_body
 from llmport.api.jobs.params import checked_metadata, unknown_fields
 from llmport.api.openai.validation import parse_json_object
-from llmport.batches.input import ENDPOINTS
+from llmport.batches.input import OPENAI_ENDPOINTS
 from llmport.batches.runner import BatchRunner, expires_after
-from llmport.db.jobs import JobTables, new_batch_id, now
+from llmport.db.jobs import MESSAGES, JobTables, new_batch_id, now
 from llmport.db.models import Batch
 from llmport.errors import ConflictError, InvalidRequestError, NotFoundError
 from llmport.gateway.gateway import Gateway
@@ -64,7 +64,7 @@ def batches_router(gateway: Gateway, tables: JobTables, runner: BatchRunner) -> 
 
     async def found(owner: str, batch_id: str) -> Batch:
         row = await tables.get_batch(owner, batch_id)
-        if row is None:
+        if row is None or row.endpoint == MESSAGES:  # Message Batches have their own API
             raise NotFoundError(f"No such batch: {batch_id}", param="batch_id",
                                 code="batch_not_found")
         return row
@@ -95,7 +95,8 @@ def batches_router(gateway: Gateway, tables: JobTables, runner: BatchRunner) -> 
     @router.get("", summary="List your batches, newest first")
     async def list_batches(request: Request, limit: int = Query(20, ge=1, le=100),
                            after: str | None = None) -> dict[str, Any]:
-        rows = await tables.list_batches(await who(request), limit=limit + 1, after=after)
+        rows = await tables.list_batches(await who(request), limit=limit + 1, after=after,
+                                         messages=False)
         data = [batch_object(row) for row in rows[:limit]]
         listed: dict[str, Any] = {"object": "list", "data": data, "has_more": len(rows) > limit}
         if data:
@@ -129,8 +130,8 @@ def _checked(body: dict[str, Any]) -> tuple[str, str, dict[str, str] | None, str
                                                         "completion_window"))
     if not isinstance(file_id, str) or not file_id:
         raise InvalidRequestError("input_file_id is required.", param="input_file_id")
-    if endpoint not in ENDPOINTS:
-        raise InvalidRequestError(f"endpoint must be one of {', '.join(ENDPOINTS)}.",
+    if endpoint not in OPENAI_ENDPOINTS:
+        raise InvalidRequestError(f"endpoint must be one of {', '.join(OPENAI_ENDPOINTS)}.",
                                   param="endpoint", code="unsupported_endpoint")
     if window not in WINDOWS:
         raise InvalidRequestError("completion_window must be '24h'.",

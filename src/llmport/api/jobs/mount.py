@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from llmport.api.anthropic.batches import message_batches_router
 from llmport.api.jobs.batches import batches_router
 from llmport.api.jobs.files import files_router
 from llmport.api.jobs.vector_stores import vector_stores_router
@@ -29,6 +30,8 @@ class Jobs:
         if config.batches.enabled:
             self.runner = BatchRunner(gateway, files, config.batches)
             self.routers.append(batches_router(gateway, files, self.runner))
+            self.routers.append(message_batches_router(gateway, files, self.runner,
+                                                       config.batches))
         if config.rag.enabled:
             tables = RagTables(gateway.db.sessions)
             self.indexer = Indexer(gateway, tables, files, config.rag)

@@ -1,0 +1,203 @@
+"""``/v1/messages/batches``: Anthropic's Message Batches API, on the same runner as OpenAI's
+batches (``batches/runner.py``) — every request through the whole pipeline as the key that
+made the batch, in the Messages form, for any configured model.
+
+The requests are kept as a batch input file of the caller's (its lines in the runner's
+form, with ``url: /v1/messages``); the results are the runner's output and error files,
+read back as Anthropic's result lines (``succeeded`` with the message, ``errored`` with
+the error, ``canceled`` or ``expired`` for requests never sent).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+
+from llmport.api.internal import run_as
+from llmport.api.jobs.caller import caller, owner_of, signed_body
+from llmport.api.openai.validation import parse_json_object
+from llmport.batches.runner import BatchRunner, expires_after
+from llmport.batches.settings import BatchesConfig
+from llmport.db.jobs import MESSAGES, JobTables, NewFile, now
+from llmport.db.models import Batch
+from llmport.errors import InvalidRequestError, NotFoundError
+from llmport.gateway.gateway import Gateway
+
+CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+STATUS = {"cancelling": "canceling", "completed": "ended", "failed": "ended",
+          "cancelled": "ended", "expired": "ended"}
+MAX_REQUESTS = 100_000
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def batch_object(row: Batch, request: Request, expired: int = 0) -> dict[str, Any]:
+    ended = STATUS.get(row.status, "in_progress") == "ended"
+    answered = row.completed + row.failed
+    counts = {"processing": 0 if ended else row.total - answered, "succeeded": row.completed,
+              "errored": row.failed - expired, "canceled": 0, "expired": expired}
+    if row.status == "cancelled":
+        counts["canceled"] = row.total - answered
+    return {
+        "id": row.id, "type": "message_batch",
+        "processing_status": STATUS.get(row.status, "in_progress"), "request_counts": counts,
+        "created_at": _time(row.created_at), "expires_at": _time(row.expires_at),
+        "ended_at": _time(row.completed_at or row.cancelled_at or row.expired_at
+                          or row.failed_at),
+        "cancel_initiated_at": _time(row.cancelling_at), "archived_at": None,
+        "results_url": f"{str(request.base_url).rstrip('/')}/v1/messages/batches/{row.id}/results"
+        if ended else None}
+
+
+def message_batches_router(gateway: Gateway, tables: JobTables, runner: BatchRunner,
+                           config: BatchesConfig) -> APIRouter:
+    router = APIRouter(prefix="/v1/messages/batches", tags=["anthropic"])
+    limit_bytes = int(config.max_file_mb * 1024 * 1024)
+
+    async def who(request: Request, limit: int = 0) -> tuple[Any, bytes]:
+        ctx = await caller(gateway, request)
+        return ctx, await signed_body(gateway, request, ctx, limit)
+
+    async def found(request: Request, batch_id: str) -> tuple[str, Batch]:
+        ctx, _ = await who(request)
+        owner = owner_of(ctx.principal)
+        row = await tables.get_batch(owner, batch_id)
+        if row is None or row.endpoint != MESSAGES:
+            raise NotFoundError(f"No message batch with id {batch_id!r}.")
+        return owner, row
+
+    async def rendered(request: Request, owner: str, row: Batch) -> dict[str, Any]:
+        expired = 0
+        if row.status == "expired" and row.error_file_id is not None:
+            lines = (await tables.file_data(owner, row.error_file_id) or b"").splitlines()
+            expired = sum(b'"batch_expired"' in line for line in lines)
+        return batch_object(row, request, expired)
+
+    @router.post("", summary="Create a Message Batch")
+    async def create(request: Request) -> dict[str, Any]:
+        ctx, raw = await who(request, limit_bytes)
+        body = parse_json_object(raw)
+        lines = _checked_requests(body, config.max_lines)
+        owner = owner_of(ctx.principal)
+        stored = await tables.create_file(owner, NewFile(
+            "batch", "message_batch_requests.jsonl", b"".join(lines)))
+        created = now()
+        row = await tables.create_batch(Batch(
+            id=f"msgbatch_{stored.id.removeprefix('file-')}", owner=owner,
+            run_as=run_as(ctx.principal), endpoint=MESSAGES, input_file_id=stored.id,
+            completion_window="24h", status="validating", created_at=created,
+            expires_at=created + expires_after("24h"), meta=None, total=len(lines),
+            completed=0, failed=0, input_tokens=0, output_tokens=0, cached_tokens=0))
+        runner.wake()
+        return batch_object(row, request)
+
+    @router.get("", summary="List Message Batches, newest first")
+    async def list_batches(request: Request, limit: int = Query(20, ge=1, le=1000),
+                           after_id: str | None = None,
+                           before_id: str | None = None) -> dict[str, Any]:
+        ctx, _ = await who(request)
+        owner = owner_of(ctx.principal)
+        rows = await tables.list_batches(owner, limit=limit + 1, after=after_id,
+                                         before=before_id, messages=True)
+        more = len(rows) > limit
+        rows = rows[:limit] if before_id is None else rows[-limit:]
+        data = [await rendered(request, owner, row) for row in rows]
+        return {"data": data, "has_more": more, "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None}
+
+    @router.get("/{batch_id}", summary="A Message Batch")
+    async def get_batch(request: Request, batch_id: str) -> dict[str, Any]:
+        owner, row = await found(request, batch_id)
+        return await rendered(request, owner, row)
+
+    @router.post("/{batch_id}/cancel", summary="Cancel a Message Batch")
+    async def cancel(request: Request, batch_id: str) -> dict[str, Any]:
+        owner, _ = await found(request, batch_id)
+        row = await tables.cancel_batch(owner, batch_id)
+        assert row is not None
+        runner.wake()
+        return await rendered(request, owner, row)
+
+    @router.delete("/{batch_id}", summary="Delete an ended Message Batch")
+    async def delete(request: Request, batch_id: str) -> dict[str, Any]:
+        owner, row = await found(request, batch_id)
+        if STATUS.get(row.status) != "ended":
+            raise InvalidRequestError("A Message Batch can be deleted only once it has ended; "
+                                      "cancel it first.", code="invalid_request_error")
+        await tables.delete_batch(owner, batch_id)
+        return {"id": batch_id, "type": "message_batch_deleted"}
+
+    @router.get("/{batch_id}/results", summary="A Message Batch's results (JSON lines)")
+    async def results(request: Request, batch_id: str) -> Response:
+        owner, row = await found(request, batch_id)
+        if STATUS.get(row.status) != "ended":
+            raise InvalidRequestError("The batch is still processing; its results are ready "
+                                      "once processing_status is 'ended'.",
+                                      code="invalid_request_error")
+        return Response(await _results(tables, owner, row), media_type="application/binary")
+
+    return router
+
+
+def _checked_requests(body: dict[str, Any], max_lines: int) -> list[bytes]:
+    """The runner's input lines of a creation request; 400 naming the first bad request."""
+    requests = body.get("requests")
+    if set(body) - {"requests"}:
+        raise InvalidRequestError(f"Unsupported parameter: {sorted(set(body) - {'requests'})[0]}.")
+    if not isinstance(requests, list) or not requests:
+        raise InvalidRequestError("requests: a non-empty list is required.")
+    if len(requests) > min(max_lines, MAX_REQUESTS):
+        raise InvalidRequestError(f"requests: at most {min(max_lines, MAX_REQUESTS)} a batch.")
+    seen: set[str] = set()
+    lines = []
+    for index, item in enumerate(requests):
+        where = f"requests.{index}"
+        custom_id = item.get("custom_id") if isinstance(item, dict) else None
+        params = item.get("params") if isinstance(item, dict) else None
+        if not isinstance(custom_id, str) or not CUSTOM_ID.match(custom_id):
+            raise InvalidRequestError(f"{where}.custom_id: 1 to 64 letters, digits, - or _.")
+        if custom_id in seen:
+            raise InvalidRequestError(f"{where}.custom_id: {custom_id!r} is used twice.")
+        if not isinstance(params, dict) or not isinstance(params.get("model"), str):
+            raise InvalidRequestError(f"{where}.params: an object with a model is required.")
+        if params.get("stream"):
+            raise InvalidRequestError(f"{where}.params.stream: batch requests are not "
+                                      "streamed.")
+        seen.add(custom_id)
+        lines.append(orjson.dumps({"custom_id": custom_id, "method": "POST", "url": MESSAGES,
+                                   "body": params}, option=orjson.OPT_APPEND_NEWLINE))
+    return lines
+
+
+async def _results(tables: JobTables, owner: str, row: Batch) -> bytes:
+    """Anthropic's result lines: one per request, those never sent ``canceled``/``expired``."""
+    out: list[bytes] = []
+    answered: set[str] = set()
+    for file_id in (row.output_file_id, row.error_file_id):
+        data = await tables.file_data(owner, file_id) if file_id else None
+        for raw in (data or b"").splitlines():
+            line = orjson.loads(raw)
+            answered.add(line["custom_id"])
+            response = line.get("response")
+            if response is None:
+                result: dict[str, Any] = {"type": "expired"}
+            elif 200 <= response["status_code"] < 300:
+                result = {"type": "succeeded", "message": response["body"]}
+            else:
+                result = {"type": "errored", "error": response["body"]}
+            out.append(orjson.dumps({"custom_id": line["custom_id"], "result": result},
+                                    option=orjson.OPT_APPEND_NEWLINE))
+    if row.status == "cancelled":
+        requests = await tables.file_data(owner, row.input_file_id) or b""
+        for raw in requests.splitlines():
+            custom_id = orjson.loads(raw)["custom_id"]
+            if custom_id not in answered:
+                out.append(orjson.dumps({"custom_id": custom_id, "result": {"type": "canceled"}},
+                                        option=orjson.OPT_APPEND_NEWLINE))
+    return b"".join(out)
