@@ -253,6 +253,9 @@ def test_batch_creation_checks_its_parameters(
     with pytest.raises(openai.ConflictError) as final:
         api.batches.cancel(batch.id)
     assert final.value.body["code"] == "batch_not_cancellable"  # type: ignore[index]
+    with_body = httpx.post(f"{server.url}/v1/batches/{batch.id}/cancel", json={},
+                           headers={"authorization": f"Bearer {MASTER_KEY}"})
+    assert with_body.status_code == 409  # a body on a cancel is read and ignored
 
 
 def test_a_cancelled_batch_keeps_what_was_answered_and_sends_nothing_more(

@@ -130,8 +130,13 @@ def test_message_batches_are_checked_and_owned(fake: FakeOpenAI, start_gateway: 
     stranger = client(server, Admin(server.url).key()["key"])
     with pytest.raises(anthropic.NotFoundError):
         stranger.messages.batches.retrieve(batch.id)
+    with pytest.raises(anthropic.NotFoundError):
+        stranger.messages.batches.cancel(batch.id)
+    cancel = httpx.post(f"{server.url}/v1/messages/batches/{batch.id}/cancel", json={},
+                        headers={"x-api-key": MASTER_KEY})  # a body is read and ignored
+    assert cancel.status_code == 200
     assert list(stranger.messages.batches.list()) == []
-    wait_ended(api, batch.id)
+    assert wait_ended(api, batch.id).processing_status == "ended"
     openai_batches = httpx.get(server.url + "/v1/batches",
                                headers={"authorization": f"Bearer {MASTER_KEY}"}).json()
     assert openai_batches["data"] == []  # Message Batches live in their own API

@@ -18,7 +18,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from llmport.api.internal import run_as
-from llmport.api.jobs.caller import caller, owner_of, signed_body
+from llmport.api.jobs.caller import caller, caller_owner, owner_of, signed_body
 from llmport.api.openai.validation import parse_json_object
 from llmport.batches.runner import BatchRunner, expires_after
 from llmport.batches.settings import BatchesConfig
@@ -60,13 +60,8 @@ def message_batches_router(gateway: Gateway, tables: JobTables, runner: BatchRun
     router = APIRouter(prefix="/v1/messages/batches", tags=["anthropic"])
     limit_bytes = int(config.max_file_mb * 1024 * 1024)
 
-    async def who(request: Request, limit: int = 0) -> tuple[Any, bytes]:
-        ctx = await caller(gateway, request)
-        return ctx, await signed_body(gateway, request, ctx, limit)
-
     async def found(request: Request, batch_id: str) -> tuple[str, Batch]:
-        ctx, _ = await who(request)
-        owner = owner_of(ctx.principal)
+        owner = await caller_owner(gateway, request)
         row = await tables.get_batch(owner, batch_id)
         if row is None or row.endpoint != MESSAGES:
             raise NotFoundError(f"No message batch with id {batch_id!r}.")
@@ -81,8 +76,8 @@ def message_batches_router(gateway: Gateway, tables: JobTables, runner: BatchRun
 
     @router.post("", summary="Create a Message Batch")
     async def create(request: Request) -> dict[str, Any]:
-        ctx, raw = await who(request, limit_bytes)
-        body = parse_json_object(raw)
+        ctx = await caller(gateway, request)
+        body = parse_json_object(await signed_body(gateway, request, ctx, limit_bytes))
         lines = _checked_requests(body, config.max_lines)
         owner = owner_of(ctx.principal)
         stored = await tables.create_file(owner, NewFile(
@@ -101,8 +96,7 @@ def message_batches_router(gateway: Gateway, tables: JobTables, runner: BatchRun
     async def list_batches(request: Request, limit: int = Query(20, ge=1, le=1000),
                            after_id: str | None = None,
                            before_id: str | None = None) -> dict[str, Any]:
-        ctx, _ = await who(request)
-        owner = owner_of(ctx.principal)
+        owner = await caller_owner(gateway, request)
         rows = await tables.list_batches(owner, limit=limit + 1, after=after_id,
                                          before=before_id, messages=True)
         more = len(rows) > limit

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from llmport.api.internal import run_as
-from llmport.api.jobs.caller import JSON_LIMIT, caller, owner_of, signed_body
+from llmport.api.jobs.caller import JSON_LIMIT, caller, caller_owner, owner_of, signed_body
 from llmport.api.jobs.params import checked_metadata, unknown_fields
 from llmport.api.openai.validation import parse_json_object
 from llmport.batches.input import OPENAI_ENDPOINTS
@@ -58,9 +58,7 @@ def batches_router(gateway: Gateway, tables: JobTables, runner: BatchRunner) -> 
     router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
     async def who(request: Request) -> str:
-        ctx = await caller(gateway, request)
-        await signed_body(gateway, request, ctx, 0)
-        return owner_of(ctx.principal)
+        return await caller_owner(gateway, request)
 
     async def found(owner: str, batch_id: str) -> Batch:
         row = await tables.get_batch(owner, batch_id)

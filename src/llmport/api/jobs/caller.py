@@ -30,6 +30,14 @@ async def signed_body(gateway: Gateway, request: Request, ctx: CallContext,
     return body
 
 
+async def caller_owner(gateway: Gateway, request: Request) -> str:
+    """The caller's owner id, for a route that reads no body (GET, DELETE, a cancel): a
+    body sent anyway is read (up to ``JSON_LIMIT``) and covered by the signature check."""
+    ctx = await caller(gateway, request)
+    await signed_body(gateway, request, ctx, JSON_LIMIT)
+    return owner_of(ctx.principal)
+
+
 def owner_of(principal: Principal) -> str:
     """The id files and batches are kept under: only the same principal sees them."""
     return principal.id

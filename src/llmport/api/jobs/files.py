@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import UploadFile
 
-from llmport.api.jobs.caller import caller, owner_of, signed_body
+from llmport.api.jobs.caller import caller, caller_owner, owner_of, signed_body
 from llmport.batches.input import json_lines, off_loop
 from llmport.batches.settings import BatchesConfig
 from llmport.db.jobs import JobTables, NewFile
@@ -36,9 +36,7 @@ def files_router(gateway: Gateway, tables: JobTables, config: BatchesConfig) -> 
     limit = int(config.max_file_mb * 1024 * 1024)
 
     async def who(request: Request) -> str:
-        ctx = await caller(gateway, request)
-        await signed_body(gateway, request, ctx, 0)
-        return owner_of(ctx.principal)
+        return await caller_owner(gateway, request)
 
     async def found(request: Request, file_id: str) -> StoredFile:
         row = await tables.get_file(await who(request), file_id)

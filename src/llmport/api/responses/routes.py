@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from llmport.api.jobs.caller import caller, owner_of, signed_body
+from llmport.api.jobs.caller import caller_owner
 from llmport.db.models import StoredResponse
 from llmport.db.responses import ResponseTables
 from llmport.errors import NotFoundError
@@ -18,9 +18,7 @@ def responses_router(gateway: Gateway, tables: ResponseTables) -> APIRouter:
     router = APIRouter(prefix="/v1/responses", tags=["responses"])
 
     async def found(request: Request, response_id: str) -> tuple[str, StoredResponse]:
-        ctx = await caller(gateway, request)
-        await signed_body(gateway, request, ctx, 0)
-        owner = owner_of(ctx.principal)
+        owner = await caller_owner(gateway, request)
         row = await tables.get(owner, response_id)
         if row is None:
             raise NotFoundError(f"No response with id {response_id!r}.", param="response_id",
