@@ -431,3 +431,91 @@ def test_large_files_are_checked_off_the_event_loop_with_the_same_results(
     assert batch.status == "failed"
     assert [(e.line, e.code) for e in batch.errors.data] == [(2501, "mismatched_url")]
     assert chat_calls(fake) == []
+
+
+def test_requests_refused_by_the_keys_limits_wait_and_are_sent_again(
+        fake: FakeOpenAI, start_gateway: Start, tmp_path: Path) -> None:
+    server = start_gateway(config(fake, tmp_path, concurrency=4))
+    fake.default = Answer(ttft=0.05)
+    key = Admin(server.url).key(max_parallel_requests=1)  # the batch runs 4 at a time
+    api = client(server, key["key"])
+    stored = api.files.create(file=("a.jsonl", jsonl(*(line(f"r{i}", f"Q{i}")
+                                                         for i in range(8)))), purpose="batch")
+    done = wait_final(api, api.batches.create(
+        input_file_id=stored.id, endpoint="/v1/chat/completions", completion_window="24h").id)
+    assert (done.request_counts.completed, done.request_counts.failed) == (8, 0)
+    assert done.error_file_id is None
+    asked = sorted(r.body["messages"][0]["content"] for r in chat_calls(fake))
+    assert asked == sorted(f"Q{i}" for i in range(8))  # each sent upstream once
+
+
+async def test_a_batch_whose_runs_keep_failing_is_held_back_then_failed(tmp_path: Path) -> None:
+    from llmport.batches.runner import BatchRunner
+    from llmport.batches.settings import BatchesConfig
+    from llmport.db.database import Database
+    from llmport.db.jobs import JobTables, NewFile, new_batch_id, now
+    from llmport.db.models import Batch
+
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+    await database.upgrade()
+    try:
+        tables = JobTables(database.sessions)
+        stored = await tables.create_file("me", NewFile("batch", "a.jsonl", jsonl(line("a"))))
+        created = now()
+        await tables.create_batch(Batch(
+            id=new_batch_id(), owner="me", run_as={"kind": "master"},
+            endpoint="/v1/chat/completions", input_file_id=stored.id, completion_window="24h",
+            status="in_progress", created_at=created, expires_at=created, total=1, completed=0,
+            failed=0, input_tokens=0, output_tokens=0, cached_tokens=0))
+        runner = BatchRunner(None, tables, BatchesConfig())  # type: ignore[arg-type]
+        batch = await tables.claim_batch("lease-1", 60)
+        assert batch is not None
+        await runner._failed(batch, "lease-1", RuntimeError("boom"))
+        held = await tables.get_batch("me", batch.id)
+        assert held is not None and held.attempts == 1 and held.status == "in_progress"
+        assert await tables.claim_batch("lease-2", 60) is None  # held back, not retried at once
+        held.attempts = 2  # its third run fails too
+        await runner._failed(held, "lease-1", RuntimeError("boom again"))
+        failed = await tables.get_batch("me", batch.id)
+        assert failed is not None and failed.status == "failed" and failed.failed_at
+        assert failed.errors is not None and failed.errors[0]["code"] == "server_error"
+        assert "boom again" in failed.errors[0]["message"]
+        assert failed.lease_owner is None  # final: no replica takes it again
+    finally:
+        await database.aclose()
+
+
+def test_a_signing_key_signs_the_files_routes_over_the_path_and_query(
+        fake: FakeOpenAI, start_gateway: Start, tmp_path: Path) -> None:
+    from llmport.tenancy.signing import sign
+
+    server = start_gateway(config(fake, tmp_path))
+    created = Admin(server.url).key(require_signature=True)
+
+    def listed(signed_target: str | None) -> httpx.Response:
+        headers = {"authorization": f"Bearer {created['key']}"}
+        if signed_target is not None:
+            stamp = int(time.time())
+            headers["x-llmport-timestamp"] = str(stamp)
+            headers["x-llmport-signature"] = sign(created["signing_secret"], "GET",
+                                                  signed_target, b"", stamp)
+        return httpx.get(server.url + "/v1/files?purpose=batch&limit=5", headers=headers)
+
+    assert listed(None).status_code == 401
+    assert listed("/v1/files").status_code == 401  # the query is signed too
+    assert listed("/v1/files?purpose=batch&limit=5").status_code == 200
+
+
+def test_an_input_file_cannot_be_deleted_while_its_batch_runs(
+        fake: FakeOpenAI, start_gateway: Start, tmp_path: Path) -> None:
+    server = start_gateway(config(fake, tmp_path, concurrency=1))
+    fake.default = Answer(ttft=0.2)
+    api = client(server, MASTER_KEY)
+    stored = api.files.create(file=("a.jsonl", jsonl(line("a"), line("b"))), purpose="batch")
+    batch = api.batches.create(input_file_id=stored.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    with pytest.raises(openai.ConflictError) as refused:
+        api.files.delete(stored.id)
+    assert refused.value.body["code"] == "file_in_use"  # type: ignore[index]
+    assert wait_final(api, batch.id).status == "completed"
+    assert api.files.delete(stored.id).deleted  # once it has finished

@@ -70,7 +70,8 @@ def test_a_response_from_a_chat_upstream(server: GatewayServer, fake: FakeOpenAI
     upstream = sent(fake)[0]
     assert upstream["messages"] == [{"role": "system", "content": "Be brief."},
                                     {"role": "user", "content": "Hello there"}]
-    assert upstream["max_tokens"] == 50 and upstream["temperature"] == 0.2
+    assert upstream["max_completion_tokens"] == 50 and upstream["temperature"] == 0.2
+    assert "max_tokens" not in upstream
 
 
 def test_a_streamed_response_has_openais_events_in_order(server: GatewayServer,
@@ -131,6 +132,12 @@ def test_function_calls_both_ways_streamed_and_not(server: GatewayServer,
     # (the fake streams its words after a forced call, so a message follows it)
     assert [item["type"] for item in final["output"]] == ["function_call", "message"]
     assert final["output"][0]["call_id"] == "call_fake1"
+    # one item after the other, as OpenAI sends them: the call is done before the message
+    call_done = next(i for i, (n, d) in enumerate(events)
+                     if n == "response.output_item.done" and d["item"]["type"] == "function_call")
+    message_added = next(i for i, (n, d) in enumerate(events)
+                         if n == "response.output_item.added" and d["item"]["type"] == "message")
+    assert call_done < message_added
     for _, data in events:
         check(data, "ResponseStreamEvent")
 

@@ -20,7 +20,7 @@ import structlog
 from llmport.api.openai.dialect import OpenAIDialect
 from llmport.api.openai.validation import validate_chat, validate_completion, validate_embedding
 from llmport.api.proxy import Dialect, run_cleanups
-from llmport.errors import InvalidRequestError, LLMPortError
+from llmport.errors import AuthenticationError, InvalidRequestError, LLMPortError
 from llmport.gateway.context import CallContext
 from llmport.policies.auth import MASTER
 from llmport.tenancy.jwt_config import JWTIdentity
@@ -115,7 +115,10 @@ async def principal_of(gateway: Gateway, who: dict[str, Any]) -> Principal:
     """The principal a ``run_as`` record stands for, as it is now."""
     kind = who.get("kind")
     resolver = gateway.resolver
-    if kind == "master":
+    open_mode = gateway.authenticator.open_mode
+    if kind == "anonymous" and open_mode:
+        return ANONYMOUS
+    if kind == "master" and not open_mode:
         return MASTER
     if kind == "key" and resolver is not None:
         return await resolver.from_key_id(who["key_id"])
@@ -125,4 +128,7 @@ async def principal_of(gateway: Gateway, who: dict[str, Any]) -> Principal:
             subject=who["subject"], org_id=who.get("org_id"), team_id=who.get("team_id"),
             user_id=who.get("user_id"), scopes=frozenset(who.get("scopes") or ()),
             models=None if models is None else frozenset(models), expires_at=None))
-    return ANONYMOUS
+    # Made under another configuration (without keys then, or with a master key no longer
+    # set): it does not run as anyone the gateway knows now.
+    raise AuthenticationError(f"This work was started as {kind!r}, which this gateway's "
+                              "configuration no longer authenticates.", code="run_as_unknown")

@@ -99,7 +99,9 @@ class ProxyRoute:
             ctx.authenticated_at = perf_counter()
             raw = await read_body(receive, self.max_body)
             if ctx.principal.signing_secret is not None:
-                await self.gateway.authenticator.check_signature(ctx, "POST", scope["path"], raw)
+                query = scope.get("query_string")  # the target as sent, query included
+                target = scope["path"] + "?" + query.decode("latin-1") if query else scope["path"]
+                await self.gateway.authenticator.check_signature(ctx, "POST", target, raw)
             self.dialect.decode(ctx, raw)
             if self.prepare is not None:
                 await self.prepare(ctx)

@@ -26,10 +26,10 @@ MAX_ERRORS = 100  # a file's errors reported, at most (a broken file could have 
 OFF_LOOP_BYTES = 1 << 20  # larger files are parsed in a worker thread, off the event loop
 
 
-async def off_loop(data: bytes, work: Callable[..., T], *args: Any) -> T:
-    """``work(*args)`` on a large file in a worker thread (parsing 200 MB of JSON lines
-    would stall every request for seconds); on a small one here, at once."""
-    if len(data) > OFF_LOOP_BYTES:
+async def off_loop(size: int, work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` on ``size`` bytes: in a worker thread when large (parsing 200 MB of
+    JSON lines would stall every request for seconds), here at once when small."""
+    if size > OFF_LOOP_BYTES:
         return await asyncio.to_thread(work, *args)
     return work(*args)
 

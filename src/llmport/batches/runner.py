@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import random
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +39,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("llmport.batches")
 STOP_GRACE = 10.0  # seconds a stopping replica waits for its batch requests in flight
+MAX_ATTEMPTS = 3  # runs of a batch that may fail (a bug, the database away) before it fails
+RETRY_AFTER_S = 30.0  # a failed run's batch waits this long times its failures
+REFUSALS = frozenset({429, 503})  # the gateway's limits and queues: wait and send again
+UPSTREAM_FAILURES = frozenset({502, 504})  # after the router's own retries: twice more
+MAX_RETRY_DELAY_S = 60.0
 
 
 class BatchRunner:
@@ -47,6 +54,7 @@ class BatchRunner:
         self.id = f"runner_{secrets.token_hex(8)}"
         self._wake = asyncio.Event()
         self._stopping = False
+        self._claims = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -75,64 +83,80 @@ class BatchRunner:
             batch = None
             ran = False
             self._wake.clear()  # before looking: a batch made while we look wakes the next wait
+            # A lease token per claim: work of an earlier claim can never record into this one.
+            lease = f"{self.id}-{next(self._claims)}"
             try:
-                batch = await self.tables.claim_batch(self.id, self.config.lease_seconds)
+                batch = await self.tables.claim_batch(lease, self.config.lease_seconds)
                 if batch is not None:
-                    await self._run(batch)
+                    await self._run(batch, lease)
                     ran = True
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a database outage, a bug: try again after a pause
+            except Exception as exc:  # a database outage, a bug: held back, then tried again
                 log.exception("batch runner failed", batch_id=getattr(batch, "id", None))
+                if batch is not None:
+                    await asyncio.shield(self._failed(batch, lease, exc))
+                    batch = None  # its lease now holds it back for a while
             finally:
-                if batch is not None:  # unfinished (stopping, or a failure): hand it over now,
-                    # not when the lease runs out (a finished batch holds no lease)
-                    await asyncio.shield(self._release(batch.id))
+                if batch is not None:  # unfinished (stopping): hand it over now, not when
+                    # the lease runs out (a finished batch holds no lease)
+                    await asyncio.shield(self._release(batch.id, lease))
             if ran or self._stopping:
                 continue  # look for the next one at once (or stop)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
 
-    async def _release(self, batch_id: str) -> None:
+    async def _release(self, batch_id: str, lease: str) -> None:
         try:
-            await self.tables.release(batch_id, self.id)
+            await self.tables.release(batch_id, lease)
         except Exception:  # the lease runs out by itself
             log.exception("releasing a batch failed", batch_id=batch_id)
 
-    async def _run(self, batch: Batch) -> None:
+    async def _failed(self, batch: Batch, lease: str, exc: Exception) -> None:
+        """A run failed: the batch waits (longer each time) before another run, and after
+        ``MAX_ATTEMPTS`` it fails, so that one batch cannot hold up every other."""
+        try:
+            attempts = (batch.attempts or 0) + 1
+            if attempts < MAX_ATTEMPTS:
+                await self.tables.hold(batch.id, lease, attempts, RETRY_AFTER_S * attempts)
+                return
+            message = f"The batch could not be run ({type(exc).__name__}: {exc})."[:500]
+            await self._finish(batch, [], "failed", lease,
+                               [batch_error("server_error", message)])
+        except Exception:  # the lease runs out by itself; the next run counts again
+            log.exception("recording a failed batch run failed", batch_id=batch.id)
+
+    async def _run(self, batch: Batch, lease: str) -> None:
         data = await self.tables.file_data(batch.owner, batch.input_file_id)
         lines: list[Line]
         if data is None:
             lines, errors = [], [batch_error("input_file_missing", "The input file "
                                              f"{batch.input_file_id} no longer exists.")]
         else:
-            lines, errors = await off_loop(data, parse_input, data, batch.endpoint,
+            lines, errors = await off_loop(len(data), parse_input, data, batch.endpoint,
                                            self.config.max_lines)
-        if batch.status == "cancelling":
-            await self._finish(batch, lines, "cancelled")
+        if batch.status in ("cancelling", "finalizing"):  # finish as it was to finish
+            outcome = "cancelled" if batch.status == "cancelling" else batch.ending
+            await self._finish(batch, lines, outcome or "completed", lease)
             return
-        if errors:
-            await self.tables.finish(batch, self.id, batch.owner, {}, {
-                "status": "failed", "failed_at": now(), "errors": errors})
+        if errors:  # what was answered (if the file vanished mid-run) is kept
+            await self._finish(batch, [], "failed", lease, errors)
             log.info("batch failed", batch_id=batch.id, errors=len(errors))
             return
         if batch.status == "validating":
-            if not await self.tables.set_state(batch.id, self.id, ("validating",),
+            if not await self.tables.set_state(batch.id, lease, ("validating",),
                                                status="in_progress", in_progress_at=now(),
                                                total=len(lines),
                                                model=lines[0].body.get("model")):
                 return  # cancelled meanwhile: the next look finishes it
             batch.status = "in_progress"
-        outcome = "completed"
-        if batch.status == "in_progress":
-            outcome = await self._answer(batch, lines)
-            if outcome == "lost":
-                log.warning("batch lease lost to another replica", batch_id=batch.id)
-            if outcome in ("lost", "stopped"):
-                return
-        await self._finish(batch, lines, outcome)
+        outcome = await self._answer(batch, lines, lease)
+        if outcome == "lost":
+            log.warning("batch lease lost to another replica", batch_id=batch.id)
+        if outcome not in ("lost", "stopped"):
+            await self._finish(batch, lines, outcome, lease)
 
-    async def _answer(self, batch: Batch, lines: list[Line]) -> str:
+    async def _answer(self, batch: Batch, lines: list[Line], lease: str) -> str:
         """Send the unanswered requests; how it ended: completed, cancelled, expired, lost
         (another replica holds it now) or stopped (this replica is stopping)."""
         answered = await self.tables.answered_lines(batch.id)
@@ -140,81 +164,115 @@ class BatchRunner:
         stop: list[str] = []  # the first reason to stop, once there is one
         endpoint = ENDPOINTS[batch.endpoint]
 
+        def stopped() -> bool:
+            if self._stopping and not stop:
+                stop.append("stopped")
+            if not stop and _expired(batch.expires_at):
+                stop.append("expired")
+            return bool(stop)
+
         async def work() -> None:
             for line in pending:
-                if self._stopping and not stop:
-                    stop.append("stopped")
-                if stop:
+                if stopped():
                     return
-                if _expired(batch.expires_at):
-                    stop.append("expired")
-                    return
-                answer = await self._call(batch, endpoint, line)
-                if not await self.tables.record(batch.id, self.id, answer):
+                answer = await self._call(batch, endpoint, line, stopped)
+                if answer is not None and not await self.tables.record(batch.id, lease, answer):
                     stop.append("lost")
 
         async def watch() -> None:
             renewed = asyncio.get_running_loop().time()
             while not stop:
                 await asyncio.sleep(min(self.config.poll_interval, self.config.lease_seconds / 3))
-                if asyncio.get_running_loop().time() - renewed > self.config.lease_seconds / 3:
-                    current = await self.tables.renew_lease(batch, self.id,
-                                                            self.config.lease_seconds)
-                    renewed = asyncio.get_running_loop().time()
-                else:
-                    current = await self.tables.get_batch(None, batch.id)
-                if current is None or current.lease_owner != self.id:
+                try:
+                    if asyncio.get_running_loop().time() - renewed > \
+                            self.config.lease_seconds / 3:
+                        current = await self.tables.renew_lease(batch, lease,
+                                                                self.config.lease_seconds)
+                        renewed = asyncio.get_running_loop().time()
+                    else:
+                        current = await self.tables.get_batch(None, batch.id)
+                except Exception:  # the database is away: look again, the lease may hold
+                    log.exception("watching a batch failed", batch_id=batch.id)
+                    continue
+                if current is None or current.lease_owner != lease:
                     stop.append("lost")
                 elif current.status == "cancelling":
                     stop.append("cancelled")
-                elif _expired(batch.expires_at):
-                    stop.append("expired")
 
         watcher = asyncio.create_task(watch())
         try:
-            await asyncio.gather(*(work() for _ in range(self.config.concurrency)))
+            # A task group: a worker that fails cancels the others (none keeps sending).
+            async with asyncio.TaskGroup() as group:
+                for _ in range(self.config.concurrency):
+                    group.create_task(work())
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         return stop[0] if stop else "completed"
 
-    async def _call(self, batch: Batch, endpoint: Endpoint, line: Line) -> Answered:
+    async def _call(self, batch: Batch, endpoint: Endpoint, line: Line,
+                    stopped: Callable[[], bool]) -> Answered | None:
+        """One request's answer. A refusal by the gateway's own limits or queues (429, 503)
+        is waited out and sent again until the batch stops (then None: nothing recorded,
+        the request is sent when the batch resumes, or counts as never sent); an upstream
+        failure (502, 504) is sent again twice more; any other answer is the answer."""
         headers = [(b"idempotency-key", f"{batch.id}:{line.index}".encode()),
                    (b"x-llmport-priority", str(self.config.priority).encode())]
         dialect = MessagesDialect() if batch.endpoint == MESSAGES else None
-        answer = await internal.call(self.gateway, endpoint, line.body, batch.run_as, headers,
-                                     dialect)
+        delay, upstream_failures = 1.0, 0
+        while True:
+            answer = await internal.call(self.gateway, endpoint, line.body, batch.run_as,
+                                         headers, dialect)
+            if answer.status in UPSTREAM_FAILURES:
+                upstream_failures += 1
+            if answer.status not in REFUSALS and not (
+                    answer.status in UPSTREAM_FAILURES and upstream_failures < 3):
+                break
+            waited = 0.0
+            pause = delay * random.uniform(0.5, 1.0)  # jitter: lines do not retry in step
+            while waited < pause:
+                if stopped():
+                    return None
+                await asyncio.sleep(min(1.0, pause - waited))
+                waited += 1.0
+            delay = min(delay * 2, MAX_RETRY_DELAY_S)
         usage = answer.usage
         return Answered(line.index, line.custom_id, answer.status, answer.request_id,
                         answer.body, usage.prompt_tokens if usage else 0,
                         usage.completion_tokens if usage else 0,
                         usage.cached_tokens if usage else 0)
 
-    async def _finish(self, batch: Batch, lines: list[Line], outcome: str) -> None:
-        """Write the output and error files and make the batch final."""
-        if not await self.tables.set_state(batch.id, self.id, ACTIVE, status="finalizing",
-                                           finalizing_at=now()):
+    async def _finish(self, batch: Batch, lines: list[Line], outcome: str, lease: str,
+                      errors: list[dict[str, Any]] | None = None) -> None:
+        """Write the output and error files and make the batch final (``errors``: why it
+        failed). The outcome is kept first, so a replica resuming it finishes it alike."""
+        if not await self.tables.set_state(batch.id, lease, ACTIVE, status="finalizing",
+                                           finalizing_at=now(), ending=outcome):
             return
         answers = await self.tables.answers(batch.id)
         output = [_output_line(a.custom_id, a.status_code, a.request_id, a.body)
                   for a in answers if 200 <= a.status_code < 300]
-        errors = [_output_line(a.custom_id, a.status_code, a.request_id, a.body)
-                  for a in answers if not 200 <= a.status_code < 300]
+        failures = [_output_line(a.custom_id, a.status_code, a.request_id, a.body)
+                    for a in answers if not 200 <= a.status_code < 300]
+        fields: dict[str, Any] = {"status": outcome, f"{outcome}_at": now(),
+                                  "completed": len(output)}
         if outcome == "expired":  # the requests never sent are failures, in the error file
             done = {a.line for a in answers}
-            errors += [_expired_line(line.custom_id) for line in lines if line.index not in done]
-        # The counts, exact from the answers kept (they were counted as each was kept).
-        fields: dict[str, Any] = {"status": outcome, f"{outcome}_at": now(),
-                                  "completed": len(output), "failed": len(errors)}
+            unsent = [line for line in lines if line.index not in done]
+            failures += [_expired_line(line.custom_id) for line in unsent]
+            fields["expired"] = len(unsent)
+        fields["failed"] = len(failures)  # exact, from the answers kept
+        if errors:
+            fields["errors"] = errors
         files = {}
         if output:
             files["output_file_id"] = NewFile("batch_output", f"{batch.id}_output.jsonl",
                                               b"".join(output))
-        if errors:
+        if failures:
             files["error_file_id"] = NewFile("batch_output", f"{batch.id}_error.jsonl",
-                                             b"".join(errors))
-        if await self.tables.finish(batch, self.id, batch.owner, files, fields):
+                                             b"".join(failures))
+        if await self.tables.finish(batch, lease, batch.owner, files, fields):
             log.info("batch finished", batch_id=batch.id, status=outcome, answered=len(answers))
 
 

@@ -211,6 +211,22 @@ class JobTables:
                                                       Batch.lease_owner == runner)
                                   .values(lease_owner=None, lease_until=None))
 
+    async def hold(self, batch_id: str, runner: str, attempts: int, seconds: float) -> None:
+        """A failed run: count it, and keep the batch's lease ``seconds`` longer, so that
+        no replica runs it again before then (other batches go first meanwhile)."""
+        async with self.sessions.begin() as session:
+            await session.execute(update(Batch).where(
+                Batch.id == batch_id, Batch.lease_owner == runner).values(
+                attempts=attempts, lease_until=now() + timedelta(seconds=seconds)))
+
+    async def in_use(self, owner: str, file_id: str) -> bool:
+        """Whether a batch that has not finished reads this file."""
+        async with self.sessions() as session:
+            found = await session.scalar(select(Batch.id).where(
+                Batch.owner == owner, Batch.input_file_id == file_id,
+                Batch.status.in_(ACTIVE)).limit(1))
+        return found is not None
+
     async def set_state(self, batch_id: str, runner: str, was: tuple[str, ...],
                         **fields: Any) -> bool:
         """Change a leased batch whose status is one of ``was``; False when the lease was lost

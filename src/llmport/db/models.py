@@ -250,7 +250,10 @@ class Batch(Base):
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    expired: Mapped[int] = mapped_column(Integer, default=0)  # requests never sent in time
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
+    ending: Mapped[str | None] = mapped_column(String(16))  # the final status, once finalizing
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # runs that failed
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
@@ -306,6 +309,7 @@ class VectorStoreFile(Base):
     overlap_tokens: Mapped[int] = mapped_column(Integer)
     attributes: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # indexing runs that failed
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -205,6 +205,15 @@ class RagTables:
             await _touch(session, row.vector_store_id, usage_bytes)
         return True
 
+    async def hold(self, row: VectorStoreFile, runner: str, attempts: int,
+                   seconds: float) -> None:
+        """A failed indexing run: count it and keep the lease ``seconds`` longer."""
+        async with self.sessions.begin() as session:
+            await session.execute(update(VectorStoreFile).where(
+                VectorStoreFile.vector_store_id == row.vector_store_id,
+                VectorStoreFile.file_id == row.file_id, VectorStoreFile.lease_owner == runner)
+                .values(attempts=attempts, lease_until=now() + timedelta(seconds=seconds)))
+
     async def release(self, row: VectorStoreFile, runner: str) -> None:
         async with self.sessions.begin() as session:
             await session.execute(update(VectorStoreFile).where(

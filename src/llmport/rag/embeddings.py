@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -33,16 +36,30 @@ class EmbeddingFailed(Exception):
         self.status = status
 
 
+REFUSALS = frozenset({429, 503})  # the gateway's limits and queues: worth waiting out
+
+
 async def embed(gateway: Gateway, model: str, texts: list[str],
-                who: Principal | dict[str, Any], batch: int) -> np.ndarray:
-    """One row per text, each of unit length (so a dot product is the cosine)."""
+                who: Principal | dict[str, Any], batch: int,
+                patience: float = 0.0) -> np.ndarray:
+    """One row per text, each of unit length (so a dot product is the cosine). A request
+    refused by limits or queues is sent again, with growing pauses, for up to ``patience``
+    seconds (background indexing waits; a search does not)."""
     import numpy as np
 
+    deadline = time.monotonic() + patience
     rows: list[np.ndarray] = []
     for start in range(0, len(texts), batch):
         part = texts[start:start + batch]
-        answer = await internal.call(gateway, Endpoint.EMBEDDINGS, {
-            "model": model, "input": part, "encoding_format": "float"}, who)
+        delay = 1.0
+        while True:
+            answer = await internal.call(gateway, Endpoint.EMBEDDINGS, {
+                "model": model, "input": part, "encoding_format": "float"}, who)
+            if answer.ok or answer.status not in REFUSALS \
+                    or time.monotonic() + delay > deadline:
+                break
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 60.0)
         if not answer.ok:
             raise EmbeddingFailed(answer.status, answer.error_message())
         data = sorted(orjson.loads(answer.body)["data"], key=lambda d: d["index"])

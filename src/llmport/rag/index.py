@@ -8,6 +8,7 @@ many stay loaded (least recently used out first).
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ class SearchIndex:
         self.tables = tables
         self.keep = keep
         self._loaded: OrderedDict[str, Loaded] = OrderedDict()
+        self._loading: dict[tuple[str, int], asyncio.Future[Loaded]] = {}
 
     async def search(self, store_id: str, queries: np.ndarray, limit: int, threshold: float,
                      accept: Predicate | None) -> list[Hit]:
@@ -72,19 +74,33 @@ class SearchIndex:
             return None
         loaded = self._loaded.get(store_id)
         if loaded is None or loaded.revision != revision:
-            loaded = await self._load(store_id, revision)
+            loaded = await self._load_once(store_id, revision)
         self._loaded[store_id] = loaded
         self._loaded.move_to_end(store_id)
         while len(self._loaded) > self.keep:
             self._loaded.popitem(last=False)
         return loaded
 
-    async def _load(self, store_id: str, revision: int) -> Loaded:
-        import numpy as np
+    async def _load_once(self, store_id: str, revision: int) -> Loaded:
+        """One load per store and revision, however many searches wait for it."""
+        key = (store_id, revision)
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = self._loading[key] = asyncio.ensure_future(self._load(store_id, revision))
+            pending.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(pending)
 
+    async def _load(self, store_id: str, revision: int) -> Loaded:
         rows = [(c, f) for c, f in await self.tables.chunks(store_id) if f.status == "completed"]
-        if not rows:
-            return Loaded(revision, np.zeros((0, 0), dtype=np.float32), [], [])
-        vectors = np.stack([np.frombuffer(c.embedding, dtype=np.float32) for c, _ in rows])
+        # Stacking a large store's vectors takes a while: not on the event loop.
+        vectors = await asyncio.to_thread(_stack, [c.embedding for c, _ in rows])
         return Loaded(revision, vectors, [c.text for c, _ in rows],
                       [(f.file_id, f.filename, f.attributes or {}) for _, f in rows])
+
+
+def _stack(embeddings: list[bytes]) -> np.ndarray:
+    import numpy as np
+
+    if not embeddings:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([np.frombuffer(e, dtype=np.float32) for e in embeddings])

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from llmport.gateway.gateway import Gateway
 
 log = structlog.get_logger("llmport.rag")
+MAX_ATTEMPTS = 3  # indexing runs of a file that may fail before it fails
+RETRY_AFTER_S = 30.0  # a failed run's file waits this long times its failures
+EMBED_PATIENCE_S = 600.0  # how long refusals by limits (429, 503) are waited out
 
 
 class Indexer:
@@ -67,10 +70,25 @@ class Indexer:
                 if row is not None:  # hand it over now, not when the lease runs out
                     await asyncio.shield(self.tables.release(row, self.id))
                 raise
-            except Exception:  # a database outage, a bug: the lease runs out, another try
+            except Exception as exc:  # a database outage, a bug: held back, tried again
                 log.exception("indexing failed", file_id=getattr(row, "file_id", None))
+                if row is not None:
+                    await asyncio.shield(self._failed(row, exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+
+    async def _failed(self, row: VectorStoreFile, exc: Exception) -> None:
+        """A run failed: tried again later (each embedding is paid for), failed for good
+        after ``MAX_ATTEMPTS``."""
+        try:
+            attempts = (row.attempts or 0) + 1
+            if attempts < MAX_ATTEMPTS:
+                await self.tables.hold(row, self.id, attempts, RETRY_AFTER_S * attempts)
+            else:
+                await self._fail(row, "server_error", f"Indexing failed {attempts} times "
+                                 f"({type(exc).__name__}: {exc})."[:500])
+        except Exception:  # the lease runs out by itself
+            log.exception("recording a failed indexing run failed", file_id=row.file_id)
 
     async def _index(self, row: VectorStoreFile) -> None:
         store = await self.tables.get_store(None, row.vector_store_id)
@@ -86,14 +104,14 @@ class Indexer:
             await self._fail(row, "unsupported_file", "Only UTF-8 text files can be searched "
                              "(text, Markdown, HTML, CSV, JSON, code).")
             return
-        pieces = await off_loop(data, chunk, text, row.chunk_tokens, row.overlap_tokens)
+        pieces = await off_loop(len(data), chunk, text, row.chunk_tokens, row.overlap_tokens)
         if not pieces:
             await self._fail(row, "invalid_file", "The file has no text.")
             return
         renewing = asyncio.create_task(self._renew(row))
         try:
             vectors = await embed(self.gateway, store.embedding_model, pieces, row.run_as,
-                                  self.config.embed_batch)
+                                  self.config.embed_batch, patience=EMBED_PATIENCE_S)
         except EmbeddingFailed as exc:
             await self._fail(row, "server_error", f"Embedding failed ({exc.status}): {exc}")
             return
@@ -112,5 +130,8 @@ class Indexer:
     async def _renew(self, row: VectorStoreFile) -> None:
         while True:
             await asyncio.sleep(self.config.lease_seconds / 3)
-            await self.tables.renew(row, self.id, self.config.lease_seconds)
+            try:
+                await self.tables.renew(row, self.id, self.config.lease_seconds)
+            except Exception:  # the database is away: try again; storing checks the lease
+                log.exception("renewing an indexing lease failed", file_id=row.file_id)
 

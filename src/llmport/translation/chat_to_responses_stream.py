@@ -42,9 +42,10 @@ class ResponseEvents:
         self.sequence = 0
         self.started = False
         self.output: list[dict[str, Any] | None] = []  # by output index; None while open
-        self.text_id: str | None = None
+        self.text_id: str | None = None  # the message item open now, if any
         self.text_index = 0
-        self.text: list[str] = []
+        self.text: list[str] = []  # its text so far
+        self.all_text: list[str] = []  # every message item's text, for the history
         self.calls: dict[int, _Call] = {}
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
@@ -82,6 +83,7 @@ class ResponseEvents:
     def _text(self, text: str) -> list[Event]:
         events: list[Event] = []
         if self.text_id is None:
+            events += self._close_calls()
             self.text_id, self.text_index = new_id("msg"), len(self.output)
             self.output.append(None)
             events += [
@@ -91,6 +93,7 @@ class ResponseEvents:
                             output_index=self.text_index, content_index=0,
                             part=text_part(""))]
         self.text.append(text)
+        self.all_text.append(text)
         events.append(self._event("response.output_text.delta", item_id=self.text_id,
                                   output_index=self.text_index, content_index=0, delta=text,
                                   logprobs=[]))
@@ -102,6 +105,7 @@ class ResponseEvents:
         function = delta.get("function") or {}
         call = self.calls.get(position)
         if call is None:
+            events += self._close_text()  # items follow each other, as OpenAI sends them
             call = self.calls[position] = _Call(new_id("fc"), len(self.output),
                                                  delta.get("id") or new_id("call"),
                                                  function.get("name") or "")
@@ -118,36 +122,46 @@ class ResponseEvents:
                                       delta=arguments))
         return events
 
+    def _close_calls(self) -> list[Event]:
+        """The done events of the function call items still open."""
+        events: list[Event] = []
+        for call in self.calls.values():
+            if self.output[call.output_index] is None:
+                arguments = "".join(call.arguments)
+                item = call_item(call.item_id, call.call_id, call.name, arguments, "completed")
+                self.output[call.output_index] = item
+                events += [
+                    self._event("response.function_call_arguments.done", item_id=call.item_id,
+                                output_index=call.output_index, name=call.name,
+                                arguments=arguments),
+                    self._event("response.output_item.done", output_index=call.output_index,
+                                item=item)]
+        return events
+
+    def _close_text(self) -> list[Event]:
+        """The done events of the open message item (none when none is open)."""
+        if self.text_id is None:
+            return []
+        text = "".join(self.text)
+        incomplete = self.finish_reason in ("length", "content_filter")
+        item = message_item(self.text_id, text, "incomplete" if incomplete else "completed")
+        self.output[self.text_index] = item
+        events = [
+            self._event("response.output_text.done", item_id=self.text_id,
+                        output_index=self.text_index, content_index=0, text=text,
+                        logprobs=[]),
+            self._event("response.content_part.done", item_id=self.text_id,
+                        output_index=self.text_index, content_index=0, part=text_part(text)),
+            self._event("response.output_item.done", output_index=self.text_index, item=item)]
+        self.text_id, self.text = None, []
+        return events
+
     def close(self) -> list[Event]:
         """The closing events of every open item, then the response's final event."""
-        events = self._start()
-        incomplete = self.finish_reason in ("length", "content_filter")
-        if self.text_id is not None:
-            text = "".join(self.text)
-            part = text_part(text)
-            item = message_item(self.text_id, text, "incomplete" if incomplete else "completed")
-            self.output[self.text_index] = item
-            events += [
-                self._event("response.output_text.done", item_id=self.text_id,
-                            output_index=self.text_index, content_index=0, text=text,
-                            logprobs=[]),
-                self._event("response.content_part.done", item_id=self.text_id,
-                            output_index=self.text_index, content_index=0, part=part),
-                self._event("response.output_item.done", output_index=self.text_index,
-                            item=item)]
-        for call in self.calls.values():
-            arguments = "".join(call.arguments)
-            item = call_item(call.item_id, call.call_id, call.name, arguments, "completed")
-            self.output[call.output_index] = item
-            events += [
-                self._event("response.function_call_arguments.done", item_id=call.item_id,
-                            output_index=call.output_index, name=call.name,
-                            arguments=arguments),
-                self._event("response.output_item.done", output_index=call.output_index,
-                            item=item)]
+        events = self._start() + self._close_text() + self._close_calls()
         output = [item for item in self.output if item is not None]
         self.response = finish(self.frame, output, self.finish_reason, self.usage)
-        self.message = assistant_message("".join(self.text), [
+        self.message = assistant_message("".join(self.all_text), [
             (c.call_id, c.name, "".join(c.arguments)) for c in self.calls.values()])
         name = "response.incomplete" if self.response["status"] == "incomplete" \
             else "response.completed"

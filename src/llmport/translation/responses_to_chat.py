@@ -30,8 +30,8 @@ def chat_request(body: dict[str, Any], history: list[dict[str, Any]],
     if body.get("stream"):
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
-    if body.get("max_output_tokens") is not None:
-        out["max_tokens"] = body["max_output_tokens"]
+    if body.get("max_output_tokens") is not None:  # max_tokens: refused by reasoning models
+        out["max_completion_tokens"] = body["max_output_tokens"]
     for key in ("temperature", "top_p", "parallel_tool_calls", "user"):
         if body.get(key) is not None:
             out[key] = body[key]

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Query, Request, Response
 from llmport.api.internal import run_as
 from llmport.api.jobs.caller import caller, caller_owner, owner_of, signed_body
 from llmport.api.openai.validation import parse_json_object
+from llmport.batches.input import off_loop
 from llmport.batches.runner import BatchRunner, expires_after
 from llmport.batches.settings import BatchesConfig
 from llmport.db.jobs import MESSAGES, JobTables, NewFile, now
@@ -37,9 +38,10 @@ def _time(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def batch_object(row: Batch, request: Request, expired: int = 0) -> dict[str, Any]:
+def batch_object(row: Batch, request: Request) -> dict[str, Any]:
     ended = STATUS.get(row.status, "in_progress") == "ended"
     answered = row.completed + row.failed
+    expired = row.expired or 0  # counted in ``failed`` too (the error file lists them)
     counts = {"processing": 0 if ended else row.total - answered, "succeeded": row.completed,
               "errored": row.failed - expired, "canceled": 0, "expired": expired}
     if row.status == "cancelled":
@@ -67,18 +69,11 @@ def message_batches_router(gateway: Gateway, tables: JobTables, runner: BatchRun
             raise NotFoundError(f"No message batch with id {batch_id!r}.")
         return owner, row
 
-    async def rendered(request: Request, owner: str, row: Batch) -> dict[str, Any]:
-        expired = 0
-        if row.status == "expired" and row.error_file_id is not None:
-            lines = (await tables.file_data(owner, row.error_file_id) or b"").splitlines()
-            expired = sum(b'"batch_expired"' in line for line in lines)
-        return batch_object(row, request, expired)
-
     @router.post("", summary="Create a Message Batch")
     async def create(request: Request) -> dict[str, Any]:
         ctx = await caller(gateway, request)
-        body = parse_json_object(await signed_body(gateway, request, ctx, limit_bytes))
-        lines = _checked_requests(body, config.max_lines)
+        raw = await signed_body(gateway, request, ctx, limit_bytes)
+        lines = await off_loop(len(raw), _checked_body, raw, config.max_lines)
         owner = owner_of(ctx.principal)
         stored = await tables.create_file(owner, NewFile(
             "batch", "message_batch_requests.jsonl", b"".join(lines)))
@@ -101,14 +96,13 @@ def message_batches_router(gateway: Gateway, tables: JobTables, runner: BatchRun
                                          before=before_id, messages=True)
         more = len(rows) > limit
         rows = rows[:limit] if before_id is None else rows[-limit:]
-        data = [await rendered(request, owner, row) for row in rows]
+        data = [batch_object(row, request) for row in rows]
         return {"data": data, "has_more": more, "first_id": data[0]["id"] if data else None,
                 "last_id": data[-1]["id"] if data else None}
 
     @router.get("/{batch_id}", summary="A Message Batch")
     async def get_batch(request: Request, batch_id: str) -> dict[str, Any]:
-        owner, row = await found(request, batch_id)
-        return await rendered(request, owner, row)
+        return batch_object((await found(request, batch_id))[1], request)
 
     @router.post("/{batch_id}/cancel", summary="Cancel a Message Batch")
     async def cancel(request: Request, batch_id: str) -> dict[str, Any]:
@@ -116,7 +110,7 @@ def message_batches_router(gateway: Gateway, tables: JobTables, runner: BatchRun
         row = await tables.cancel_batch(owner, batch_id)
         assert row is not None
         runner.wake()
-        return await rendered(request, owner, row)
+        return batch_object(row, request)
 
     @router.delete("/{batch_id}", summary="Delete an ended Message Batch")
     async def delete(request: Request, batch_id: str) -> dict[str, Any]:
@@ -134,9 +128,18 @@ def message_batches_router(gateway: Gateway, tables: JobTables, runner: BatchRun
             raise InvalidRequestError("The batch is still processing; its results are ready "
                                       "once processing_status is 'ended'.",
                                       code="invalid_request_error")
-        return Response(await _results(tables, owner, row), media_type="application/binary")
+        files = {file_id: await tables.file_data(owner, file_id) or b""
+                 for file_id in (row.output_file_id, row.error_file_id, row.input_file_id)
+                 if file_id is not None}
+        size = sum(len(data) for data in files.values())
+        return Response(await off_loop(size, _results, row, files),
+                        media_type="application/binary")
 
     return router
+
+
+def _checked_body(raw: bytes, max_lines: int) -> list[bytes]:
+    return _checked_requests(parse_json_object(raw), max_lines)
 
 
 def _checked_requests(body: dict[str, Any], max_lines: int) -> list[bytes]:
@@ -169,13 +172,12 @@ def _checked_requests(body: dict[str, Any], max_lines: int) -> list[bytes]:
     return lines
 
 
-async def _results(tables: JobTables, owner: str, row: Batch) -> bytes:
+def _results(row: Batch, files: dict[str, bytes]) -> bytes:
     """Anthropic's result lines: one per request, those never sent ``canceled``/``expired``."""
     out: list[bytes] = []
     answered: set[str] = set()
     for file_id in (row.output_file_id, row.error_file_id):
-        data = await tables.file_data(owner, file_id) if file_id else None
-        for raw in (data or b"").splitlines():
+        for raw in files.get(file_id or "", b"").splitlines():
             line = orjson.loads(raw)
             answered.add(line["custom_id"])
             response = line.get("response")
@@ -188,8 +190,7 @@ async def _results(tables: JobTables, owner: str, row: Batch) -> bytes:
             out.append(orjson.dumps({"custom_id": line["custom_id"], "result": result},
                                     option=orjson.OPT_APPEND_NEWLINE))
     if row.status == "cancelled":
-        requests = await tables.file_data(owner, row.input_file_id) or b""
-        for raw in requests.splitlines():
+        for raw in files.get(row.input_file_id, b"").splitlines():
             custom_id = orjson.loads(raw)["custom_id"]
             if custom_id not in answered:
                 out.append(orjson.dumps({"custom_id": custom_id, "result": {"type": "canceled"}},

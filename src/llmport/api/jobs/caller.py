@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from fastapi import Request
 
 from llmport.api.asgi import read_body
@@ -25,8 +27,10 @@ async def signed_body(gateway: Gateway, request: Request, ctx: CallContext,
     """The request's body (413 past ``limit`` bytes, counted as they arrive); a signing
     key's request must be signed over it."""
     body = await read_body(request.receive, limit) if request.method in ("POST", "PUT") else b""
-    if ctx.principal.signing_secret is not None:
-        await gateway.authenticator.check_signature(ctx, request.method, request.url.path, body)
+    if ctx.principal.signing_secret is not None:  # over the target as sent, query included
+        query = request.scope.get("query_string") or b""
+        target = request.scope["path"] + ("?" + query.decode("latin-1") if query else "")
+        await gateway.authenticator.check_signature(ctx, request.method, target, body)
     return body
 
 
@@ -39,5 +43,12 @@ async def caller_owner(gateway: Gateway, request: Request) -> str:
 
 
 def owner_of(principal: Principal) -> str:
-    """The id files and batches are kept under: only the same principal sees them."""
-    return principal.id
+    """The id files, batches, stores, responses and conversations are kept under: only the
+    same principal sees them. A token's subject may exist in several organisations (or
+    teams), so a JWT principal's owner is its subject within them (hashed: subjects can be
+    long)."""
+    if principal.kind != "jwt":
+        return principal.id
+    scope = "|".join(str(part) for part in (principal.org_id, principal.team_id,
+                                             principal.user_id, principal.name))
+    return "jwt:" + hashlib.sha256(scope.encode()).hexdigest()[:40]

@@ -18,7 +18,7 @@ from llmport.batches.input import json_lines, off_loop
 from llmport.batches.settings import BatchesConfig
 from llmport.db.jobs import JobTables, NewFile
 from llmport.db.models import StoredFile
-from llmport.errors import InvalidRequestError, NotFoundError
+from llmport.errors import ConflictError, InvalidRequestError, NotFoundError
 from llmport.gateway.gateway import Gateway
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
@@ -54,7 +54,7 @@ def files_router(gateway: Gateway, tables: JobTables, config: BatchesConfig) -> 
             raise InvalidRequestError(f"The file is {len(new.data)} bytes; files may have at "
                                       f"most {limit}.", param="file", code="file_too_large")
         if new.purpose == "batch":
-            _, errors = await off_loop(new.data, json_lines, new.data)
+            _, errors = await off_loop(len(new.data), json_lines, new.data)
             if errors:
                 raise InvalidRequestError(
                     f"Not a batch input file (JSON lines): {errors[0]['message']}",
@@ -89,7 +89,12 @@ def files_router(gateway: Gateway, tables: JobTables, config: BatchesConfig) -> 
 
     @router.delete("/{file_id}", summary="Delete a file")
     async def delete_file(request: Request, file_id: str) -> dict[str, Any]:
-        if not await tables.delete_file(await who(request), file_id):
+        owner = await who(request)
+        if await tables.in_use(owner, file_id):
+            raise ConflictError(f"File {file_id} is the input of a batch that has not "
+                                "finished; cancel the batch or wait for it.",
+                                param="file_id", code="file_in_use")
+        if not await tables.delete_file(owner, file_id):
             raise NotFoundError(f"No such File object: {file_id}", param="file_id",
                                 code="file_not_found")
         return {"id": file_id, "object": "file", "deleted": True}

@@ -52,7 +52,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("file_id", name="pk_file_contents"),
     )
     counters = [sa.Column(name, sa.Integer(), nullable=False) for name in (
-        "total", "completed", "failed", "input_tokens", "output_tokens", "cached_tokens")]
+        "total", "completed", "failed", "input_tokens", "output_tokens", "cached_tokens",
+        "expired")]
     op.create_table(
         "batches",
         sa.Column("id", ID, nullable=False),
@@ -72,6 +73,8 @@ def upgrade() -> None:
                                    "failed_at", "expired_at", "cancelling_at", "cancelled_at")),
         *counters,
         sa.Column("metadata", _json(), nullable=True),
+        sa.Column("ending", sa.String(16), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("lease_owner", ID, nullable=True),
         _time("lease_until"),
         sa.PrimaryKeyConstraint("id", name="pk_batches"),

@@ -63,6 +63,7 @@ def upgrade() -> None:
         sa.Column("overlap_tokens", sa.Integer(), nullable=False),
         sa.Column("attributes", _json(), nullable=True),
         _time("created_at", nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("lease_owner", ID, nullable=True),
         _time("lease_until"),
         sa.PrimaryKeyConstraint("vector_store_id", "file_id", name="pk_vector_store_files"),
