@@ -519,3 +519,30 @@ def test_an_input_file_cannot_be_deleted_while_its_batch_runs(
     assert refused.value.body["code"] == "file_in_use"  # type: ignore[index]
     assert wait_final(api, batch.id).status == "completed"
     assert api.files.delete(stored.id).deleted  # once it has finished
+
+
+def test_a_rotated_key_keeps_its_files_and_its_running_batch(
+        fake: FakeOpenAI, start_gateway: Start, tmp_path: Path) -> None:
+    server = start_gateway(config(fake, tmp_path, concurrency=1))
+    fake.default = Answer(ttft=0.05)
+    admin = Admin(server.url)
+    old = admin.key()
+    api = client(server, old["key"])
+    stored = api.files.create(file=("a.jsonl", jsonl(*(line(f"r{i}") for i in range(10)))),
+                              purpose="batch")
+    batch = api.batches.create(input_file_id=stored.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    deadline = time.monotonic() + 10
+    while api.batches.retrieve(batch.id).request_counts.completed < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    new = admin.call("POST", f"/admin/keys/{old['id']}/rotate", 201, json={"grace_seconds": 0})
+    with pytest.raises(openai.AuthenticationError):
+        api.files.list()  # the old key is revoked at once
+    api = client(server, new["key"])
+    done = wait_final(api, batch.id)  # visible to the new key, and run on as it
+    assert done.status == "completed" and done.request_counts.completed == 10
+    assert [f.id for f in api.files.list(purpose="batch")] == [stored.id]
+    logs = admin.logs(key_id=new["id"])
+    assert logs and all(r["status"] == 200 for r in logs)  # the rest was charged to it
+    assert len(admin.logs(key_id=old["id"])) + len(logs) == 10

@@ -180,6 +180,9 @@ class Principal:
     expires_at: float | None = None  # epoch seconds
     signing_secret: str | None = None  # requests must be HMAC-signed with it
     scopes: frozenset[str] = frozenset()
+    # A key's rotation chain's first key: what the key owns is kept under it (files,
+    # batches, vector stores…), so a rotated key keeps it. None: ``id`` owns.
+    owner_id: str | None = None
 
 
 ANONYMOUS = Principal(id="anonymous", kind="anonymous")

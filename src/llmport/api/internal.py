@@ -121,7 +121,13 @@ async def principal_of(gateway: Gateway, who: dict[str, Any]) -> Principal:
     if kind == "master" and not open_mode:
         return MASTER
     if kind == "key" and resolver is not None:
-        return await resolver.from_key_id(who["key_id"])
+        try:
+            return await resolver.from_key_id(who["key_id"])
+        except AuthenticationError:  # rotated since? then as the key that replaced it
+            successor = await gateway.db.key_successor(who["key_id"]) if gateway.db else None
+            if successor is None:
+                raise
+            return await resolver.from_key_id(successor)
     if kind == "jwt" and resolver is not None:
         models = who.get("models")
         return await resolver.from_identity(JWTIdentity(

@@ -198,6 +198,32 @@ class Database:
         async with self.sessions.begin() as session:
             await session.execute(statement, rows)
 
+    async def key_root(self, key: ApiKey) -> str:
+        """The first key of ``key``'s rotation chain (its own id when never rotated): what a
+        key owns (files, batches, stores…) is kept under it, so it survives rotations."""
+        root, seen = key, {key.id}
+        async with self.sessions() as session:
+            while root.rotated_from is not None and root.rotated_from not in seen:
+                previous = await session.get(ApiKey, root.rotated_from)
+                if previous is None:  # deleted: its id still names the chain
+                    return root.rotated_from
+                seen.add(previous.id)
+                root = previous
+        return root.id
+
+    async def key_successor(self, key_id: str) -> str | None:
+        """The newest key rotated from ``key_id`` (through any number of rotations)."""
+        current, seen = key_id, {key_id}
+        async with self.sessions() as session:
+            while True:
+                following = await session.scalar(
+                    select(ApiKey.id).where(ApiKey.rotated_from == current)
+                    .order_by(ApiKey.created_at.desc()).limit(1))
+                if following is None or following in seen:
+                    return None if current == key_id else current
+                seen.add(following)
+                current = following
+
     async def principal_rows(self, key: ApiKey) -> tuple[Organization | None, Team | None,
                                                          User | None]:
         return await self.entity_rows(key.org_id, key.team_id, key.user_id)

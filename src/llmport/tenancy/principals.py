@@ -140,7 +140,7 @@ class PrincipalResolver:
         if row.revoked_at is not None:
             return None, "This API key has been revoked."
         org, team, user = await self.db.principal_rows(row)
-        return principal_from_rows(row, org, team, user), ""
+        return principal_from_rows(row, org, team, user, await self.db.key_root(row)), ""
 
     async def _load_key_id(self, cache_key: str) -> tuple[Principal | None, str]:
         row = await self.db.get("keys", cache_key.removeprefix("id:"))
@@ -149,7 +149,7 @@ class PrincipalResolver:
         if row.revoked_at is not None:
             return None, "This API key has been revoked."
         org, team, user = await self.db.principal_rows(row)
-        return principal_from_rows(row, org, team, user), ""
+        return principal_from_rows(row, org, team, user, await self.db.key_root(row)), ""
 
     async def _load_entities(self, identity: JWTIdentity) -> tuple[Principal | None, str]:
         org, team, user = await self.db.entity_rows(identity.org_id, identity.team_id,
@@ -157,8 +157,10 @@ class PrincipalResolver:
         return principal_from_rows(None, org, team, user), ""
 
 
-def principal_from_rows(key: Any, org: Any, team: Any, user: Any) -> Principal:
-    """A principal from a key (or None, for a JWT) and the rows of its user, team and org."""
+def principal_from_rows(key: Any, org: Any, team: Any, user: Any,
+                        owner_id: str | None = None) -> Principal:
+    """A principal from a key (or None, for a JWT) and the rows of its user, team and org;
+    ``owner_id``: the first key of the key's rotation chain."""
     rows = {"key": key, "user": user, "team": team, "org": org}
     allowed: frozenset[str] | None = None
     for row in rows.values():
@@ -193,6 +195,7 @@ def principal_from_rows(key: Any, org: Any, team: Any, user: Any) -> Principal:
         expires_at=_epoch(getattr(key, "expires_at", None)),
         signing_secret=getattr(key, "signing_secret", None),
         scopes=scopes,
+        owner_id=owner_id,
     )
 
 

@@ -44,11 +44,11 @@ async def caller_owner(gateway: Gateway, request: Request) -> str:
 
 def owner_of(principal: Principal) -> str:
     """The id files, batches, stores, responses and conversations are kept under: only the
-    same principal sees them. A token's subject may exist in several organisations (or
-    teams), so a JWT principal's owner is its subject within them (hashed: subjects can be
-    long)."""
+    same principal sees them (a key and the keys rotated from it count as one). A token's
+    subject may exist in several organisations (or teams), so a JWT principal's owner is
+    its subject within them (hashed: subjects can be long)."""
     if principal.kind != "jwt":
-        return principal.id
+        return principal.owner_id or principal.id  # a key's: its rotation chain's first
     scope = "|".join(str(part) for part in (principal.org_id, principal.team_id,
                                              principal.user_id, principal.name))
     return "jwt:" + hashlib.sha256(scope.encode()).hexdigest()[:40]
