@@ -93,3 +93,21 @@ def test_a_signing_key_needs_a_fresh_correct_signature_once(server: GatewayServe
     tampered = post_signed(server, key, secret, body=orjson.dumps({**BODY, "n": 2}))
     assert tampered.status_code == 401
     assert post_signed(server, key, "lpsig_wrong").status_code == 401
+
+
+def test_one_subject_in_two_organisations_has_two_sets_of_files(server: GatewayServer) -> None:
+    admin = Admin(server.url)
+    acme = admin.call("POST", "/admin/orgs", 201, json={"name": "acme"})
+    globex = admin.call("POST", "/admin/orgs", 201, json={"name": "globex"})
+
+    def files(org_id: str) -> openai.OpenAI:
+        bearer = token(aud="llmport", iss="https://idp.test", org=org_id)
+        return openai.OpenAI(base_url=server.url + "/v1", api_key=bearer, max_retries=0)
+
+    at_acme, at_globex = files(acme["id"]), files(globex["id"])
+    stored = at_acme.files.create(file=("plan.txt", b"acme's plan"), purpose="user_data")
+    assert [f.id for f in at_acme.files.list()] == [stored.id]
+    assert at_globex.files.list().data == []  # alice at globex is not alice at acme
+    with pytest.raises(openai.NotFoundError):
+        at_globex.files.content(stored.id)
+    assert files(acme["id"]).files.content(stored.id).content == b"acme's plan"  # a new token
