@@ -47,8 +47,11 @@ def batch_error(code: str, message: str, line: int | None = None,
     return {"code": code, "message": message, "param": param, "line": line}
 
 
-def json_lines(data: bytes) -> tuple[list[tuple[int, Any]], list[dict[str, Any]]]:
-    """Each non-blank line's number (1-based) and parsed value; errors for the rest."""
+def json_lines(data: bytes, keep: bool = True
+               ) -> tuple[list[tuple[int, Any]], list[dict[str, Any]]]:
+    """Each non-blank line's number (1-based) and parsed value; errors for the rest.
+    ``keep=False`` only checks (an upload: its parsed lines would take several times the
+    file's size) and returns no values."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -60,7 +63,8 @@ def json_lines(data: bytes) -> tuple[list[tuple[int, Any]], list[dict[str, Any]]
         if not text_line.strip():
             continue
         try:
-            parsed.append((number, orjson.loads(text_line)))
+            value = orjson.loads(text_line)
+            parsed.append((number, value if keep else None))
         except orjson.JSONDecodeError:
             errors.append(batch_error("invalid_json_line",
                                       f"Line {number} is not valid JSON.", number))

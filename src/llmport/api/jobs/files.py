@@ -54,7 +54,7 @@ def files_router(gateway: Gateway, tables: JobTables, config: BatchesConfig) -> 
             raise InvalidRequestError(f"The file is {len(new.data)} bytes; files may have at "
                                       f"most {limit}.", param="file", code="file_too_large")
         if new.purpose == "batch":
-            _, errors = await off_loop(len(new.data), json_lines, new.data)
+            _, errors = await off_loop(len(new.data), json_lines, new.data, False)
             if errors:
                 raise InvalidRequestError(
                     f"Not a batch input file (JSON lines): {errors[0]['message']}",
