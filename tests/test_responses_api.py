@@ -238,3 +238,28 @@ def test_any_model_answers_even_an_anthropic_one(messages_upstream: FakeAnthropi
     with api.responses.stream(model="claude", input="Hello") as stream:
         text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
     assert text and stream.get_final_response().output_text == text
+
+
+async def test_stored_responses_older_than_the_retention_are_purged(tmp_path: Any) -> None:
+    from datetime import timedelta
+
+    from llmport.db.database import Database
+    from llmport.db.jobs import now
+    from llmport.db.models import StoredResponse
+    from llmport.db.responses import ResponseTables
+
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'responses.db'}")
+    await database.upgrade()
+    try:
+        tables = ResponseTables(database.sessions)
+        for response_id in ("resp_old", "resp_new"):
+            await tables.save("me", {"id": response_id}, [], [])
+        async with database.sessions.begin() as session:
+            old = await session.get(StoredResponse, "resp_old")
+            assert old is not None
+            old.created_at = now() - timedelta(days=31)
+        assert await tables.purge(now() - timedelta(days=30)) == 1
+        assert await tables.get("me", "resp_old") is None
+        assert await tables.get("me", "resp_new") is not None
+    finally:
+        await database.aclose()

@@ -107,6 +107,11 @@ class ModelConfig(BaseModel):
         return self._options
 
 
+class ResponsesConfig(StrictModel):
+    retention_days: float | None = Field(default=30.0, gt=0, description=(
+        "stored /v1/responses answers older than this are deleted, hourly (null: kept)"))
+
+
 class ServerConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -150,6 +155,7 @@ class Config(StrictModel):
     idempotency: IdempotencyConfig = IdempotencyConfig()
     batches: BatchesConfig = BatchesConfig()
     rag: RagConfig = RagConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
     @property
     def model_names(self) -> list[str]:

@@ -7,12 +7,17 @@ answer (``history``), so ``previous_response_id`` continues it with one read.
 
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import delete
 
 from llmport.db.jobs import now
 from llmport.db.models import StoredResponse
+
+log = structlog.get_logger("llmport.responses")
 
 
 class ResponseTables:
@@ -36,3 +41,23 @@ class ResponseTables:
             result = await session.execute(delete(StoredResponse).where(
                 StoredResponse.id == response_id, StoredResponse.owner == owner))
         return bool(result.rowcount)
+
+    async def purge(self, before: datetime) -> int:
+        """Delete the responses stored before ``before``; how many."""
+        async with self.sessions.begin() as session:
+            result = await session.execute(delete(StoredResponse).where(
+                StoredResponse.created_at < before))
+        return int(result.rowcount or 0)
+
+
+async def purge_every_hour(tables: ResponseTables, days: float) -> None:
+    """Stored responses' retention: those older than ``days`` deleted, now and hourly (a
+    ``previous_response_id`` naming one is then not found, as with OpenAI's 30 days)."""
+    while True:
+        try:
+            removed = await tables.purge(now() - timedelta(days=days))
+            if removed:
+                log.info("stored responses retention", removed=removed)
+        except Exception as exc:  # the next hour tries again
+            log.warning("stored responses retention failed", error=str(exc))
+        await asyncio.sleep(3600)
