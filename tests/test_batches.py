@@ -546,3 +546,18 @@ def test_a_rotated_key_keeps_its_files_and_its_running_batch(
     logs = admin.logs(key_id=new["id"])
     assert logs and all(r["status"] == 200 for r in logs)  # the rest was charged to it
     assert len(admin.logs(key_id=old["id"])) + len(logs) == 10
+
+
+def test_a_keys_files_are_bounded_by_its_storage_quota(
+        fake: FakeOpenAI, start_gateway: Start, tmp_path: Path) -> None:
+    server = start_gateway(config(fake, tmp_path, max_storage_mb=0.01))  # 10,485 bytes
+    api = client(server, MASTER_KEY)
+    first = api.files.create(file=("a.txt", b"a" * 6000), purpose="user_data")
+    with pytest.raises(openai.APIStatusError) as refused:
+        api.files.create(file=("b.txt", b"b" * 6000), purpose="user_data")
+    assert refused.value.status_code == 413
+    assert refused.value.body["code"] == "storage_quota_exceeded"  # type: ignore[index]
+    other = client(server, Admin(server.url).key()["key"])
+    assert other.files.create(file=("c.txt", b"c" * 6000), purpose="user_data").bytes == 6000
+    api.files.delete(first.id)
+    assert api.files.create(file=("b.txt", b"b" * 6000), purpose="user_data").bytes == 6000

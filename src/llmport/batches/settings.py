@@ -12,6 +12,11 @@ class BatchesConfig(BaseModel):
         "serve /v1/files and /v1/batches and run batch jobs (they keep their files and "
         "state in the database)"))
     max_file_mb: float = Field(default=200.0, gt=0, description="the largest file accepted")
+    max_storage_mb: float | None = Field(default=10_240.0, gt=0, description=(
+        "the most a key (or token subject) may keep in files: an upload past it is refused "
+        "(batch outputs count toward it, and are always written; null: no limit)"))
+    concurrent_uploads: int = Field(default=4, ge=1, description=(
+        "uploads read at once per process (each holds its file in memory); more wait"))
     max_lines: int = Field(default=50_000, ge=1, description="requests in one batch, at most")
     concurrency: int = Field(default=4, ge=1, le=1024, description=(
         "requests of one batch in flight at once, per replica"))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from llmport.db.models import Batch, BatchItem, FileContent, StoredFile
@@ -78,6 +78,13 @@ class JobTables:
         await session.flush()  # the row before its contents (no ORM relationship orders them)
         session.add(FileContent(file_id=row.id, data=new.data))
         return row
+
+    async def stored_bytes(self, owner: str) -> int:
+        """What ``owner`` keeps in files, in bytes."""
+        async with self.sessions() as session:
+            total = await session.scalar(select(func.coalesce(func.sum(StoredFile.bytes), 0))
+                                         .where(StoredFile.owner == owner))
+        return int(total or 0)
 
     async def get_file(self, owner: str, file_id: str) -> StoredFile | None:
         async with self.sessions() as session:

@@ -8,6 +8,7 @@ than failing its batch later.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -18,7 +19,12 @@ from llmport.batches.input import json_lines, off_loop
 from llmport.batches.settings import BatchesConfig
 from llmport.db.jobs import JobTables, NewFile
 from llmport.db.models import StoredFile
-from llmport.errors import ConflictError, InvalidRequestError, NotFoundError
+from llmport.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
 from llmport.gateway.gateway import Gateway
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
@@ -34,6 +40,8 @@ def file_object(row: StoredFile) -> dict[str, Any]:
 def files_router(gateway: Gateway, tables: JobTables, config: BatchesConfig) -> APIRouter:
     router = APIRouter(prefix="/v1/files", tags=["files"])
     limit = int(config.max_file_mb * 1024 * 1024)
+    quota = None if config.max_storage_mb is None else int(config.max_storage_mb * 1024 * 1024)
+    reading = asyncio.Semaphore(config.concurrent_uploads)
 
     async def who(request: Request) -> str:
         return await caller_owner(gateway, request)
@@ -48,8 +56,15 @@ def files_router(gateway: Gateway, tables: JobTables, config: BatchesConfig) -> 
     @router.post("", summary="Upload a file (multipart: file, purpose)")
     async def upload(request: Request) -> dict[str, Any]:
         ctx = await caller(gateway, request)
-        body = await signed_body(gateway, request, ctx, limit + FORM_OVERHEAD)
-        new = await _read_form(request, body)
+        async with reading:  # each upload holds its file in memory: a few at a time
+            body = await signed_body(gateway, request, ctx, limit + FORM_OVERHEAD)
+            new = await _read_form(request, body)
+            del body
+        owner = owner_of(ctx.principal)
+        if quota is not None and await tables.stored_bytes(owner) + len(new.data) > quota:
+            raise PayloadTooLargeError(
+                f"Storing this file would take your files past {quota} bytes; delete some "
+                "first.", param="file", code="storage_quota_exceeded")
         if len(new.data) > limit:
             raise InvalidRequestError(f"The file is {len(new.data)} bytes; files may have at "
                                       f"most {limit}.", param="file", code="file_too_large")
@@ -59,7 +74,7 @@ def files_router(gateway: Gateway, tables: JobTables, config: BatchesConfig) -> 
                 raise InvalidRequestError(
                     f"Not a batch input file (JSON lines): {errors[0]['message']}",
                     param="file", code="invalid_file_format")
-        return file_object(await tables.create_file(owner_of(ctx.principal), new))
+        return file_object(await tables.create_file(owner, new))
 
     @router.get("", summary="List your files, newest first")
     async def list_files(request: Request, purpose: str | None = None,
