@@ -561,3 +561,19 @@ def test_a_keys_files_are_bounded_by_its_storage_quota(
     assert other.files.create(file=("c.txt", b"c" * 6000), purpose="user_data").bytes == 6000
     api.files.delete(first.id)
     assert api.files.create(file=("b.txt", b"b" * 6000), purpose="user_data").bytes == 6000
+
+
+def test_a_file_larger_than_one_stored_part_comes_back_whole(
+        fake: FakeOpenAI, start_gateway: Start, tmp_path: Path) -> None:
+    from llmport.db.jobs import PART
+
+    server = start_gateway(config(fake, tmp_path))
+    api = client(server, MASTER_KEY)
+    data = bytes(range(256)) * ((PART + PART // 2) // 256)  # a part and a half
+    stored = api.files.create(file=("big.bin", data), purpose="user_data")
+    assert stored.bytes == len(data)
+    downloaded = httpx.get(f"{server.url}/v1/files/{stored.id}/content", timeout=60,
+                           headers={"authorization": f"Bearer {MASTER_KEY}"})
+    assert downloaded.status_code == 200 and downloaded.content == data
+    assert downloaded.headers["content-length"] == str(len(data))
+    assert api.files.content(stored.id).content == data

@@ -9,6 +9,7 @@ another took the batch over) changes nothing.
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from llmport.db.models import Batch, BatchItem, FileContent, StoredFile
 
 MESSAGES = "/v1/messages"  # the endpoint of Anthropic's Message Batches
+PART = 8 << 20  # bytes of a file per file_contents row
 # The states a runner has work in; the rest are final.
 ACTIVE = ("validating", "in_progress", "cancelling", "finalizing")
 
@@ -76,7 +78,9 @@ class JobTables:
                          filename=new.filename, bytes=len(new.data), created_at=now())
         session.add(row)
         await session.flush()  # the row before its contents (no ORM relationship orders them)
-        session.add(FileContent(file_id=row.id, data=new.data))
+        data = new.data
+        session.add_all(FileContent(file_id=row.id, part=index, data=data[start:start + PART])
+                        for index, start in enumerate(range(0, max(len(data), 1), PART)))
         return row
 
     async def stored_bytes(self, owner: str) -> int:
@@ -92,11 +96,24 @@ class JobTables:
         return row if row is not None and row.owner == owner else None
 
     async def file_data(self, owner: str, file_id: str) -> bytes | None:
-        query = (select(FileContent.data).join(StoredFile, StoredFile.id == FileContent.file_id)
-                 .where(StoredFile.id == file_id, StoredFile.owner == owner))
+        parts = [part async for part in self.file_parts(owner, file_id)]
+        return b"".join(parts) if parts else None
+
+    async def file_parts(self, owner: str, file_id: str) -> AsyncIterator[bytes]:
+        """The file's bytes part by part, each read when wanted (a download of a large
+        file holds one part at a time); nothing when it is not the owner's."""
+        query = (select(FileContent.part).join(StoredFile, StoredFile.id == FileContent.file_id)
+                 .where(StoredFile.id == file_id, StoredFile.owner == owner)
+                 .order_by(FileContent.part))
         async with self.sessions() as session:
-            data: bytes | None = await session.scalar(query)
-        return data
+            numbers = list((await session.scalars(query)).all())
+        for number in numbers:
+            async with self.sessions() as session:
+                data = await session.scalar(select(FileContent.data).where(
+                    FileContent.file_id == file_id, FileContent.part == number))
+            if data is None:  # deleted meanwhile
+                return
+            yield data
 
     async def list_files(self, owner: str, *, purpose: str | None, limit: int,
                          after: str | None, newest_first: bool) -> list[StoredFile]:

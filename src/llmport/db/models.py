@@ -210,10 +210,14 @@ class StoredFile(Base):
 
 
 class FileContent(Base):
+    """A file's bytes in parts of at most 8 MB: no row nears a database's value limit
+    (PostgreSQL's ``bytea``: 1 GB), and a download streams part by part."""
+
     __tablename__ = "file_contents"
 
     file_id: Mapped[str] = mapped_column(
         ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 

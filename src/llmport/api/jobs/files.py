@@ -12,6 +12,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
 from llmport.api.jobs.caller import caller, caller_owner, owner_of, signed_body
@@ -95,11 +96,9 @@ def files_router(gateway: Gateway, tables: JobTables, config: BatchesConfig) -> 
     @router.get("/{file_id}/content", summary="A file's bytes")
     async def content(request: Request, file_id: str) -> Response:
         row = await found(request, file_id)
-        data = await tables.file_data(row.owner, file_id)
-        if data is None:  # deleted in between
-            raise NotFoundError(f"No such File object: {file_id}", param="file_id",
-                                code="file_not_found")
-        return Response(data, media_type="application/octet-stream", headers={
+        parts = tables.file_parts(row.owner, file_id)  # streamed: one part in memory
+        return StreamingResponse(parts, media_type="application/octet-stream", headers={
+            "content-length": str(row.bytes),
             "content-disposition": f'attachment; filename="{_safe(row.filename)}"'})
 
     @router.delete("/{file_id}", summary="Delete a file")

@@ -48,8 +48,9 @@ def upgrade() -> None:
         "file_contents",
         sa.Column("file_id", ID, sa.ForeignKey("files.id", name="fk_file_contents_file_id",
                                                ondelete="CASCADE"), nullable=False),
+        sa.Column("part", sa.Integer(), nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=False),
-        sa.PrimaryKeyConstraint("file_id", name="pk_file_contents"),
+        sa.PrimaryKeyConstraint("file_id", "part", name="pk_file_contents"),
     )
     counters = [sa.Column(name, sa.Integer(), nullable=False) for name in (
         "total", "completed", "failed", "input_tokens", "output_tokens", "cached_tokens",
