@@ -153,6 +153,20 @@ class RagTables:
         async with self.sessions() as session:
             return [(c, f) for c, f in (await session.execute(query)).all()]
 
+    async def searchable(self, store_id: str) -> list[tuple[bytes, str, str, str, Any]]:
+        """(embedding, text, file id, filename, attributes) of the store's indexed chunks:
+        plain rows, no ORM objects (a store may have 100,000 chunks)."""
+        query = (select(VectorChunk.embedding, VectorChunk.text, VectorStoreFile.file_id,
+                        VectorStoreFile.filename, VectorStoreFile.attributes)
+                 .join(VectorStoreFile, (VectorStoreFile.vector_store_id
+                                         == VectorChunk.vector_store_id)
+                       & (VectorStoreFile.file_id == VectorChunk.file_id))
+                 .where(VectorChunk.vector_store_id == store_id,
+                        VectorStoreFile.status == "completed")
+                 .order_by(VectorChunk.file_id, VectorChunk.position))
+        async with self.sessions() as session:
+            return [tuple(row) for row in (await session.execute(query)).all()]
+
     async def revision(self, store_id: str) -> int | None:
         async with self.sessions() as session:
             found: int | None = await session.scalar(

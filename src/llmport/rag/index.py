@@ -2,8 +2,8 @@
 in this process and reloaded when the store's ``revision`` changes (any replica's change).
 
 A search costs one small query (the revision), a matrix product and a sort; a store of
-100,000 chunks of 384 dimensions holds ~150 MB here, so ``rag.cached_stores`` bounds how
-many stay loaded (least recently used out first).
+100,000 chunks of 384 dimensions holds ~150 MB here, so ``rag.cached_stores`` and
+``rag.cached_mb`` bound what stays loaded (least recently searched out first).
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ class Hit:
 
 
 class SearchIndex:
-    def __init__(self, tables: RagTables, keep: int) -> None:
+    def __init__(self, tables: RagTables, keep: int, max_bytes: int) -> None:
         self.tables = tables
         self.keep = keep
+        self.max_bytes = max_bytes
         self._loaded: OrderedDict[str, Loaded] = OrderedDict()
         self._loading: dict[tuple[str, int], asyncio.Future[Loaded]] = {}
 
@@ -77,7 +78,10 @@ class SearchIndex:
             loaded = await self._load_once(store_id, revision)
         self._loaded[store_id] = loaded
         self._loaded.move_to_end(store_id)
-        while len(self._loaded) > self.keep:
+        # Least recently searched out first, past the count or the bytes (the one just
+        # searched stays, however large).
+        while len(self._loaded) > 1 and (len(self._loaded) > self.keep or sum(
+                kept.vectors.nbytes for kept in self._loaded.values()) > self.max_bytes):
             self._loaded.popitem(last=False)
         return loaded
 
@@ -91,11 +95,12 @@ class SearchIndex:
         return await asyncio.shield(pending)
 
     async def _load(self, store_id: str, revision: int) -> Loaded:
-        rows = [(c, f) for c, f in await self.tables.chunks(store_id) if f.status == "completed"]
+        rows = await self.tables.searchable(store_id)
         # Stacking a large store's vectors takes a while: not on the event loop.
-        vectors = await asyncio.to_thread(_stack, [c.embedding for c, _ in rows])
-        return Loaded(revision, vectors, [c.text for c, _ in rows],
-                      [(f.file_id, f.filename, f.attributes or {}) for _, f in rows])
+        vectors = await asyncio.to_thread(_stack, [row[0] for row in rows])
+        return Loaded(revision, vectors, [row[1] for row in rows],
+                      [(file_id, name, attributes or {}) for _, _, file_id, name, attributes
+                       in rows])
 
 
 def _stack(embeddings: list[bytes]) -> np.ndarray:

@@ -17,6 +17,9 @@ class RagConfig(BaseModel):
         "chunks embedded per embeddings request"))
     cached_stores: int = Field(default=32, ge=1, description=(
         "vector stores whose vectors a process keeps in memory for search"))
+    cached_mb: float = Field(default=1024.0, gt=0, description=(
+        "the most those vectors may take in a process (the store searched last is kept "
+        "whatever its size)"))
     poll_interval: float = Field(default=5.0, gt=0, description=(
         "seconds between looks for files to index (a file added here starts at once)"))
     lease_seconds: float = Field(default=120.0, gt=0, description=(

@@ -36,7 +36,8 @@ class Jobs:
             tables = RagTables(gateway.db.sessions)
             self.indexer = Indexer(gateway, tables, files, config.rag)
             self.routers.append(vector_stores_router(
-                gateway, tables, files, SearchIndex(tables, config.rag.cached_stores),
+                gateway, tables, files, SearchIndex(tables, config.rag.cached_stores,
+                                                  int(config.rag.cached_mb * 1024 * 1024)),
                 config.rag, self.indexer.wake))
 
     def start(self) -> None:

@@ -63,8 +63,12 @@ def vector_stores_router(gateway: Gateway, tables: RagTables, files: JobTables,
         return store
 
     async def rendered(stores: list[VectorStore]) -> list[dict[str, Any]]:
+        """The stores with their file counts. Counted first, then the rows read again: a
+        file finishing in between then shows as in progress (and the client looks again),
+        never as completed beside the store's usage before it."""
         counts = await tables.file_counts([s.id for s in stores])
-        return [store_object(s, counts[s.id]) for s in stores]
+        fresh = [await tables.get_store(None, s.id) or s for s in stores]
+        return [store_object(s, counts[s.id]) for s in fresh]
 
     async def new_file(ctx: CallContext, store_id: str, file_id: Any, chunking: Any,
                        attributes: Any, param: str) -> VectorStoreFile:
