@@ -290,7 +290,7 @@ def test_a_batch_is_resumed_by_the_next_gateway_and_each_request_answered_once(
     fake.default = Answer(ttft=0.05)
     api = client(first, MASTER_KEY)
     stored = api.files.create(file=("a.jsonl", jsonl(*(line(f"r{i}", f"Q{i}")
-                                                         for i in range(40)))), purpose="batch")
+                                                         for i in range(80)))), purpose="batch")
     batch = api.batches.create(input_file_id=stored.id, endpoint="/v1/chat/completions",
                                completion_window="24h")
     deadline = time.monotonic() + 10
@@ -299,18 +299,18 @@ def test_a_batch_is_resumed_by_the_next_gateway_and_each_request_answered_once(
         time.sleep(0.02)
     first.stop()  # mid-batch: it sends nothing more, keeps what is in flight, hands over
     stopped_at = len(chat_calls(fake))
-    assert stopped_at < 40
+    assert stopped_at < 80
 
     second = start_gateway(settings)
     api = client(second, MASTER_KEY)
     done = wait_final(api, batch.id)
-    assert done.status == "completed" and done.request_counts.completed == 40
+    assert done.status == "completed" and done.request_counts.completed == 80
     output = read_lines(api, done.output_file_id)
-    assert sorted(o["custom_id"] for o in output) == sorted(f"r{i}" for i in range(40))
+    assert sorted(o["custom_id"] for o in output) == sorted(f"r{i}" for i in range(80))
     calls = chat_calls(fake)
     # Every question asked once: the requests in flight at the stop were answered and kept.
     assert sorted(r.body["messages"][0]["content"] for r in calls) == sorted(
-        f"Q{i}" for i in range(40))
+        f"Q{i}" for i in range(80))
     assert not any(r.disconnected for r in calls)
 
 
@@ -524,12 +524,12 @@ def test_an_input_file_cannot_be_deleted_while_its_batch_runs(
 def test_a_rotated_key_keeps_its_files_and_its_running_batch(
         fake: FakeOpenAI, start_gateway: Start, tmp_path: Path) -> None:
     server = start_gateway(config(fake, tmp_path, concurrency=1))
-    fake.default = Answer(ttft=0.05)
+    fake.default = Answer(ttft=0.1)
     admin = Admin(server.url)
     old = admin.key()
     api = client(server, old["key"])
-    stored = api.files.create(file=("a.jsonl", jsonl(*(line(f"r{i}") for i in range(10)))),
-                              purpose="batch")
+    stored = api.files.create(file=("a.jsonl", jsonl(*(line(f"r{i}") for i in range(30)))),
+                              purpose="batch")  # ~3 s of work: the rotation comes mid-batch
     batch = api.batches.create(input_file_id=stored.id, endpoint="/v1/chat/completions",
                                completion_window="24h")
     deadline = time.monotonic() + 10
@@ -541,11 +541,11 @@ def test_a_rotated_key_keeps_its_files_and_its_running_batch(
         api.files.list()  # the old key is revoked at once
     api = client(server, new["key"])
     done = wait_final(api, batch.id)  # visible to the new key, and run on as it
-    assert done.status == "completed" and done.request_counts.completed == 10
+    assert done.status == "completed" and done.request_counts.completed == 30
     assert [f.id for f in api.files.list(purpose="batch")] == [stored.id]
     logs = admin.logs(key_id=new["id"])
     assert logs and all(r["status"] == 200 for r in logs)  # the rest was charged to it
-    assert len(admin.logs(key_id=old["id"])) + len(logs) == 10
+    assert len(admin.logs(key_id=old["id"])) + len(logs) == 30
 
 
 def test_a_keys_files_are_bounded_by_its_storage_quota(
