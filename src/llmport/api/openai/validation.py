@@ -8,6 +8,7 @@ through: upstreams have extensions (``top_k``, ``guided_json``…).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, cast
 
 import orjson
@@ -21,30 +22,30 @@ MAX_EMBEDDING_INPUTS = 2048
 MAX_EMBEDDING_DIMENSIONS = 65_536
 
 Kinds = tuple[type, ...]
-_INT: Kinds = (int,)
-_NUM: Kinds = (int, float)
-_BOOL: Kinds = (bool,)
-_STR: Kinds = (str,)
-_KIND_NAMES: dict[Kinds, str] = {_INT: "an integer", _NUM: "a number", _BOOL: "a boolean",
-                                 _STR: "a string"}
+INT: Kinds = (int,)
+NUM: Kinds = (int, float)
+BOOL: Kinds = (bool,)
+STR: Kinds = (str,)
+_KIND_NAMES: dict[Kinds, str] = {INT: "an integer", NUM: "a number", BOOL: "a boolean",
+                                 STR: "a string"}
 # field -> (accepted types, minimum, maximum); bool is excluded from numbers below.
 _CHAT_FIELDS: dict[str, tuple[Kinds, float | None, float | None]] = {
-    "n": (_INT, 1, 128),
-    "max_tokens": (_INT, 1, None),
-    "max_completion_tokens": (_INT, 1, None),
-    "temperature": (_NUM, 0, 2),
-    "top_p": (_NUM, 0, 1),
-    "presence_penalty": (_NUM, -2, 2),
-    "frequency_penalty": (_NUM, -2, 2),
-    "seed": (_INT, None, None),
-    "top_logprobs": (_INT, 0, 20),
-    "logprobs": (_BOOL, None, None),
-    "stream": (_BOOL, None, None),
-    "user": (_STR, None, None),
-    "parallel_tool_calls": (_BOOL, None, None),
+    "n": (INT, 1, 128),
+    "max_tokens": (INT, 1, None),
+    "max_completion_tokens": (INT, 1, None),
+    "temperature": (NUM, 0, 2),
+    "top_p": (NUM, 0, 1),
+    "presence_penalty": (NUM, -2, 2),
+    "frequency_penalty": (NUM, -2, 2),
+    "seed": (INT, None, None),
+    "top_logprobs": (INT, 0, 20),
+    "logprobs": (BOOL, None, None),
+    "stream": (BOOL, None, None),
+    "user": (STR, None, None),
+    "parallel_tool_calls": (BOOL, None, None),
 }
-_COMPLETION_FIELDS = {**_CHAT_FIELDS, "logprobs": (_INT, 0, 5), "echo": (_BOOL, None, None),
-                      "best_of": (_INT, 1, 20), "suffix": (_STR, None, None)}
+_COMPLETION_FIELDS = {**_CHAT_FIELDS, "logprobs": (INT, 0, 5), "echo": (BOOL, None, None),
+                      "best_of": (INT, 1, 20), "suffix": (STR, None, None)}
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -93,7 +94,7 @@ def validate_chat(body: dict[str, Any]) -> tuple[str, bool]:
                                   code="invalid_value")
     for index, message in enumerate(messages):
         _check_message(index, message)
-    _check_fields(body, _CHAT_FIELDS)
+    check_fields(body, _CHAT_FIELDS)
     _check_stop(body)
     tools = body.get("tools")
     if tools is not None and not (isinstance(tools, list)
@@ -111,7 +112,7 @@ def validate_completion(body: dict[str, Any]) -> tuple[str, bool]:
             isinstance(prompt, list) and not all(map(_prompt_item, prompt))):
         raise _bad("prompt", "a string, an array of strings, of token ids or of arrays of "
                              "token ids")
-    _check_fields(body, _COMPLETION_FIELDS)
+    check_fields(body, _COMPLETION_FIELDS)
     _check_stop(body)
     return model, check_stream(body)
 
@@ -175,13 +176,16 @@ def _check_message(index: int, message: Any) -> None:
         raise _bad(f"{where}.content", "a string or an array of content parts")
 
 
-def _check_fields(body: dict[str, Any],
-                  fields: dict[str, tuple[Kinds, float | None, float | None]]) -> None:
+def check_fields(body: dict[str, Any],
+                 fields: Mapping[str, tuple[Kinds, float | None, float | None]]) -> None:
+    """Each present field of ``fields`` (name → accepted types, minimum, maximum) has a
+    type and value in range; 400 naming the first that has not (the Responses API's
+    checks use it too)."""
     for name, (types, low, high) in fields.items():
         value: Any = body.get(name)
         if value is None:
             continue
-        numeric = types is not _BOOL and types is not _STR
+        numeric = types is not BOOL and types is not STR
         if not isinstance(value, types) or (numeric and isinstance(value, bool)):
             raise _bad(name, _KIND_NAMES[types])
         if not numeric:

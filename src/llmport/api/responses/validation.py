@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmport.api.jobs.params import checked_metadata
+from llmport.api.openai.validation import BOOL, INT, NUM, STR, check_fields, require_model
 from llmport.errors import InvalidRequestError
 
 KNOWN = frozenset({
@@ -19,6 +20,12 @@ KNOWN = frozenset({
     "max_output_tokens", "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls",
     "text", "reasoning", "metadata", "user", "truncation", "include", "stream_options",
     "service_tier", "safety_identifier", "prompt_cache_key", "background", "conversation"})
+# field -> (accepted types, minimum, maximum), checked as chat's fields are
+FIELDS = {
+    "instructions": (STR, None, None), "previous_response_id": (STR, None, None),
+    "user": (STR, None, None), "stream": (BOOL, None, None), "store": (BOOL, None, None),
+    "parallel_tool_calls": (BOOL, None, None), "temperature": (NUM, 0, 2),
+    "top_p": (NUM, 0, 1), "max_output_tokens": (INT, 1, None)}
 FORMATS = frozenset({"text", "json_object", "json_schema"})
 CHOICES = frozenset({"auto", "none", "required"})
 
@@ -29,9 +36,7 @@ def validate_response(body: dict[str, Any]) -> tuple[str, bool]:
     if unknown:
         raise _invalid(f"Unsupported parameter: {unknown[0]}.", unknown[0],
                        "unsupported_parameter")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _invalid("model is required.", "model")
+    model = require_model(body)
     value = body.get("input")
     if not (isinstance(value, str) and value) and not (isinstance(value, list) and value and all(
             isinstance(item, dict) for item in value)):
@@ -48,16 +53,7 @@ def validate_response(body: dict[str, Any]) -> tuple[str, bool]:
     if body.get("background"):
         raise _invalid("background mode is not supported.", "background",
                        "unsupported_parameter")
-    for key, kind in (("instructions", str), ("previous_response_id", str), ("user", str),
-                      ("stream", bool), ("store", bool), ("parallel_tool_calls", bool)):
-        if body.get(key) is not None and not isinstance(body[key], kind):
-            raise _invalid(f"{key} must be a {kind.__name__}.", key)
-    _number(body, "temperature", 0, 2)
-    _number(body, "top_p", 0, 1)
-    tokens = body.get("max_output_tokens")
-    if tokens is not None and (not isinstance(tokens, int) or isinstance(tokens, bool)
-                               or tokens < 1):
-        raise _invalid("max_output_tokens must be a positive integer.", "max_output_tokens")
+    check_fields(body, FIELDS)
     if body.get("truncation") not in (None, "disabled", "auto"):
         raise _invalid("truncation must be 'disabled' or 'auto'.", "truncation")
     checked_metadata(body.get("metadata"))
@@ -68,13 +64,6 @@ def validate_response(body: dict[str, Any]) -> tuple[str, bool]:
     if reasoning is not None and not isinstance(reasoning, dict):
         raise _invalid("reasoning must be an object.", "reasoning")
     return model, bool(body.get("stream"))
-
-
-def _number(body: dict[str, Any], key: str, low: float, high: float) -> None:
-    value = body.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                              or not low <= value <= high):
-        raise _invalid(f"{key} must be a number from {low} to {high}.", key)
 
 
 def _tools(tools: Any) -> None:
