@@ -453,8 +453,8 @@ async def test_a_batch_whose_runs_keep_failing_is_held_back_then_failed(tmp_path
     from llmport.batches.runner import BatchRunner
     from llmport.batches.settings import BatchesConfig
     from llmport.db.database import Database
+    from llmport.db.job_models import Batch
     from llmport.db.jobs import JobTables, NewFile, new_batch_id, now
-    from llmport.db.models import Batch
 
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
     await database.upgrade()

@@ -244,8 +244,8 @@ async def test_stored_responses_older_than_the_retention_are_purged(tmp_path: An
     from datetime import timedelta
 
     from llmport.db.database import Database
+    from llmport.db.job_models import StoredResponse
     from llmport.db.jobs import now
-    from llmport.db.models import StoredResponse
     from llmport.db.responses import ResponseTables
 
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'responses.db'}")

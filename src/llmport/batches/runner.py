@@ -34,7 +34,7 @@ from llmport.db.jobs import ACTIVE, MESSAGES, Answered, JobTables, NewFile, now
 from llmport.types import Endpoint
 
 if TYPE_CHECKING:
-    from llmport.db.models import Batch
+    from llmport.db.job_models import Batch
     from llmport.gateway.gateway import Gateway
 
 log = structlog.get_logger("llmport.batches")

@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from llmport.db.job_models import Conversation, ConversationItem
 from llmport.db.jobs import now
-from llmport.db.models import Conversation, ConversationItem
 
 
 def new_conversation_id() -> str:

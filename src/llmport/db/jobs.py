@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from llmport.db.models import Batch, BatchItem, FileContent, StoredFile
+from llmport.db.job_models import Batch, BatchItem, FileContent, StoredFile
 
 MESSAGES = "/v1/messages"  # the endpoint of Anthropic's Message Batches
 PART = 8 << 20  # bytes of a file per file_contents row

@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 
+from llmport.db.job_models import VectorChunk, VectorStore, VectorStoreFile
 from llmport.db.jobs import now
-from llmport.db.models import VectorChunk, VectorStore, VectorStoreFile
 
 STATUSES = ("in_progress", "completed", "failed", "cancelled")
 

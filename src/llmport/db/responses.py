@@ -14,8 +14,8 @@ from typing import Any
 import structlog
 from sqlalchemy import delete
 
+from llmport.db.job_models import StoredResponse
 from llmport.db.jobs import now
-from llmport.db.models import StoredResponse
 
 log = structlog.get_logger("llmport.responses")
 

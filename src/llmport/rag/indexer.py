@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from llmport.batches.input import off_loop
+from llmport.db.job_models import VectorChunk, VectorStoreFile
 from llmport.db.jobs import JobTables
-from llmport.db.models import VectorChunk, VectorStoreFile
 from llmport.db.rag import RagTables
 from llmport.rag.chunking import chunk
 from llmport.rag.embeddings import EmbeddingFailed, embed

@@ -23,8 +23,8 @@ from llmport.api.openai.validation import parse_json_object
 from llmport.batches.input import off_loop
 from llmport.batches.runner import BatchRunner, expires_after
 from llmport.batches.settings import BatchesConfig
+from llmport.db.job_models import Batch
 from llmport.db.jobs import MESSAGES, JobTables, NewFile, now
-from llmport.db.models import Batch
 from llmport.errors import InvalidRequestError, NotFoundError
 from llmport.gateway.gateway import Gateway
 

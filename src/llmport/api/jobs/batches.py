@@ -18,8 +18,8 @@ from llmport.api.jobs.params import checked_metadata, unknown_fields
 from llmport.api.openai.validation import parse_json_object
 from llmport.batches.input import OPENAI_ENDPOINTS
 from llmport.batches.runner import BatchRunner, expires_after
+from llmport.db.job_models import Batch
 from llmport.db.jobs import MESSAGES, JobTables, new_batch_id, now
-from llmport.db.models import Batch
 from llmport.errors import ConflictError, InvalidRequestError, NotFoundError
 from llmport.gateway.gateway import Gateway
 

@@ -18,8 +18,8 @@ from starlette.datastructures import UploadFile
 from llmport.api.jobs.caller import caller, caller_owner, owner_of, signed_body
 from llmport.batches.input import json_lines, off_loop
 from llmport.batches.settings import BatchesConfig
+from llmport.db.job_models import StoredFile
 from llmport.db.jobs import JobTables, NewFile
-from llmport.db.models import StoredFile
 from llmport.errors import (
     ConflictError,
     InvalidRequestError,

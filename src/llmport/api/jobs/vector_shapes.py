@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmport.db.models import VectorStore, VectorStoreFile
+from llmport.db.job_models import VectorStore, VectorStoreFile
 from llmport.errors import InvalidRequestError
 from llmport.rag.chunking import AUTO
 

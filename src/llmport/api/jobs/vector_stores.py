@@ -23,8 +23,8 @@ from llmport.api.jobs.vector_shapes import (
     store_object,
 )
 from llmport.api.openai.validation import parse_json_object
+from llmport.db.job_models import VectorStore, VectorStoreFile
 from llmport.db.jobs import JobTables, now
-from llmport.db.models import VectorStore, VectorStoreFile
 from llmport.db.rag import RagTables, new_store_id
 from llmport.errors import InvalidRequestError, NotFoundError
 from llmport.gateway.context import CallContext

@@ -12,7 +12,7 @@ from llmport.api.jobs.caller import JSON_LIMIT, caller, owner_of, signed_body
 from llmport.api.jobs.params import checked_metadata, unknown_fields
 from llmport.api.openai.validation import parse_json_object
 from llmport.db.conversations import ConversationTables
-from llmport.db.models import Conversation
+from llmport.db.job_models import Conversation
 from llmport.errors import InvalidRequestError, NotFoundError
 from llmport.gateway.gateway import Gateway
 from llmport.translation.items import stored_items

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from llmport.api.jobs.caller import caller_owner
-from llmport.db.models import StoredResponse
+from llmport.db.job_models import StoredResponse
 from llmport.db.responses import ResponseTables
 from llmport.errors import NotFoundError
 from llmport.gateway.gateway import Gateway
