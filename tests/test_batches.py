@@ -14,7 +14,7 @@ import openai
 import orjson
 import pytest
 
-from tests.support.admin import MASTER_KEY, PRICE, Admin, tenancy_config
+from tests.support.admin import MASTER_KEY, Admin, priced_upstream, tenancy_config
 from tests.support.databases import fresh_postgres
 from tests.support.fake_openai import Answer, FakeOpenAI
 from tests.support.processes import LLMPortProcess
@@ -27,9 +27,7 @@ FINAL = ("completed", "failed", "cancelled", "expired")
 
 def config(fake: FakeOpenAI, tmp_path: Path, **batches: Any) -> dict[str, Any]:
     settings = tenancy_config(batches={"poll_interval": 0.05, **batches})
-    settings["models"].append({"name": "gpt-4o-mini", "provider": "openai",
-                               "model": "fake-model", "api_base": fake.url,
-                               "api_key": "sk-upstream", "pricing": PRICE})
+    settings["models"].append(priced_upstream(fake.url))
     settings["data_dir"] = str(tmp_path / "shared-data")  # the same database across restarts
     return settings
 
@@ -267,10 +265,7 @@ def test_a_cancelled_batch_keeps_what_was_answered_and_sends_nothing_more(
                               purpose="batch")
     batch = api.batches.create(input_file_id=stored.id, endpoint="/v1/chat/completions",
                                completion_window="24h")
-    deadline = time.monotonic() + 10
-    while api.batches.retrieve(batch.id).request_counts.completed < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    assert fake.wait_for(lambda: api.batches.retrieve(batch.id).request_counts.completed >= 2, 10)
     cancelling = api.batches.cancel(batch.id)
     assert cancelling.status == "cancelling" and cancelling.cancelling_at
     done = wait_final(api, batch.id)
@@ -293,10 +288,7 @@ def test_a_batch_is_resumed_by_the_next_gateway_and_each_request_answered_once(
                                                          for i in range(80)))), purpose="batch")
     batch = api.batches.create(input_file_id=stored.id, endpoint="/v1/chat/completions",
                                completion_window="24h")
-    deadline = time.monotonic() + 10
-    while api.batches.retrieve(batch.id).request_counts.completed < 5:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    assert fake.wait_for(lambda: api.batches.retrieve(batch.id).request_counts.completed >= 5, 10)
     first.stop()  # mid-batch: it sends nothing more, keeps what is in flight, hands over
     stopped_at = len(chat_calls(fake))
     assert stopped_at < 80
@@ -328,10 +320,8 @@ def test_a_batch_whose_gateway_was_killed_is_taken_over_when_its_lease_runs_out(
                                   purpose="batch")
         batch = api.batches.create(input_file_id=stored.id, endpoint="/v1/chat/completions",
                                    completion_window="24h")
-        deadline = time.monotonic() + 15
-        while api.batches.retrieve(batch.id).request_counts.completed < 5:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        assert fake.wait_for(
+            lambda: api.batches.retrieve(batch.id).request_counts.completed >= 5, 15)
         first.kill()  # SIGKILL: no hand-over; the lease in the database says it is taken
         second = LLMPortProcess(settings, tmp_path / "second", "second").start()
         api = openai.OpenAI(base_url=second.url + "/v1", api_key=MASTER_KEY, max_retries=0)
@@ -532,10 +522,7 @@ def test_a_rotated_key_keeps_its_files_and_its_running_batch(
                               purpose="batch")  # ~3 s of work: the rotation comes mid-batch
     batch = api.batches.create(input_file_id=stored.id, endpoint="/v1/chat/completions",
                                completion_window="24h")
-    deadline = time.monotonic() + 10
-    while api.batches.retrieve(batch.id).request_counts.completed < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    assert fake.wait_for(lambda: api.batches.retrieve(batch.id).request_counts.completed >= 2, 10)
     new = admin.call("POST", f"/admin/keys/{old['id']}/rotate", 201, json={"grace_seconds": 0})
     with pytest.raises(openai.AuthenticationError):
         api.files.list()  # the old key is revoked at once

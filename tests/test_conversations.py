@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.admin import MASTER_KEY, Admin, tenancy_config
+from tests.support.admin import MASTER_KEY, Admin, priced_upstream, tenancy_config
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.servers import GatewayServer
 from tests.support.spec import check
@@ -22,8 +22,7 @@ Start = Callable[[dict[str, Any]], GatewayServer]
 @pytest.fixture
 def server(fake: FakeOpenAI, start_gateway: Start) -> GatewayServer:
     config = tenancy_config()
-    config["models"].append({"name": "gpt-4o-mini", "provider": "openai", "model": "fake-model",
-                             "api_base": fake.url, "api_key": "sk-upstream"})
+    config["models"].append(priced_upstream(fake.url))
     return start_gateway(config)
 
 

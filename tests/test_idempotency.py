@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.admin import PRICE, Admin, tenancy_config
+from tests.support.admin import Admin, priced_upstream, tenancy_config
 from tests.support.fake_openai import Fail, FakeOpenAI, Hang
 from tests.support.servers import GatewayServer
 
@@ -21,8 +21,7 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Once, 
 @pytest.fixture
 def server(fake: FakeOpenAI, start_gateway: Start) -> GatewayServer:
     config = tenancy_config()
-    config["models"].append({"name": "gpt-4o-mini", "provider": "openai", "model": "fake-model",
-                             "api_base": fake.url, "api_key": "sk-upstream", "pricing": PRICE})
+    config["models"].append(priced_upstream(fake.url))
     return start_gateway(config)
 
 

@@ -13,7 +13,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.support.admin import MASTER_KEY, PRICE, Admin, tenancy_config
+from tests.support.admin import MASTER_KEY, Admin, priced_upstream, tenancy_config
 from tests.support.fake_openai import Answer, FakeOpenAI
 from tests.support.servers import GatewayServer
 
@@ -23,8 +23,7 @@ Start = Callable[[dict[str, Any]], GatewayServer]
 def start(fake: FakeOpenAI, start_gateway: Start, tmp_path: Path, **batches: Any
           ) -> GatewayServer:
     config = tenancy_config(batches={"poll_interval": 0.05, **batches})
-    config["models"].append({"name": "gpt-4o-mini", "provider": "openai", "model": "fake-model",
-                             "api_base": fake.url, "api_key": "sk-upstream", "pricing": PRICE})
+    config["models"].append(priced_upstream(fake.url))
     config["data_dir"] = str(tmp_path / "data")
     return start_gateway(config)
 
@@ -101,10 +100,8 @@ def test_a_canceled_message_batch_reports_the_unsent_requests_as_canceled(
     api = client(server)
     batch = api.messages.batches.create(
         requests=[request(f"r{i}") for i in range(20)])  # type: ignore[misc]
-    deadline = time.monotonic() + 10
-    while api.messages.batches.retrieve(batch.id).request_counts.processing > 18:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    assert fake.wait_for(
+        lambda: api.messages.batches.retrieve(batch.id).request_counts.processing <= 18, 10)
     with pytest.raises(anthropic.BadRequestError):
         api.messages.batches.delete(batch.id)  # not ended yet
     canceling = api.messages.batches.cancel(batch.id)

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests.conftest import claude_config
-from tests.support.admin import MASTER_KEY, Admin, tenancy_config
+from tests.support.admin import MASTER_KEY, Admin, priced_upstream, tenancy_config
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_openai import Answer, FakeOpenAI
 from tests.support.servers import GatewayServer
@@ -28,8 +28,7 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "Weather in
 @pytest.fixture
 def server(fake: FakeOpenAI, start_gateway: Start) -> GatewayServer:
     config = tenancy_config()
-    config["models"].append({"name": "gpt-4o-mini", "provider": "openai", "model": "fake-model",
-                             "api_base": fake.url, "api_key": "sk-upstream"})
+    config["models"].append(priced_upstream(fake.url))
     return start_gateway(config)
 
 

@@ -41,6 +41,12 @@ def tenancy_config(**top: Any) -> dict[str, Any]:
             "models": [{"name": "demo", **demo}, {"name": "other", **demo}], **top}
 
 
+def priced_upstream(url: str) -> dict[str, Any]:
+    """``gpt-4o-mini``, served by a fake OpenAI upstream at ``url``, priced like the demo."""
+    return {"name": "gpt-4o-mini", "provider": "openai", "model": "fake-model", "api_base": url,
+            "api_key": "sk-upstream", "pricing": PRICE}
+
+
 def chat(base_url: str, key: str, model: str = "demo", **kwargs: Any) -> Any:
     client = openai.OpenAI(base_url=base_url + "/v1", api_key=key, max_retries=0)
     return client.chat.completions.with_raw_response.create(
