@@ -4,8 +4,10 @@ and a fake upstream: every request of a batch sent once, through the gateway's p
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -564,3 +566,7 @@ def test_a_file_larger_than_one_stored_part_comes_back_whole(
     assert downloaded.status_code == 200 and downloaded.content == data
     assert downloaded.headers["content-length"] == str(len(data))
     assert api.files.content(stored.id).content == data
+    with closing(sqlite3.connect(tmp_path / "shared-data" / "llmport.db")) as db:
+        parts = db.execute("SELECT part, length(data) FROM file_contents WHERE file_id = ? "
+                           "ORDER BY part", (stored.id,)).fetchall()
+    assert parts == [(0, PART), (1, len(data) - PART)]  # kept in two parts

@@ -132,3 +132,9 @@ class DisconnectGuard:
             self._task.uncancel()
             return True
         return False
+
+
+def request_target(scope: Scope) -> str:
+    """The path with its query string, as the client sent them (what a signature covers)."""
+    query: bytes = scope.get("query_string") or b""
+    return scope["path"] + "?" + query.decode("latin-1") if query else scope["path"]

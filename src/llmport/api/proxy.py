@@ -23,6 +23,7 @@ from llmport.api.asgi import (
     Send,
     error_headers,
     read_body,
+    request_target,
     sane_request_id,
     send_response,
 )
@@ -99,9 +100,8 @@ class ProxyRoute:
             ctx.authenticated_at = perf_counter()
             raw = await read_body(receive, self.max_body)
             if ctx.principal.signing_secret is not None:
-                query = scope.get("query_string")  # the target as sent, query included
-                target = scope["path"] + "?" + query.decode("latin-1") if query else scope["path"]
-                await self.gateway.authenticator.check_signature(ctx, "POST", target, raw)
+                await self.gateway.authenticator.check_signature(ctx, "POST",
+                                                                 request_target(scope), raw)
             self.dialect.decode(ctx, raw)
             if self.prepare is not None:
                 await self.prepare(ctx)

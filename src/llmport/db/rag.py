@@ -139,19 +139,13 @@ class RagTables:
             await _touch(session, store_id, -row.usage_bytes)
         return True
 
-    async def chunks(self, store_id: str, file_id: str | None = None
-                     ) -> list[tuple[VectorChunk, VectorStoreFile]]:
-        """A store's chunks (or one file's), with their file, in file and position order."""
-        query = (select(VectorChunk, VectorStoreFile)
-                 .join(VectorStoreFile, (VectorStoreFile.vector_store_id
-                                         == VectorChunk.vector_store_id)
-                       & (VectorStoreFile.file_id == VectorChunk.file_id))
-                 .where(VectorChunk.vector_store_id == store_id)
-                 .order_by(VectorChunk.file_id, VectorChunk.position))
-        if file_id is not None:
-            query = query.where(VectorChunk.file_id == file_id)
+    async def file_texts(self, store_id: str, file_id: str) -> list[str]:
+        """A file's chunks' texts, in order."""
+        query = (select(VectorChunk.text)
+                 .where(VectorChunk.vector_store_id == store_id, VectorChunk.file_id == file_id)
+                 .order_by(VectorChunk.position))
         async with self.sessions() as session:
-            return [(c, f) for c, f in (await session.execute(query)).all()]
+            return list((await session.scalars(query)).all())
 
     async def searchable(self, store_id: str) -> list[tuple[bytes, str, str, str, Any]]:
         """(embedding, text, file id, filename, attributes) of the store's indexed chunks:

@@ -6,7 +6,7 @@ import hashlib
 
 from fastapi import Request
 
-from llmport.api.asgi import read_body
+from llmport.api.asgi import read_body, request_target
 from llmport.gateway.context import CallContext
 from llmport.gateway.gateway import Gateway
 from llmport.types import Endpoint, Principal
@@ -27,10 +27,9 @@ async def signed_body(gateway: Gateway, request: Request, ctx: CallContext,
     """The request's body (413 past ``limit`` bytes, counted as they arrive); a signing
     key's request must be signed over it."""
     body = await read_body(request.receive, limit) if request.method in ("POST", "PUT") else b""
-    if ctx.principal.signing_secret is not None:  # over the target as sent, query included
-        query = request.scope.get("query_string") or b""
-        target = request.scope["path"] + ("?" + query.decode("latin-1") if query else "")
-        await gateway.authenticator.check_signature(ctx, request.method, target, body)
+    if ctx.principal.signing_secret is not None:
+        await gateway.authenticator.check_signature(ctx, request.method,
+                                                    request_target(request.scope), body)
     return body
 
 

@@ -204,9 +204,9 @@ def vector_stores_router(gateway: Gateway, tables: RagTables, files: JobTables,
     @router.get("/{store_id}/files/{file_id}/content", summary="A file's chunks, as indexed")
     async def content(request: Request, store_id: str, file_id: str) -> dict[str, Any]:
         await found_file(request, store_id, file_id)
-        chunks = await tables.chunks(store_id, file_id)
+        texts = await tables.file_texts(store_id, file_id)
         return {"object": "vector_store.file_content.page", "has_more": False,
-                "next_page": None, "data": [{"type": "text", "text": c.text} for c, _ in chunks]}
+                "next_page": None, "data": [{"type": "text", "text": text} for text in texts]}
 
     @router.post("/{store_id}/search", summary="Search a vector store by meaning")
     async def search(request: Request, store_id: str) -> dict[str, Any]:
