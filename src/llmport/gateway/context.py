@@ -27,7 +27,7 @@ class CallContext:
     stream: bool = False
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     client_ip: str | None = None
-    dialect: str = "openai"  # the wire API the client speaks: "openai" | "anthropic"
+    dialect: str = "openai"  # the wire API the client speaks: "openai" | "anthropic" | "responses"
     principal: Principal = ANONYMOUS
     started: float = field(default_factory=perf_counter)
     # Filled in as the call proceeds:
