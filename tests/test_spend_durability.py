@@ -16,17 +16,22 @@ from __future__ import annotations
 import concurrent.futures
 import signal
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from llmport.accounting.journal_segments import SEGMENT_NAME
-from tests.support.admin import Admin, tenancy_config
+from llmport.observability.events import RequestFinished
+from tests.support.admin import MASTER_KEY, Admin, tenancy_config
 from tests.support.databases import fresh_postgres, postgres_query
 from tests.support.processes import LLMPortProcess
+from tests.support.servers import GatewayServer
 
 REQUESTS = 1000
 THREADS = 16
@@ -153,3 +158,47 @@ def test_sigterm_flushes_the_journal_to_the_database_before_exiting(
     assert gateway.stop() in (0, -signal.SIGTERM)
     assert segments(gateway) == []
     assert_exactly_once(stored_request_ids(gateway, key["id"]), answered)
+
+
+@pytest.mark.parametrize("outcome", ["answer", "stream", "error"])
+def test_the_record_is_in_the_journal_before_the_answer_can_be_read(
+        start_gateway: Callable[[dict[str, Any]], GatewayServer], tmp_path: Path,
+        outcome: str) -> None:
+    """The kill -9 test above loses a record only when the process dies between the answer
+    leaving and its record being written, a race it rarely hits. This makes the order
+    visible: a subscriber behind the spend recorder notes what the journal's files hold and
+    then holds the event loop for a moment; the client must not have its whole answer (the
+    body, the stream's last event, the error) before the hold ends."""
+    server = start_gateway(tenancy_config(data_dir=str(tmp_path / "data"),
+                                          spend_log={"flush_interval": 60}))
+    journal = Path(server.gateway.journal.directory)
+    seen: list[tuple[str, bytes, float]] = []
+
+    def hold(event: RequestFinished) -> None:
+        written = b"".join(p.read_bytes() for p in journal.iterdir()
+                           if SEGMENT_NAME.fullmatch(p.name))
+        time.sleep(0.3)  # the answer's last bytes, sent after this, wait with it
+        seen.append((event.ctx.request_id, written, time.monotonic()))
+
+    server.gateway.events.subscribe(hold, RequestFinished)
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+    messages: Any = [{"role": "user", "content": "Hello there"}]
+    if outcome == "error":
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.chat.completions.create(model="nope", messages=messages)
+        request_id = caught.value.response.headers["x-request-id"]
+    else:
+        raw = client.chat.completions.with_raw_response.create(
+            model="demo", messages=messages, stream=outcome == "stream")
+        request_id = raw.headers["x-request-id"]
+        parsed = raw.parse()
+        if outcome == "stream":
+            assert "".join(c.choices[0].delta.content or "" for c in parsed if c.choices)
+        else:
+            assert parsed.choices[0].message.content
+    received = time.monotonic()
+
+    [(reported_id, written, held_until)] = seen
+    assert reported_id == request_id
+    assert f'"request_id":"{request_id}"'.encode() in written  # in the file a kill -9 leaves
+    assert received >= held_until  # nothing whole reached the client before the report

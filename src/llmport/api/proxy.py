@@ -94,6 +94,7 @@ class ProxyRoute:
         status: int = 200
         error: BaseException | None = None
         guard: DisconnectGuard | None = None
+        reported = False  # gateway.finish called (before the last bytes, when they go out)
         self.gateway.start_request(ctx)
         try:
             await self.gateway.authenticator.authenticate(ctx)
@@ -114,34 +115,52 @@ class ProxyRoute:
                     await self.complete(ctx)
                 if ctx.state.get("capture_response"):  # body logging is on
                     ctx.state["response_body"] = body
-                await send_response(send, status, body, self._headers(ctx))
+                headers = self._headers(ctx)
+                # Reported before the answer leaves: the spend record is in the journal
+                # before the client can see the answer, so a crash (kill -9) between the
+                # two cannot leave an answered request unrecorded.
+                reported = True
+                self.gateway.finish(ctx, status, None)
+                await send_response(send, status, body, headers)
             else:
                 try:
-                    error = await self._relay(send, ctx, result.chunks)
+                    tail, error = await self._relay(send, ctx, result.chunks)
                 finally:
                     await result.aclose()
                 status = error.status_code if error else 200
+                reported = True  # as above: the stream's last bytes go out after the report
+                self.gateway.finish(ctx, status, error)
+                await send({"type": "http.response.body", "body": tail, "more_body": False})
         except LLMPortError as exc:
+            if reported:
+                raise
             status, error = exc.status_code, exc
-            await send_response(send, status, self.dialect.error_body(exc),
-                                self._headers(ctx) + error_headers(exc))
+            body, headers = self.dialect.error_body(exc), self._headers(ctx) + error_headers(exc)
+            reported = True
+            self.gateway.finish(ctx, status, error)
+            await send_response(send, status, body, headers)
         except asyncio.CancelledError as exc:
             if guard is None or not guard.absorb():
                 raise
             status, error = CLIENT_CLOSED, exc
         except Exception as exc:  # the boundary: a bug must still answer in the envelope
+            if reported:
+                raise
             log.exception("unhandled error", request_id=ctx.request_id)
             status, error = 500, exc
             internal = LLMPortError("The gateway failed to process the request.",
                                     code="internal_error")
-            await send_response(send, 500, self.dialect.error_body(internal),
-                                self._headers(ctx))
+            body, headers = self.dialect.error_body(internal), self._headers(ctx)
+            reported = True
+            self.gateway.finish(ctx, status, error)
+            await send_response(send, 500, body, headers)
         finally:
             if guard is not None:
                 guard.close()
             if ctx.cleanups:
                 await run_cleanups(ctx)
-            self.gateway.finish(ctx, status, error)
+            if not reported:
+                self.gateway.finish(ctx, status, error)
 
     def _headers(self, ctx: CallContext) -> RawHeaders:
         headers = [(b"x-request-id", ctx.request_id.encode()),
@@ -150,9 +169,10 @@ class ProxyRoute:
             headers += ctx.response_headers
         return headers
 
-    async def _relay(self, send: Send, ctx: CallContext,
-                     chunks: AsyncIterator[Chunk]) -> LLMPortError | None:
-        """Relay a primed stream. An error after the first byte ends it with an error event."""
+    async def _relay(self, send: Send, ctx: CallContext, chunks: AsyncIterator[Chunk]
+                     ) -> tuple[bytes, LLMPortError | None]:
+        """Relay a primed stream, all but its last bytes (returned, with the error that
+        ended it, if any). An error after the first byte ends it with an error event."""
         await send({"type": "http.response.start", "status": 200,
                     "headers": self._headers(ctx) + SSE_HEADERS})
         encoder = self.dialect.stream_encoder(ctx)
@@ -178,8 +198,7 @@ class ProxyRoute:
             # An encoder that keeps state (the Responses API's sequence numbers) ends it.
             stream_error = getattr(encoder, "error", None) or self.dialect.stream_error
             tail = stream_error(failure)
-        # The last event and the end of the body in one write: a client that stops reading
-        # at the last event (most do) finds the response complete and can reuse the
+        # The last event and the end of the body go out in one write: a client that stops
+        # reading at the last event (most do) finds the response complete and can reuse the
         # connection; sent apart, it sees an unfinished response and drops the connection.
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
-        return failure
+        return tail, failure
