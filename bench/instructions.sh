@@ -8,7 +8,8 @@
 #   bench/instructions.sh CONFIG [N]        e.g. bench/instructions.sh observability.yaml 1000
 # CONFIG is a file in bench/configs. Needs valgrind (apt-get install valgrind).
 # Environment: PORT (gateway, default 38290), MOCK_PORT (default 38291), KEEP (a path: the
-# callgrind profile is copied there, for callgrind_annotate --inclusive=no).
+# callgrind profile is copied there, for callgrind_annotate --inclusive=no), LLMPORT_VARIANT
+# (runs bench/variants.py with that variant instead of llmport: what a part costs).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -27,8 +28,10 @@ case "$config" in  # the full configurations need their database and tenant key 
   full-inprocess.yaml) "$python" "$here/setup_full.py" full > /dev/null ;;
   full-redis.yaml) "$python" "$here/setup_full.py" full-redis > /dev/null ;;
 esac
+entry="$root/.venv/bin/llmport"
+[ -n "${LLMPORT_VARIANT:-}" ] && entry="$here/variants.py"
 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.%p" --dump-instr=no \
-  "$python" "$root/.venv/bin/llmport" serve --config "$here/configs/$config" --port "$port" \
+  "$python" "$entry" serve --config "$here/configs/$config" --port "$port" \
   > "$work/gateway.log" 2>&1 &
 gateway=$!
 for _ in $(seq 600); do

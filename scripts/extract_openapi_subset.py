@@ -32,6 +32,7 @@ ROOTS = [
     "ListVectorStoresResponse",
     "VectorStoreFileObject",
     "ListVectorStoreFilesResponse",
+    "VectorStoreFileBatchObject",
     "VectorStoreSearchResultsPage",
     "DeleteVectorStoreResponse",
     "DeleteVectorStoreFileResponse",

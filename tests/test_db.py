@@ -31,8 +31,9 @@ from llmport.tenancy.keys import hash_key
 PG_HOST = os.environ.get("LLMPORT_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("LLMPORT_TEST_PG_PORT", "5432"))
 TABLES = ("spend_log", "api_keys", "users", "teams", "organizations", "files", "file_contents",
-          "batches", "batch_items", "vector_stores", "vector_store_files", "vector_chunks",
-          "responses", "conversations", "conversation_items")
+          "batches", "batch_items", "vector_stores", "vector_store_files",
+          "vector_store_file_batches", "vector_chunks", "responses", "conversations",
+          "conversation_items")
 BACKENDS = ["sqlite", "postgresql"]
 T0 = datetime(2025, 3, 1, 22, 0, tzinfo=UTC)
 

@@ -139,6 +139,20 @@ class VectorStoreFile(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class VectorStoreFileBatch(Base):
+    """Files added to a store together (``/file_batches``): the batch keeps their ids, and
+    its counts are those files' statuses in the store."""
+
+    __tablename__ = "vector_store_file_batches"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vector_store_id: Mapped[str] = mapped_column(
+        ForeignKey("vector_stores.id", ondelete="CASCADE"), index=True)
+    file_ids: Mapped[list[str]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class VectorChunk(Base):
     """One chunk of a file's text and its embedding (float32, unit length)."""
 

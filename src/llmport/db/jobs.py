@@ -95,6 +95,13 @@ class JobTables:
             row = await session.get(StoredFile, file_id)
         return row if row is not None and row.owner == owner else None
 
+    async def get_files(self, owner: str, file_ids: list[str]) -> dict[str, StoredFile]:
+        """Those of ``file_ids`` that ``owner`` has, by id (one query for a whole list)."""
+        async with self.sessions() as session:
+            rows = await session.scalars(select(StoredFile).where(
+                StoredFile.id.in_(file_ids), StoredFile.owner == owner))
+            return {row.id: row for row in rows.all()}
+
     async def file_data(self, owner: str, file_id: str) -> bytes | None:
         parts = [part async for part in self.file_parts(owner, file_id)]
         return b"".join(parts) if parts else None

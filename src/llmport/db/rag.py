@@ -12,7 +12,12 @@ from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 
-from llmport.db.job_models import VectorChunk, VectorStore, VectorStoreFile
+from llmport.db.job_models import (
+    VectorChunk,
+    VectorStore,
+    VectorStoreFile,
+    VectorStoreFileBatch,
+)
 from llmport.db.jobs import now
 
 STATUSES = ("in_progress", "completed", "failed", "cancelled")
@@ -20,6 +25,10 @@ STATUSES = ("in_progress", "completed", "failed", "cancelled")
 
 def new_store_id() -> str:
     return f"vs_{secrets.token_hex(12)}"
+
+
+def new_file_batch_id() -> str:
+    return f"vsfb_{secrets.token_hex(12)}"
 
 
 class RagTables:
@@ -71,6 +80,8 @@ class RagTables:
                 VectorChunk.vector_store_id.in_(owned)))
             await session.execute(delete(VectorStoreFile).where(
                 VectorStoreFile.vector_store_id.in_(owned)))
+            await session.execute(delete(VectorStoreFileBatch).where(
+                VectorStoreFileBatch.vector_store_id.in_(owned)))
             result = await session.execute(delete(VectorStore).where(
                 VectorStore.id == store_id, VectorStore.owner == owner))
         return bool(result.rowcount)
@@ -103,8 +114,12 @@ class RagTables:
             return await session.get(VectorStoreFile, (store_id, file_id))
 
     async def list_files(self, store_id: str, *, limit: int, after: str | None,
-                         newest_first: bool, status: str | None) -> list[VectorStoreFile]:
+                         newest_first: bool, status: str | None,
+                         file_ids: list[str] | None = None) -> list[VectorStoreFile]:
+        """A page of the store's files (only ``file_ids``, when given: a batch's)."""
         where: list[Any] = [VectorStoreFile.vector_store_id == store_id]
+        if file_ids is not None:
+            where.append(VectorStoreFile.file_id.in_(file_ids))
         if status is not None:
             where.append(VectorStoreFile.status == status)
         async with self.sessions() as session:
@@ -166,6 +181,50 @@ class RagTables:
             found: int | None = await session.scalar(
                 select(VectorStore.revision).where(VectorStore.id == store_id))
         return found
+
+    # file batches
+
+    async def create_file_batch(self, batch: VectorStoreFileBatch,
+                                rows: list[VectorStoreFile]) -> None:
+        """The batch, and those of its files the store does not hold yet (one transaction;
+        a file already there is left as it is and counted as it is)."""
+        async with self.sessions.begin() as session:
+            held = set((await session.scalars(select(VectorStoreFile.file_id).where(
+                VectorStoreFile.vector_store_id == batch.vector_store_id,
+                VectorStoreFile.file_id.in_(batch.file_ids)))).all())
+            session.add(batch)
+            session.add_all(row for row in rows if row.file_id not in held)
+
+    async def get_file_batch(self, store_id: str, batch_id: str
+                             ) -> VectorStoreFileBatch | None:
+        async with self.sessions() as session:
+            row = await session.get(VectorStoreFileBatch, batch_id)
+        return row if row is not None and row.vector_store_id == store_id else None
+
+    async def file_batch_counts(self, batch: VectorStoreFileBatch) -> dict[str, int]:
+        """The batch's files by status (every status present, zero when none)."""
+        counts = dict.fromkeys(STATUSES, 0)
+        query = (select(VectorStoreFile.status, func.count())
+                 .where(VectorStoreFile.vector_store_id == batch.vector_store_id,
+                        VectorStoreFile.file_id.in_(batch.file_ids))
+                 .group_by(VectorStoreFile.status))
+        async with self.sessions() as session:
+            for status, count in (await session.execute(query)).all():
+                counts[status] = count
+        return counts
+
+    async def cancel_file_batch(self, batch: VectorStoreFileBatch) -> None:
+        """Its files not indexed yet become ``cancelled``; one being indexed loses its lease,
+        so the indexer stores nothing of it (``finish_file`` names the lease)."""
+        async with self.sessions.begin() as session:
+            await session.execute(update(VectorStoreFile).where(
+                VectorStoreFile.vector_store_id == batch.vector_store_id,
+                VectorStoreFile.file_id.in_(batch.file_ids),
+                VectorStoreFile.status == "in_progress")
+                .values(status="cancelled", lease_owner=None, lease_until=None))
+            await session.execute(update(VectorStoreFileBatch).where(
+                VectorStoreFileBatch.id == batch.id, VectorStoreFileBatch.cancelled_at.is_(None))
+                .values(cancelled_at=now()))
 
     # the indexer
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmport.db.job_models import VectorStore, VectorStoreFile
+from llmport.api.internal import run_as
+from llmport.db.job_models import StoredFile, VectorStore, VectorStoreFile, VectorStoreFileBatch
+from llmport.db.jobs import now
 from llmport.errors import InvalidRequestError
 from llmport.rag.chunking import AUTO
+from llmport.types import Principal
 
 
 def store_object(row: VectorStore, counts: dict[str, int]) -> dict[str, Any]:
@@ -28,6 +31,32 @@ def file_object(row: VectorStoreFile) -> dict[str, Any]:
             "max_chunk_size_tokens": row.chunk_tokens,
             "chunk_overlap_tokens": row.overlap_tokens}},
         "attributes": row.attributes or {}}
+
+
+def file_batch_object(row: VectorStoreFileBatch, counts: dict[str, int]) -> dict[str, Any]:
+    if counts["in_progress"]:
+        status = "in_progress"
+    elif row.cancelled_at is not None:
+        status = "cancelled"
+    elif counts["failed"] and counts["failed"] == sum(counts.values()):
+        status = "failed"
+    else:
+        status = "completed"
+    return {
+        "id": row.id, "object": "vector_store.files_batch",
+        "created_at": int(row.created_at.timestamp()), "vector_store_id": row.vector_store_id,
+        "status": status, "file_counts": {**counts, "total": sum(counts.values())}}
+
+
+def new_store_file(principal: Principal, store_id: str, stored: StoredFile, chunking: Any,
+                   attributes: Any) -> VectorStoreFile:
+    """A file joining a store, queued for the indexer, which runs it as ``principal``."""
+    size, overlap = checked_chunking(chunking)
+    return VectorStoreFile(
+        vector_store_id=store_id, file_id=stored.id, filename=stored.filename,
+        run_as=run_as(principal), status="in_progress", last_error=None, usage_bytes=0,
+        chunk_tokens=size, overlap_tokens=overlap, attributes=checked_attributes(attributes),
+        created_at=now())
 
 
 def checked_chunking(strategy: Any) -> tuple[int, int]:

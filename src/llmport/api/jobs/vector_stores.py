@@ -13,13 +13,14 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from llmport.api.internal import run_as
 from llmport.api.jobs.caller import JSON_LIMIT, caller, owner_of, signed_body
 from llmport.api.jobs.params import checked_metadata, unknown_fields
+from llmport.api.jobs.vector_file_batches import file_batch_routes
 from llmport.api.jobs.vector_shapes import (
     checked_attributes,
     checked_chunking,
     file_object,
+    new_store_file,
     store_object,
 )
 from llmport.api.openai.validation import parse_json_object
@@ -49,11 +50,12 @@ def vector_stores_router(gateway: Gateway, tables: RagTables, files: JobTables,
                          wake: Callable[[], None]) -> APIRouter:
     router = APIRouter(prefix="/v1/vector_stores", tags=["vector stores"])
 
-    async def who(request: Request) -> tuple[CallContext, dict[str, Any]]:
-        """The caller, and the JSON body of a POST ({} for other methods)."""
+    async def who(request: Request, parse: bool = True) -> tuple[CallContext, dict[str, Any]]:
+        """The caller, and the JSON body of a POST ({} for other methods, and for a POST
+        that takes none: ``parse`` False)."""
         ctx = await caller(gateway, request)
         raw = await signed_body(gateway, request, ctx, JSON_LIMIT)
-        return ctx, (parse_json_object(raw) if request.method == "POST" else {})
+        return ctx, (parse_json_object(raw) if parse and request.method == "POST" else {})
 
     async def found(ctx: CallContext, store_id: str) -> VectorStore:
         store = await tables.get_store(owner_of(ctx.principal), store_id)
@@ -77,12 +79,7 @@ def vector_stores_router(gateway: Gateway, tables: RagTables, files: JobTables,
         if stored is None:
             raise NotFoundError(f"No such File object: {file_id}", param=param,
                                 code="file_not_found")
-        size, overlap = checked_chunking(chunking)
-        return VectorStoreFile(
-            vector_store_id=store_id, file_id=stored.id, filename=stored.filename,
-            run_as=run_as(ctx.principal), status="in_progress", last_error=None, usage_bytes=0,
-            chunk_tokens=size, overlap_tokens=overlap,
-            attributes=checked_attributes(attributes), created_at=now())
+        return new_store_file(ctx.principal, store_id, stored, chunking, attributes)
 
     @router.post("", summary="Create a vector store (optionally with files)")
     async def create(request: Request) -> dict[str, Any]:
@@ -207,6 +204,8 @@ def vector_stores_router(gateway: Gateway, tables: RagTables, files: JobTables,
         texts = await tables.file_texts(store_id, file_id)
         return {"object": "vector_store.file_content.page", "has_more": False,
                 "next_page": None, "data": [{"type": "text", "text": text} for text in texts]}
+
+    file_batch_routes(router, tables, files, who, found, wake)
 
     @router.post("/{store_id}/search", summary="Search a vector store by meaning")
     async def search(request: Request, store_id: str) -> dict[str, Any]:
