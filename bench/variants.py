@@ -28,7 +28,8 @@ from llmport.observability.events import EventBus
 VARIANTS = set(filter(None, os.environ.get("LLMPORT_VARIANT", "").split(",")))
 SUBSCRIBERS = {"noop-tracing": "Tracing", "noop-metrics": "Metrics",
                "noop-access-log": "AccessLog"}
-KNOWN = {"noop-subscribers", "double-subscribers", "time-subscribers", *SUBSCRIBERS}
+KNOWN = {"noop-subscribers", "double-subscribers", "time-subscribers", "batched-subscribers",
+         *SUBSCRIBERS}
 TIMES: dict[str, list[int]] = {}  # subscriber method → [nanoseconds, calls]
 _subscribe = EventBus.subscribe
 
@@ -48,6 +49,26 @@ def _timed(handler: Any) -> Any:
         totals[1] += 1
 
     return timed
+
+
+_PENDING: list[tuple[Any, Any]] = []
+
+
+def _drain() -> None:
+    pending = _PENDING[:]
+    _PENDING.clear()
+    for handler, event in pending:
+        handler(event)
+
+
+def _deferred(handler: Any) -> Any:
+    def deferred(event: Any) -> None:
+        _PENDING.append((handler, event))
+        if len(_PENDING) == 1:
+            import asyncio
+            asyncio.get_running_loop().call_later(0.01, _drain)
+
+    return deferred
 
 
 def _write_times() -> None:
@@ -78,6 +99,10 @@ def subscribe(bus: EventBus, subscriber: Any, *kinds: type) -> None:
             bus.listeners(kind).append(_nothing)
         elif "time-subscribers" in VARIANTS:
             bus.listeners(kind).append(_timed(handler))
+        elif "batched-subscribers" in VARIANTS and kind.__name__ in (
+                "RequestFinished", "AttemptFinished") \
+                and type(subscriber).__name__ != "SpendRecorder":
+            bus.listeners(kind).append(_deferred(handler))
         else:
             bus.listeners(kind).append(handler)
             if "double-subscribers" in VARIANTS:
