@@ -40,9 +40,10 @@ def sent(fake: FakeOpenAI) -> list[dict[str, Any]]:
     return [r.body for r in fake.history if r.path.endswith("/chat/completions")]
 
 
-def raw_events(server: GatewayServer, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def raw_events(server: GatewayServer, body: dict[str, Any], key: str = MASTER_KEY
+               ) -> list[tuple[str, dict[str, Any]]]:
     with httpx.stream("POST", server.url + "/v1/responses", json={**body, "stream": True},
-                      headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=30) as reply:
+                      headers={"authorization": f"Bearer {key}"}, timeout=30) as reply:
         assert reply.status_code == 200, reply.read()
         assert reply.headers["content-type"].startswith("text/event-stream")
         text = reply.read().decode()

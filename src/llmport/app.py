@@ -167,7 +167,8 @@ def create_app(config: Config | None = None) -> LLMPortApp:
         app.route("POST", path, ProxyRoute(gateway, endpoint, OpenAIDialect(validate)))
     app.route("POST", "/v1/messages", ProxyRoute(gateway, Endpoint.CHAT, MessagesDialect()))
     app.route("POST", "/v1/responses", ProxyRoute(gateway, Endpoint.CHAT,
-                                                  ResponsesDialect(stored, conversations)))
+                                                  ResponsesDialect(stored, conversations,
+                                                                   jobs.file_search)))
     if stored is not None and conversations is not None:
         app.fallback.include_router(responses_router(gateway, stored))
         app.fallback.include_router(conversations_router(gateway, conversations))

@@ -27,6 +27,7 @@ def response_frame(body: dict[str, Any], response_id: str, created_at: int) -> d
     text_format = (body.get("text") or {}).get("format") or {"type": "text"}
     tools = [{"type": "function", "name": t["name"], "description": t.get("description"),
               "parameters": t.get("parameters"), "strict": t.get("strict", True)}
+             if t.get("type") == "function" else _search_tool(t)
              for t in body.get("tools") or ()]
     frame = {
         "id": response_id, "object": "response", "created_at": created_at,
@@ -45,6 +46,15 @@ def response_frame(body: dict[str, Any], response_id: str, created_at: int) -> d
     if isinstance(body.get("conversation"), dict):
         frame["conversation"] = {"id": body["conversation"]["id"]}
     return frame
+
+
+def _search_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A ``file_search`` tool as a response echoes it."""
+    ranking = tool.get("ranking_options") or {}
+    return {"type": "file_search", "vector_store_ids": tool["vector_store_ids"],
+            "max_num_results": tool.get("max_num_results", 10), "filters": tool.get("filters"),
+            "ranking_options": {"ranker": ranking.get("ranker", "auto"),
+                                "score_threshold": ranking.get("score_threshold", 0.0)}}
 
 
 def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """OpenAI chat stream → Responses API stream events, chunk by chunk.
 
 The events come in the order OpenAI's API sends them: ``response.created`` and
-``response.in_progress`` first; for the answer's text, ``output_item.added`` (a message),
+``response.in_progress`` first; then, for a file search the gateway made before the
+answer, its ``output_item.added``, ``file_search_call.in_progress``, ``…searching``,
+``…completed`` and ``output_item.done``; for the answer's text, ``output_item.added`` (a message),
 ``content_part.added``, each ``output_text.delta``, then ``output_text.done``,
 ``content_part.done`` and ``output_item.done``; for each tool call, ``output_item.added``
 (a function call), each ``function_call_arguments.delta``, then ``…arguments.done`` and
@@ -37,8 +39,10 @@ class _Call:
 
 
 class ResponseEvents:
-    def __init__(self, frame: dict[str, Any]) -> None:
+    def __init__(self, frame: dict[str, Any], searches: list[dict[str, Any]] | None = None
+                 ) -> None:
         self.frame = frame
+        self.searches = searches or []  # file_search_call items done before the answer
         self.sequence = 0
         self.started = False
         self.output: list[dict[str, Any] | None] = []  # by output index; None while open
@@ -77,8 +81,24 @@ class ResponseEvents:
         if self.started:
             return []
         self.started = True
-        return [self._event("response.created", response=self.frame),
-                self._event("response.in_progress", response=self.frame)]
+        events = [self._event("response.created", response=self.frame),
+                  self._event("response.in_progress", response=self.frame)]
+        for item in self.searches:
+            events += self._search_call(item)
+        return events
+
+    def _search_call(self, item: dict[str, Any]) -> list[Event]:
+        """A file search the gateway made before the model answered, as OpenAI streams one."""
+        index = len(self.output)
+        self.output.append(item)
+        ids = {"item_id": item["id"], "output_index": index}
+        return [
+            self._event("response.output_item.added", output_index=index,
+                        item={**item, "status": "in_progress", "results": None}),
+            self._event("response.file_search_call.in_progress", **ids),
+            self._event("response.file_search_call.searching", **ids),
+            self._event("response.file_search_call.completed", **ids),
+            self._event("response.output_item.done", output_index=index, item=item)]
 
     def _text(self, text: str) -> list[Event]:
         events: list[Event] = []

@@ -19,13 +19,18 @@ ROLES = frozenset({"user", "assistant", "system", "developer"})
 
 
 def chat_request(body: dict[str, Any], history: list[dict[str, Any]],
-                 new_messages: list[dict[str, Any]]) -> dict[str, Any]:
+                 new_messages: list[dict[str, Any]],
+                 context: dict[str, Any] | None = None) -> dict[str, Any]:
     """The chat request of a validated Responses request, after ``history`` (the chat
-    messages of the conversation so far; no system message of an earlier turn)."""
+    messages of the conversation so far; no system message of an earlier turn), with
+    ``context`` (a system message: what a file search found) just before the turn."""
     messages: list[dict[str, Any]] = []
     if body.get("instructions"):
         messages.append({"role": "system", "content": body["instructions"]})
-    messages += history + new_messages
+    messages += history
+    if context is not None:
+        messages.append(context)
+    messages += new_messages
     out: dict[str, Any] = {"model": body["model"], "messages": messages}
     if body.get("stream"):
         out["stream"] = True
@@ -38,15 +43,16 @@ def chat_request(body: dict[str, Any], history: list[dict[str, Any]],
     effort = (body.get("reasoning") or {}).get("effort")
     if effort is not None:
         out["reasoning_effort"] = effort
-    if body.get("tools"):
+    functions = [tool for tool in body.get("tools") or () if tool.get("type") == "function"]
+    if functions:  # a file_search tool is the gateway's, run before the model answers
         out["tools"] = [{"type": "function", "function": {
             k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool}}
-            for tool in body["tools"]]
-    choice = body.get("tool_choice")
-    if isinstance(choice, str):
-        out["tool_choice"] = choice
-    elif isinstance(choice, dict):
-        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+            for tool in functions]
+        choice = body.get("tool_choice")
+        if isinstance(choice, str):
+            out["tool_choice"] = choice
+        elif isinstance(choice, dict) and choice.get("type") == "function":
+            out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     text_format = (body.get("text") or {}).get("format") or {}
     if text_format.get("type") == "json_object":
         out["response_format"] = {"type": "json_object"}
@@ -88,7 +94,7 @@ def chat_messages(input_value: str | list[Any], param: str = "input") -> list[di
             messages.append({"role": "tool", "tool_call_id": _text(item, "call_id", where),
                              "content": output if isinstance(output, str)
                              else _plain_text(output, f"{where}.output")})
-        elif kind != "reasoning":
+        elif kind not in ("reasoning", "file_search_call"):  # the gateway's own, for its turn
             raise InvalidRequestError(f"{where}: items of type {kind!r} are not supported "
                                       "(message, function_call, function_call_output are).",
                                       param=f"{where}.type", code="unsupported_item")

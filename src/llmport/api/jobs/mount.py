@@ -1,5 +1,6 @@
 """``Jobs``: the files, batches and vector store routes and their background workers, built
-from the config (they keep everything in the database, so none without one)."""
+from the config (they keep everything in the database, so none without one), and the
+vector stores' search for the Responses API's ``file_search`` tool."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from llmport.api.anthropic.batches import message_batches_router
 from llmport.api.jobs.batches import batches_router
 from llmport.api.jobs.files import files_router
 from llmport.api.jobs.vector_stores import vector_stores_router
+from llmport.api.responses.file_search import FileSearch
 from llmport.batches.runner import BatchRunner
 from llmport.db.jobs import JobTables
 from llmport.db.rag import RagTables
@@ -23,6 +25,7 @@ class Jobs:
         self.routers: list[APIRouter] = []
         self.runner: BatchRunner | None = None
         self.indexer: Indexer | None = None
+        self.file_search: FileSearch | None = None  # the Responses API's file_search tool
         if gateway.db is None or not (config.batches.enabled or config.rag.enabled):
             return
         files = JobTables(gateway.db.sessions)
@@ -35,10 +38,11 @@ class Jobs:
         if config.rag.enabled:
             tables = RagTables(gateway.db.sessions)
             self.indexer = Indexer(gateway, tables, files, config.rag)
-            self.routers.append(vector_stores_router(
-                gateway, tables, files, SearchIndex(tables, config.rag.cached_stores,
-                                                  int(config.rag.cached_mb * 1024 * 1024)),
-                config.rag, self.indexer.wake))
+            index = SearchIndex(tables, config.rag.cached_stores,
+                                int(config.rag.cached_mb * 1024 * 1024))
+            self.routers.append(vector_stores_router(gateway, tables, files, index, config.rag,
+                                                     self.indexer.wake))
+            self.file_search = FileSearch(gateway, tables, index, config.rag)
 
     def start(self) -> None:
         for worker in (self.runner, self.indexer):

@@ -20,6 +20,15 @@ import structlog
 
 from llmport.api.jobs.caller import owner_of
 from llmport.api.openai.validation import parse_json_object
+from llmport.api.responses.file_search import (
+    RESULTS,
+    FileSearch,
+    SearchTool,
+    call_item,
+    excerpts_message,
+    query_of,
+    search_tool,
+)
 from llmport.api.responses.validation import validate_response
 from llmport.db.conversations import ConversationTables
 from llmport.db.responses import ResponseTables
@@ -45,6 +54,8 @@ class Turn:
     history: list[dict[str, Any]] = field(default_factory=list)
     response: dict[str, Any] | None = None
     message: dict[str, Any] | None = None
+    search: SearchTool | None = None  # its file_search tool
+    search_item: dict[str, Any] | None = None  # the file_search_call item, once searched
 
 
 def sse_event(event: Event) -> bytes:
@@ -56,9 +67,11 @@ class ResponsesDialect:
     name = "responses"
 
     def __init__(self, tables: ResponseTables | None,
-                 conversations: ConversationTables | None) -> None:
+                 conversations: ConversationTables | None,
+                 file_search: FileSearch | None = None) -> None:
         self.tables = tables  # None: no database, so nothing is stored
         self.conversations = conversations
+        self.file_search = file_search  # None: no vector stores (no database, or rag off)
 
     def decode(self, ctx: CallContext, raw: bytes) -> None:
         body = parse_json_object(raw)
@@ -70,13 +83,32 @@ class ResponsesDialect:
             body["conversation"] = {"id": body["conversation"]}
         new_messages = chat_messages(body["input"])
         turn = Turn(body, new_messages, response_frame(body, new_id("resp"), int(time.time())))
+        turn.search = search_tool(body)
+        if turn.search is not None and self.file_search is None:
+            raise InvalidRequestError("file_search needs the gateway's vector stores (a "
+                                      "database, and rag enabled).", param="tools",
+                                      code="unsupported_tool")
         ctx.state[TURN] = turn
         ctx.body, ctx.raw_body = chat_request(body, [], new_messages), None
 
     async def prepare(self, ctx: CallContext) -> None:
         """Continue the previous response's conversation, or a conversation's (the caller's
-        own only)."""
+        own only); run the turn's file search, if it has one."""
         turn: Turn = ctx.state[TURN]
+        continued = await self._load_history(ctx, turn)
+        context = None
+        if turn.search is not None and self.file_search is not None:
+            query = query_of(turn.new_messages)
+            if query is not None:  # no user text this turn (tool outputs): nothing to search
+                hits = await self.file_search.run(ctx.principal, turn.search, query)
+                turn.search_item = call_item(query, hits,
+                                             RESULTS in (turn.body.get("include") or ()))
+                context = excerpts_message(hits)
+        if continued or context is not None:
+            ctx.body = chat_request(turn.body, turn.history, turn.new_messages, context)
+
+    async def _load_history(self, ctx: CallContext, turn: Turn) -> bool:
+        """The earlier turns into ``turn.history``; False when the request continues none."""
         previous_id = turn.body.get("previous_response_id")
         conversation = turn.body.get("conversation")
         owner = owner_of(ctx.principal)
@@ -93,8 +125,8 @@ class ResponsesDialect:
             items = await self.conversations.items(conversation["id"])
             turn.history = chat_messages(items) if items else []
         else:
-            return
-        ctx.body = chat_request(turn.body, turn.history, turn.new_messages)
+            return False
+        return True
 
     async def complete(self, ctx: CallContext) -> None:
         """Store the finished response (unless ``store`` is false) before the client has it
@@ -119,6 +151,8 @@ class ResponsesDialect:
     def encode(self, ctx: CallContext, result: JSONResult) -> bytes:
         turn: Turn = ctx.state[TURN]
         turn.response, turn.message = finished(turn.frame, result.data)
+        if turn.search_item is not None:
+            turn.response["output"].insert(0, turn.search_item)
         return orjson.dumps(turn.response)
 
     def stream_encoder(self, ctx: CallContext) -> ResponsesStream:
@@ -141,7 +175,7 @@ class ResponsesStream:
 
     def __init__(self, turn: Turn) -> None:
         self.turn = turn
-        self.events = ResponseEvents(turn.frame)
+        self.events = ResponseEvents(turn.frame, [turn.search_item] if turn.search_item else None)
 
     def encode(self, chunk: Chunk) -> bytes:
         return b"".join(sse_event(e) for e in self.events.feed(chunk.data))

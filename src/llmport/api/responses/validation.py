@@ -1,10 +1,10 @@
 """Checks of a ``/v1/responses`` request: what chat can carry, and nothing silently dropped.
 
-A parameter this gateway cannot honour is refused with 400 and its name (hosted tools,
-background mode, reusable prompts…); ``include``, ``stream_options``, ``service_tier``,
-``safety_identifier``, ``prompt_cache_key`` and ``reasoning.summary`` are accepted and
-have no effect (they ask for extras no chat upstream returns, or only tune OpenAI's own
-service).
+A parameter this gateway cannot honour is refused with 400 and its name (hosted tools other
+than ``file_search``, background mode, reusable prompts…); ``stream_options``,
+``service_tier``, ``safety_identifier``, ``prompt_cache_key``, ``reasoning.summary`` and
+``include`` values other than ``file_search_call.results`` are accepted and have no effect
+(they ask for extras no chat upstream returns, or only tune OpenAI's own service).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from llmport.api.jobs.params import checked_metadata
 from llmport.api.openai.validation import BOOL, INT, NUM, STR, check_fields, require_model
+from llmport.api.responses.file_search import checked_tool
 from llmport.errors import InvalidRequestError
 
 KNOWN = frozenset({
@@ -71,12 +72,19 @@ def _tools(tools: Any) -> None:
         return
     if not isinstance(tools, list):
         raise _invalid("tools must be a list.", "tools")
+    searches = 0
     for index, tool in enumerate(tools):
         where = f"tools.{index}"
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            kind = tool.get("type") if isinstance(tool, dict) else None
-            raise _invalid(f"{where}: only function tools are supported (not {kind!r}).",
-                           where, "unsupported_tool")
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind == "file_search":
+            checked_tool(tool, where)
+            searches += 1
+            if searches > 1:
+                raise _invalid("Give at most one file_search tool.", where)
+            continue
+        if kind != "function":
+            raise _invalid(f"{where}: only function and file_search tools are supported "
+                           f"(not {kind!r}).", where, "unsupported_tool")
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise _invalid(f"{where}.name is required.", f"{where}.name")
         if tool.get("parameters") is not None and not isinstance(tool["parameters"], dict):
@@ -90,8 +98,10 @@ def _tool_choice(choice: Any) -> None:
     if isinstance(choice, dict) and choice.get("type") == "function" \
             and isinstance(choice.get("name"), str):
         return
-    raise _invalid("tool_choice must be auto, none, required or {\"type\": \"function\", "
-                   "\"name\": …}.", "tool_choice")
+    if choice == {"type": "file_search"}:  # the gateway searches every turn anyway
+        return
+    raise _invalid("tool_choice must be auto, none, required, {\"type\": \"function\", "
+                   "\"name\": …} or {\"type\": \"file_search\"}.", "tool_choice")
 
 
 def _text(text: Any) -> None:

@@ -1,0 +1,150 @@
+"""The Responses API's ``file_search`` tool, over the gateway's own vector stores.
+
+The gateway searches before the model answers: the turn's user text is the query, the
+caller's stores named by the tool are searched as ``/v1/vector_stores/{id}/search`` does
+(the query embedded through the gateway as the caller), and the best excerpts go to the
+model as a system message before the turn. The response then begins with a
+``file_search_call`` item (its ``results`` only when ``include`` asks for
+``file_search_call.results``), as OpenAI's does. One search a turn, whatever the model
+would have chosen: any chat model can answer from it, with or without tool calling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from llmport.api.jobs.caller import owner_of
+from llmport.db.rag import RagTables
+from llmport.errors import InvalidRequestError, NotFoundError
+from llmport.gateway.gateway import Gateway
+from llmport.rag.embeddings import EmbeddingFailed, embed, embedding_error
+from llmport.rag.filters import Predicate, compile_filter
+from llmport.rag.index import Hit, SearchIndex
+from llmport.rag.settings import RagConfig
+from llmport.translation.chat_to_responses import new_id
+from llmport.types import Principal
+
+TOOL_FIELDS = {"type", "vector_store_ids", "max_num_results", "ranking_options", "filters"}
+RESULTS = "file_search_call.results"  # the ``include`` value that shows the results
+EXCERPT_CHARS = 4000  # of each excerpt given to the model
+
+
+@dataclass(slots=True)
+class SearchTool:
+    """A request's checked ``file_search`` tool."""
+
+    store_ids: list[str]
+    limit: int
+    threshold: float
+    accept: Predicate | None
+
+
+def checked_tool(tool: dict[str, Any], where: str) -> SearchTool:
+    """The tool's settings; 400 naming the field (``tools.N.field``) that is wrong."""
+    unknown = sorted(tool.keys() - TOOL_FIELDS)
+    if unknown:
+        raise InvalidRequestError(f"Unsupported parameter: {where}.{unknown[0]}.",
+                                  param=f"{where}.{unknown[0]}", code="unsupported_parameter")
+    ids = tool.get("vector_store_ids")
+    if not (isinstance(ids, list) and 1 <= len(ids) <= 10
+            and all(isinstance(i, str) and i for i in ids)):
+        raise InvalidRequestError(f"{where}.vector_store_ids must list 1 to 10 vector store "
+                                  "ids.", param=f"{where}.vector_store_ids")
+    limit = tool.get("max_num_results", 10)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 50:
+        raise InvalidRequestError(f"{where}.max_num_results must be an integer from 1 to 50.",
+                                  param=f"{where}.max_num_results")
+    ranking = tool.get("ranking_options") or {}
+    threshold = ranking.get("score_threshold", 0) if isinstance(ranking, dict) else None
+    if not isinstance(threshold, int | float) or isinstance(threshold, bool) \
+            or not 0 <= threshold <= 1:
+        raise InvalidRequestError(f"{where}.ranking_options.score_threshold must be from 0 "
+                                  "to 1.", param=f"{where}.ranking_options")
+    try:
+        accept = compile_filter(tool["filters"]) if tool.get("filters") is not None else None
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(exc.message, param=f"{where}.filters") from None
+    return SearchTool(list(dict.fromkeys(ids)), limit, float(threshold), accept)
+
+
+def search_tool(body: dict[str, Any]) -> SearchTool | None:
+    """The request's ``file_search`` tool (validated already), if it has one."""
+    for index, tool in enumerate(body.get("tools") or ()):
+        if tool.get("type") == "file_search":
+            return checked_tool(tool, f"tools.{index}")
+    return None
+
+
+def query_of(messages: list[dict[str, Any]]) -> str | None:
+    """The text of the turn's last user message (None: the turn has none to search with)."""
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(part.get("text", "") for part in content
+                               if isinstance(part, dict) and part.get("type") == "text")
+        return (content.strip() or None) if isinstance(content, str) else None
+    return None
+
+
+class FileSearch:
+    def __init__(self, gateway: Gateway, tables: RagTables, index: SearchIndex,
+                 config: RagConfig) -> None:
+        self.gateway = gateway
+        self.tables = tables
+        self.index = index
+        self.config = config
+
+    async def run(self, principal: Principal, tool: SearchTool, query: str) -> list[Hit]:
+        """The best chunks of the caller's stores for ``query``: 404 for a store that is not
+        theirs; an embedding failure as its own kind of error (402, 429, 502…)."""
+        owner = owner_of(principal)
+        stores = []
+        for store_id in tool.store_ids:
+            store = await self.tables.get_store(owner, store_id)
+            if store is None:
+                raise NotFoundError(f"No such vector store: {store_id}",
+                                    param="tools.vector_store_ids",
+                                    code="vector_store_not_found")
+            stores.append(store)
+        vectors: dict[str, Any] = {}  # one embedding per model the stores use
+        hits: list[Hit] = []
+        for store in stores:
+            model = store.embedding_model
+            if model not in vectors:
+                try:
+                    vectors[model] = await embed(self.gateway, model, [query], principal,
+                                                 self.config.embed_batch)
+                except EmbeddingFailed as exc:
+                    raise embedding_error(exc) from None
+            hits += await self.index.search(store.id, vectors[model], tool.limit,
+                                            tool.threshold, tool.accept)
+        hits.sort(key=lambda hit: hit.score, reverse=True)
+        return hits[:tool.limit]
+
+
+def excerpts_message(hits: list[Hit]) -> dict[str, Any]:
+    """The system message that hands the model what the search found."""
+    if not hits:
+        text = ("A search of the user's files (file_search) found nothing relevant to their "
+                "message. Say so if the answer would have to come from those files.")
+    else:
+        parts = [f'<excerpt file="{hit.filename}" file_id="{hit.file_id}" '
+                 f'score="{hit.score:.3f}">\n{hit.text[:EXCERPT_CHARS]}\n</excerpt>'
+                 for hit in hits]
+        text = ("Excerpts from the user's files, found by searching them for the user's "
+                "message (file_search). Answer from them where they are relevant, and name "
+                "the file you draw on.\n\n" + "\n\n".join(parts))
+    return {"role": "system", "content": text}
+
+
+def call_item(query: str, hits: list[Hit], with_results: bool,
+              status: str = "completed") -> dict[str, Any]:
+    """The response's ``file_search_call`` output item."""
+    return {"id": new_id("fs"), "type": "file_search_call", "status": status,
+            "queries": [query], "results": [
+                {"file_id": hit.file_id, "filename": hit.filename, "score": hit.score,
+                 "text": hit.text, "attributes": hit.attributes} for hit in hits]
+            if with_results else None}

