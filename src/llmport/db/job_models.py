@@ -20,7 +20,7 @@ class StoredFile(Base):
     (in the database, so that every replica can serve them)."""
 
     __tablename__ = "files"
-    __table_args__ = (Index(None, "owner", "created_at"),)
+    __table_args__ = (Index(None, "owner", "created_at"), Index(None, "expires_at"))
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(160))  # the principal id that may see it
@@ -28,6 +28,7 @@ class StoredFile(Base):
     filename: Mapped[str] = mapped_column(String)
     bytes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # ``expires_after``
 
 
 class FileContent(Base):

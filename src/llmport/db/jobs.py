@@ -60,6 +60,12 @@ class NewFile:
     purpose: str
     filename: str
     data: bytes
+    expires_in: int | None = None  # seconds after its creation (``expires_after``)
+
+
+def _unexpired(at: datetime) -> Any:
+    """An expired file is gone for its owner at once, before the purge deletes it."""
+    return or_(StoredFile.expires_at.is_(None), StoredFile.expires_at > at)
 
 
 class JobTables:
@@ -74,8 +80,11 @@ class JobTables:
 
     @staticmethod
     async def _add_file(session: AsyncSession, owner: str, new: NewFile) -> StoredFile:
+        created = now()
         row = StoredFile(id=new_file_id(), owner=owner, purpose=new.purpose,
-                         filename=new.filename, bytes=len(new.data), created_at=now())
+                         filename=new.filename, bytes=len(new.data), created_at=created,
+                         expires_at=None if new.expires_in is None
+                         else created + timedelta(seconds=new.expires_in))
         session.add(row)
         await session.flush()  # the row before its contents (no ORM relationship orders them)
         data = new.data
@@ -87,22 +96,27 @@ class JobTables:
         """What ``owner`` keeps in files, in bytes."""
         async with self.sessions() as session:
             total = await session.scalar(select(func.coalesce(func.sum(StoredFile.bytes), 0))
-                                         .where(StoredFile.owner == owner))
+                                         .where(StoredFile.owner == owner, _unexpired(now())))
         return int(total or 0)
 
     async def get_file(self, owner: str, file_id: str) -> StoredFile | None:
         async with self.sessions() as session:
             row = await session.get(StoredFile, file_id)
-        return row if row is not None and row.owner == owner else None
+        if row is None or row.owner != owner or (
+                row.expires_at is not None and row.expires_at <= now()):
+            return None
+        return row
 
     async def get_files(self, owner: str, file_ids: list[str]) -> dict[str, StoredFile]:
         """Those of ``file_ids`` that ``owner`` has, by id (one query for a whole list)."""
         async with self.sessions() as session:
             rows = await session.scalars(select(StoredFile).where(
-                StoredFile.id.in_(file_ids), StoredFile.owner == owner))
+                StoredFile.id.in_(file_ids), StoredFile.owner == owner, _unexpired(now())))
             return {row.id: row for row in rows.all()}
 
     async def file_data(self, owner: str, file_id: str) -> bytes | None:
+        """The whole file (expired or not: a running batch or indexer still reads its input;
+        the API's routes find the file first)."""
         parts = [part async for part in self.file_parts(owner, file_id)]
         return b"".join(parts) if parts else None
 
@@ -125,7 +139,7 @@ class JobTables:
     async def list_files(self, owner: str, *, purpose: str | None, limit: int,
                          after: str | None, newest_first: bool) -> list[StoredFile]:
         """Up to ``limit`` files after the one with id ``after``, in creation order."""
-        where = [StoredFile.owner == owner]
+        where = [StoredFile.owner == owner, _unexpired(now())]
         if purpose is not None:
             where.append(StoredFile.purpose == purpose)
         async with self.sessions() as session:
@@ -143,12 +157,25 @@ class JobTables:
     async def delete_file(self, owner: str, file_id: str) -> bool:
         async with self.sessions.begin() as session:
             # The contents first: SQLite's cascade needs foreign keys on, PostgreSQL's none.
-            owned = select(StoredFile.id).where(StoredFile.id == file_id,
-                                                StoredFile.owner == owner)
+            mine = (StoredFile.id == file_id, StoredFile.owner == owner, _unexpired(now()))
+            owned = select(StoredFile.id).where(*mine)
             await session.execute(delete(FileContent).where(FileContent.file_id.in_(owned)))
-            result = await session.execute(delete(StoredFile).where(
-                StoredFile.id == file_id, StoredFile.owner == owner))
+            result = await session.execute(delete(StoredFile).where(*mine))
         return bool(result.rowcount)
+
+    async def purge_expired(self) -> int:
+        """Delete the expired files no unfinished batch reads; how many went."""
+        at = now()
+        reading = select(Batch.input_file_id).where(Batch.status.in_(ACTIVE),
+                                                    Batch.input_file_id.is_not(None))
+        async with self.sessions.begin() as session:
+            expired = list((await session.scalars(select(StoredFile.id).where(
+                StoredFile.expires_at <= at, StoredFile.id.not_in(reading)))).all())
+            if expired:
+                await session.execute(delete(FileContent).where(
+                    FileContent.file_id.in_(expired)))
+                await session.execute(delete(StoredFile).where(StoredFile.id.in_(expired)))
+        return len(expired)
 
     # batches, from the API
 

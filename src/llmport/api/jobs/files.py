@@ -1,7 +1,9 @@
 """``/v1/files``: upload, list, read, download and delete files, as OpenAI's Files API does.
 
 A file belongs to the principal that uploaded it (another key gets 404 for it). Its bytes
-are kept in the database, so any replica serves it. A ``batch`` file's lines are checked
+are kept in the database, so any replica serves it. A file uploaded with ``expires_after``
+is gone for its owner once it expires, and deleted within minutes (``Jobs``); a batch
+that is still reading it keeps it until the batch ends. A ``batch`` file's lines are checked
 at upload (UTF-8, one JSON object a line): a malformed file is refused at once rather
 than failing its batch later.
 """
@@ -30,12 +32,16 @@ from llmport.gateway.gateway import Gateway
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the purpose field, beyond the file
+# The form's fields: ``expires_after`` as the openai client sends a nested object.
+FIELDS = frozenset({"file", "purpose", "expires_after[anchor]", "expires_after[seconds]"})
+EXPIRY_SECONDS = (3600, 30 * 86400)  # an hour to 30 days, as OpenAI allows
 
 
 def file_object(row: StoredFile) -> dict[str, Any]:
     return {"id": row.id, "object": "file", "bytes": row.bytes,
             "created_at": int(row.created_at.timestamp()), "filename": row.filename,
-            "purpose": row.purpose, "status": "processed"}
+            "purpose": row.purpose, "status": "processed",
+            "expires_at": int(row.expires_at.timestamp()) if row.expires_at else None}
 
 
 def files_router(gateway: Gateway, tables: JobTables, config: BatchesConfig) -> APIRouter:
@@ -135,16 +141,35 @@ async def _read_form(request: Request, body: bytes) -> NewFile:
     except Exception as exc:  # python-multipart's and Starlette's parse errors
         raise InvalidRequestError(f"The multipart body could not be read: {exc}",
                                   code="invalid_multipart") from None
+    unknown = sorted(set(form.keys()) - FIELDS)
+    if unknown:
+        raise InvalidRequestError(f"Unsupported parameter: {unknown[0]}.", param=unknown[0],
+                                  code="unsupported_parameter")
     upload, purpose = form.get("file"), form.get("purpose")
     if not isinstance(upload, UploadFile):
         raise InvalidRequestError("The 'file' field (a file) is required.", param="file")
     if purpose not in PURPOSES:
         raise InvalidRequestError(f"purpose must be one of {', '.join(PURPOSES)}.",
                                   param="purpose", code="invalid_purpose")
+    expires_in = _expiry(form.get("expires_after[anchor]"), form.get("expires_after[seconds]"))
     data = await upload.read()
     if not data:
         raise InvalidRequestError("The file is empty.", param="file", code="empty_file")
-    return NewFile(str(purpose), upload.filename or "upload", data)
+    return NewFile(str(purpose), upload.filename or "upload", data, expires_in)
+
+
+def _expiry(anchor: Any, seconds: Any) -> int | None:
+    """The seconds after its upload that a file with this ``expires_after`` expires
+    (None: it does not)."""
+    if anchor is None and seconds is None:
+        return None
+    shortest, longest = EXPIRY_SECONDS
+    if anchor != "created_at" or not isinstance(seconds, str) or not seconds.isdigit() \
+            or not shortest <= int(seconds) <= longest:
+        raise InvalidRequestError(f"expires_after must be {{\"anchor\": \"created_at\", "
+                                  f"\"seconds\": {shortest}…{longest}}}.",
+                                  param="expires_after")
+    return int(seconds)
 
 
 def _safe(filename: str) -> str:

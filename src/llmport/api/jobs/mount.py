@@ -4,6 +4,10 @@ vector stores' search for the Responses API's ``file_search`` tool."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+import structlog
 from fastapi import APIRouter
 
 from llmport.api.anthropic.batches import message_batches_router
@@ -18,6 +22,9 @@ from llmport.gateway.gateway import Gateway
 from llmport.rag.index import SearchIndex
 from llmport.rag.indexer import Indexer
 
+log = structlog.get_logger("llmport.jobs")
+PURGE_EVERY = 300.0  # seconds between deletions of expired files
+
 
 class Jobs:
     def __init__(self, gateway: Gateway) -> None:
@@ -26,9 +33,11 @@ class Jobs:
         self.runner: BatchRunner | None = None
         self.indexer: Indexer | None = None
         self.file_search: FileSearch | None = None  # the Responses API's file_search tool
+        self.files: JobTables | None = None
+        self._purging: asyncio.Task[None] | None = None
         if gateway.db is None or not (config.batches.enabled or config.rag.enabled):
             return
-        files = JobTables(gateway.db.sessions)
+        files = self.files = JobTables(gateway.db.sessions)
         self.routers.append(files_router(gateway, files, config.batches))
         if config.batches.enabled:
             self.runner = BatchRunner(gateway, files, config.batches)
@@ -48,8 +57,27 @@ class Jobs:
         for worker in (self.runner, self.indexer):
             if worker is not None:
                 worker.start()
+        if self.files is not None:
+            self._purging = asyncio.create_task(self._purge_expired(self.files))
 
     async def aclose(self) -> None:
+        if self._purging is not None:
+            self._purging.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purging
         for worker in (self.runner, self.indexer):
             if worker is not None:
                 await worker.aclose()
+
+    @staticmethod
+    async def _purge_expired(files: JobTables) -> None:
+        """Delete expired files (``expires_after``) now and every ``PURGE_EVERY`` seconds;
+        their owners no longer see them from the moment they expire."""
+        while True:
+            try:
+                removed = await files.purge_expired()
+                if removed:
+                    log.info("expired files deleted", files=removed)
+            except Exception as exc:  # the next round tries again
+                log.warning("deleting expired files failed", error=str(exc))
+            await asyncio.sleep(PURGE_EVERY)

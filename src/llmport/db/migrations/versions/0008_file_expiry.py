@@ -1,0 +1,28 @@
+"""Files' expiry (``expires_after`` at upload).
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-07
+
+Written by hand, types spelled out (see 0001).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("files", sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index("ix_files_expires_at", "files", ["expires_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_files_expires_at", table_name="files")
+    op.drop_column("files", "expires_at")
