@@ -346,3 +346,27 @@ def test_client_ip_limits(start_gateway: Start) -> None:
     chat(server.url, MASTER_KEY)
     with pytest.raises(openai.RateLimitError, match="client IP"):
         chat(server.url, MASTER_KEY)
+
+
+def forwarded(address: str) -> dict[str, Any]:
+    return {"extra_headers": {"x-forwarded-for": f"{address}, 10.1.2.3"}}
+
+
+def test_client_ip_limits_behind_a_trusted_proxy(start_gateway: Start) -> None:
+    """Behind a load balancer every request comes from its address: the client's is the
+    one the proxies it trusts put in X-Forwarded-For (the nearest untrusted one)."""
+    server = start_gateway(tenancy_config(limits={"ip_rpm_limit": 2}, server={
+        "forwarded_allow_ips": ["127.0.0.1", "10.0.0.0/8"]}))
+    chat(server.url, MASTER_KEY, **forwarded("203.0.113.5"))
+    chat(server.url, MASTER_KEY, **forwarded("203.0.113.5"))
+    with pytest.raises(openai.RateLimitError, match="client IP"):
+        chat(server.url, MASTER_KEY, **forwarded("203.0.113.5"))
+    chat(server.url, MASTER_KEY, **forwarded("198.51.100.7"))  # another client: its own
+    chat(server.url, MASTER_KEY)  # and the proxy's own address, without the header
+
+    untrusting = start_gateway(tenancy_config(limits={"ip_rpm_limit": 2}, server={
+        "forwarded_allow_ips": []}))  # the header is anyone's to send: ignored
+    chat(untrusting.url, MASTER_KEY, **forwarded("203.0.113.5"))
+    chat(untrusting.url, MASTER_KEY, **forwarded("198.51.100.7"))
+    with pytest.raises(openai.RateLimitError, match="client IP"):
+        chat(untrusting.url, MASTER_KEY, **forwarded("192.0.2.1"))

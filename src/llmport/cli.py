@@ -53,7 +53,7 @@ def serve(
     """Start the gateway."""
     import uvicorn
 
-    from llmport.api.server import UVICORN_OPTIONS
+    from llmport.api.server import uvicorn_options
     from llmport.app import create_app
     from llmport.observability.logging import configure_logging
 
@@ -77,7 +77,7 @@ def serve(
         update={"host": bind, "port": listen_port, "workers": processes})})
     models = ", ".join(settings.model_names)
     typer.echo(f"llmport serving {models} on http://{bind}:{listen_port}/v1", err=True)
-    common: dict[str, Any] = {"host": bind, "port": listen_port, **UVICORN_OPTIONS}
+    common: dict[str, Any] = {"host": bind, "port": listen_port, **uvicorn_options(settings)}
     if processes > 1:
         if settings.redis_url is None and settings.auth.master_key is not None:
             typer.secho(f"WARNING: {processes} workers without redis_url: rate limits, "

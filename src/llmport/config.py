@@ -118,6 +118,10 @@ class ServerConfig(StrictModel):
     workers: int = Field(default=1, ge=1, le=256)
     max_request_mb: float = Field(default=32.0, gt=0)
     ui: bool = Field(default=True, description="serve the web console (playground, admin) at /ui")
+    forwarded_allow_ips: list[str] | None = Field(default=None, description=(
+        "the proxies (IPs or CIDR ranges; '*' for any) whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed: the client's address (per-IP limits) and scheme "
+        "come from them; default Uvicorn's, $FORWARDED_ALLOW_IPS or 127.0.0.1"))
 
 
 class LoggingConfig(StrictModel):

@@ -10,7 +10,7 @@ from typing import Any
 import uvicorn
 import yaml
 
-from llmport.api.server import UVICORN_OPTIONS
+from llmport.api.server import uvicorn_options
 from llmport.app import create_app
 from llmport.config import load_config
 
@@ -22,7 +22,7 @@ class GatewayServer:
         self.config = load_config(path)
         self.app = create_app(self.config)
         self.server = uvicorn.Server(uvicorn.Config(  # as `llmport serve` runs it
-            self.app, host="127.0.0.1", port=0, lifespan="on", **UVICORN_OPTIONS))
+            self.app, host="127.0.0.1", port=0, lifespan="on", **uvicorn_options(self.config)))
         self._thread = threading.Thread(target=self.server.run, name="llmport", daemon=True)
         self.port = 0
 

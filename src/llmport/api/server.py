@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+if TYPE_CHECKING:
+    from llmport.config import Config
 
 
 class HTTPProtocol(HttpToolsProtocol):
@@ -86,3 +89,14 @@ class HeadWithBody:
 UVICORN_OPTIONS: dict[str, Any] = {
     "loop": "uvloop", "http": HTTPProtocol, "ws": "none", "log_level": "warning",
     "access_log": False, "timeout_keep_alive": 30, "timeout_graceful_shutdown": 30}
+
+
+def uvicorn_options(config: Config) -> dict[str, Any]:
+    """Uvicorn's settings for ``config``: the above, and the proxies it may believe."""
+    options = dict(UVICORN_OPTIONS)
+    trusted = config.server.forwarded_allow_ips
+    if trusted == []:  # no proxy is believed: the peer's address is the client's
+        options["proxy_headers"] = False
+    elif trusted is not None:
+        options["forwarded_allow_ips"] = ",".join(trusted)
+    return options
