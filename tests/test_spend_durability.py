@@ -202,3 +202,29 @@ def test_the_record_is_in_the_journal_before_the_answer_can_be_read(
     assert reported_id == request_id
     assert f'"request_id":"{request_id}"'.encode() in written  # in the file a kill -9 leaves
     assert received >= held_until  # nothing whole reached the client before the report
+
+
+def test_a_failing_subscriber_costs_neither_the_answer_nor_the_spend_record(
+        start_gateway: Callable[[dict[str, Any]], GatewayServer], tmp_path: Path) -> None:
+    """Requests are reported before their last bytes go out; a subscriber that raises
+    (a bug in a log or metrics hook) is logged and skipped: the client still gets its
+    answer, and the subscribers after it still run."""
+    server = start_gateway(tenancy_config(data_dir=str(tmp_path / "data")))
+    bus = server.gateway.events
+    reached: list[str] = []
+
+    def broken(event: RequestFinished) -> None:
+        raise RuntimeError("a hook with a bug")
+
+    bus.listeners(RequestFinished).insert(0, broken)  # before the spend recorder
+    bus.subscribe(lambda event: reached.append(event.ctx.request_id), RequestFinished)
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+    messages: Any = [{"role": "user", "content": "Hello there"}]
+    answer = client.chat.completions.with_raw_response.create(model="demo", messages=messages)
+    assert answer.parse().choices[0].message.content
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in
+                       client.chat.completions.create(model="demo", messages=messages,
+                                                      stream=True) if chunk.choices)
+    assert streamed
+    assert len(reached) == 2 and reached[0] == answer.headers["x-request-id"]
+    assert server.gateway.journal.pending == 2  # both spend records, behind the broken hook

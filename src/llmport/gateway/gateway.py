@@ -170,7 +170,11 @@ class Gateway:
         if self._on_started:
             event = RequestStarted(ctx)
             for subscriber in self._on_started:
-                subscriber(event)
+                try:
+                    subscriber(event)
+                except Exception:  # as in finish: a hook's bug is not the request's
+                    log.exception("a subscriber of started requests failed",
+                                  request_id=ctx.request_id)
 
     def finish(self, ctx: CallContext, status: int, error: BaseException | None = None) -> None:
         """Report a finished request to the subscribers (logs, metrics, spend)."""
@@ -191,7 +195,14 @@ class Gateway:
                                 latency - ctx.upstream_s if overhead is None else overhead,
                                 cost_of(ctx, self.prices))
         for subscriber in subscribers:
-            subscriber(event)
+            # Reported before the answer's last bytes go out: a subscriber's bug must cost
+            # neither the answer nor the other subscribers (the spend record among them).
+            try:
+                subscriber(event)
+            except Exception:
+                log.exception("a subscriber of finished requests failed",
+                              subscriber=getattr(subscriber, "__qualname__", repr(subscriber)),
+                              request_id=ctx.request_id)
 
 
 async def _purge_every_hour(db: Database, days: float) -> None:
