@@ -241,8 +241,10 @@ def test_batch_creation_checks_its_parameters(
                           ({"completion_window": "48h"}, "completion_window"),
                           ({"input_file_id": other_file.id}, "input_file_id"),
                           ({"metadata": {"k": "v" * 513}}, "metadata"),
-                          ({"output_expires_after": {"anchor": "created_at", "seconds": 3600}},
-                           "output_expires_after")]:
+                          ({"output_expires_after": {"anchor": "created_at", "seconds": 60}},
+                           "output_expires_after"),  # (supported: an hour at least)
+                          ({"output_expires_after": {"anchor": "completed_at",
+                                                     "seconds": 3600}}, "output_expires_after")]:
         with pytest.raises(openai.BadRequestError) as refused:
             api.batches.create(**{**good, **change})  # type: ignore[arg-type]
         assert refused.value.body["param"] == param, refused.value.body  # type: ignore[index]

@@ -94,3 +94,27 @@ def test_an_expired_file_is_gone_at_once_and_deleted_unless_a_batch_reads_it(
     start_gateway(settings)  # its batch has ended: now it goes too
     assert fake.wait_for(lambda: requests.id not in stored_ids(tmp_path))
     assert kept.id in stored_ids(tmp_path) and done.output_file_id in stored_ids(tmp_path)
+
+
+def test_a_batch_can_give_its_output_files_an_expiry(
+        fake: FakeOpenAI, start_gateway: Start, tmp_path: Path) -> None:
+    server = start_gateway(config(fake, tmp_path))
+    api = client(server, MASTER_KEY)
+    requests = api.files.create(file=("in.jsonl", jsonl(line("a"), line("b", model="nope"))),
+                                purpose="batch")
+    batch = api.batches.create(input_file_id=requests.id, endpoint="/v1/chat/completions",
+                               completion_window="24h", output_expires_after=HOUR)
+    done = wait_final(api, batch.id)
+    assert done.output_file_id and done.error_file_id
+    for file_id in (done.output_file_id, done.error_file_id):
+        stored = api.files.retrieve(file_id)
+        assert stored.expires_at == stored.created_at + 3600
+    assert api.files.retrieve(requests.id).expires_at is None
+    plain = api.batches.create(input_file_id=requests.id, endpoint="/v1/chat/completions",
+                               completion_window="24h")
+    assert api.files.retrieve(wait_final(api, plain.id).output_file_id or "").expires_at is None
+    with pytest.raises(openai.BadRequestError) as refused:
+        api.batches.create(input_file_id=requests.id, endpoint="/v1/chat/completions",
+                           completion_window="24h",
+                           output_expires_after={"anchor": "created_at", "seconds": 5})
+    assert refused.value.body["param"] == "output_expires_after"  # type: ignore[index]

@@ -268,10 +268,10 @@ class BatchRunner:
         files = {}
         if output:
             files["output_file_id"] = NewFile("batch_output", f"{batch.id}_output.jsonl",
-                                              b"".join(output))
+                                              b"".join(output), batch.output_expires_in)
         if failures:
             files["error_file_id"] = NewFile("batch_output", f"{batch.id}_error.jsonl",
-                                             b"".join(failures))
+                                             b"".join(failures), batch.output_expires_in)
         if await self.tables.finish(batch, lease, batch.owner, files, fields):
             log.info("batch finished", batch_id=batch.id, status=outcome, answered=len(answers))
 

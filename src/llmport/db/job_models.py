@@ -78,6 +78,7 @@ class Batch(Base):
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
     expired: Mapped[int] = mapped_column(Integer, default=0)  # requests never sent in time
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
+    output_expires_in: Mapped[int | None] = mapped_column(Integer)  # its files' expiry, seconds
     ending: Mapped[str | None] = mapped_column(String(16))  # the final status, once finalizing
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # runs that failed
     lease_owner: Mapped[str | None] = mapped_column(String(64))

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request
 
 from llmport.api.internal import run_as
 from llmport.api.jobs.caller import JSON_LIMIT, caller, caller_owner, owner_of, signed_body
-from llmport.api.jobs.params import checked_metadata, unknown_fields
+from llmport.api.jobs.params import checked_expiry, checked_metadata, unknown_fields
 from llmport.api.openai.validation import parse_json_object
 from llmport.batches.input import OPENAI_ENDPOINTS
 from llmport.batches.runner import BatchRunner, expires_after
@@ -73,6 +73,8 @@ def batches_router(gateway: Gateway, tables: JobTables, runner: BatchRunner) -> 
         body = parse_json_object(await signed_body(gateway, request, ctx, JSON_LIMIT))
         owner = owner_of(ctx.principal)
         endpoint, window, metadata, file_id = _checked(body)
+        output_expires_in = checked_expiry(body.get("output_expires_after"),
+                                           "output_expires_after")
         stored = await tables.get_file(owner, file_id)
         if stored is None:
             raise NotFoundError(f"No such File object: {file_id}", param="input_file_id",
@@ -86,6 +88,7 @@ def batches_router(gateway: Gateway, tables: JobTables, runner: BatchRunner) -> 
             id=new_batch_id(), owner=owner, run_as=run_as(ctx.principal), endpoint=endpoint,
             input_file_id=file_id, completion_window=window, status="validating",
             created_at=created, expires_at=created + expires_after(window), meta=metadata,
+            output_expires_in=output_expires_in,
             total=0, completed=0, failed=0, input_tokens=0, output_tokens=0, cached_tokens=0))
         runner.wake()
         return batch_object(row)
@@ -123,7 +126,8 @@ def batches_router(gateway: Gateway, tables: JobTables, runner: BatchRunner) -> 
 
 def _checked(body: dict[str, Any]) -> tuple[str, str, dict[str, str] | None, str]:
     """endpoint, completion_window, metadata and input_file_id of a creation request."""
-    unknown_fields(body, {"input_file_id", "endpoint", "completion_window", "metadata"})
+    unknown_fields(body, {"input_file_id", "endpoint", "completion_window", "metadata",
+                          "output_expires_after"})
     file_id, endpoint, window = (body.get(k) for k in ("input_file_id", "endpoint",
                                                         "completion_window"))
     if not isinstance(file_id, str) or not file_id:

@@ -18,6 +18,7 @@ from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
 from llmport.api.jobs.caller import caller, caller_owner, owner_of, signed_body
+from llmport.api.jobs.params import checked_expiry
 from llmport.batches.input import json_lines, off_loop
 from llmport.batches.settings import BatchesConfig
 from llmport.db.job_models import StoredFile
@@ -34,7 +35,6 @@ PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the purpose field, beyond the file
 # The form's fields: ``expires_after`` as the openai client sends a nested object.
 FIELDS = frozenset({"file", "purpose", "expires_after[anchor]", "expires_after[seconds]"})
-EXPIRY_SECONDS = (3600, 30 * 86400)  # an hour to 30 days, as OpenAI allows
 
 
 def file_object(row: StoredFile) -> dict[str, Any]:
@@ -160,16 +160,11 @@ async def _read_form(request: Request, body: bytes) -> NewFile:
 
 def _expiry(anchor: Any, seconds: Any) -> int | None:
     """The seconds after its upload that a file with this ``expires_after`` expires
-    (None: it does not)."""
+    (None: it does not); the form's fields are text."""
     if anchor is None and seconds is None:
         return None
-    shortest, longest = EXPIRY_SECONDS
-    if anchor != "created_at" or not isinstance(seconds, str) or not seconds.isdigit() \
-            or not shortest <= int(seconds) <= longest:
-        raise InvalidRequestError(f"expires_after must be {{\"anchor\": \"created_at\", "
-                                  f"\"seconds\": {shortest}…{longest}}}.",
-                                  param="expires_after")
-    return int(seconds)
+    number = int(seconds) if isinstance(seconds, str) and seconds.isdigit() else seconds
+    return checked_expiry({"anchor": anchor, "seconds": number}, "expires_after")
 
 
 def _safe(filename: str) -> str:

@@ -25,3 +25,21 @@ def checked_metadata(metadata: Any) -> dict[str, str] | None:
         raise InvalidRequestError("metadata must be at most 16 string pairs (keys up to 64 "
                                   "characters, values up to 512).", param="metadata")
     return metadata
+
+
+EXPIRY_SECONDS = (3600, 30 * 86400)  # an hour to 30 days, as OpenAI allows
+
+
+def checked_expiry(value: Any, param: str) -> int | None:
+    """The seconds of an ``expires_after``-like ``{"anchor": "created_at", "seconds": N}``
+    (None when absent)."""
+    if value is None:
+        return None
+    shortest, longest = EXPIRY_SECONDS
+    seconds = value.get("seconds") if isinstance(value, dict) else None
+    if not (isinstance(value, dict) and value.keys() == {"anchor", "seconds"}
+            and value["anchor"] == "created_at" and isinstance(seconds, int)
+            and not isinstance(seconds, bool) and shortest <= seconds <= longest):
+        raise InvalidRequestError(f'{param} must be {{"anchor": "created_at", "seconds": '
+                                  f"{shortest}…{longest}}}.", param=param)
+    return seconds

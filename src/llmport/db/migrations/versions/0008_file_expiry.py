@@ -1,4 +1,4 @@
-"""Files' expiry (``expires_after`` at upload).
+"""Files' expiry (``expires_after`` at upload), and batches' for their output files.
 
 Revision ID: 0008
 Revises: 0007
@@ -21,8 +21,10 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("files", sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
     op.create_index("ix_files_expires_at", "files", ["expires_at"])
+    op.add_column("batches", sa.Column("output_expires_in", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("batches", "output_expires_in")
     op.drop_index("ix_files_expires_at", table_name="files")
     op.drop_column("files", "expires_at")
