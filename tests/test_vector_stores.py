@@ -208,8 +208,10 @@ def test_bad_parameters_are_refused_with_their_name(start_gateway: Start,
         (lambda: api.vector_stores.create(chunking_strategy={
             "type": "static", "static": {"max_chunk_size_tokens": 50,
                                          "chunk_overlap_tokens": 0}}), "chunking_strategy"),
-        (lambda: api.vector_stores.create(expires_after={"anchor": "last_active_at",
+        (lambda: api.vector_stores.create(expires_after={"anchor": "created_at",  # type: ignore[typeddict-item]
                                                          "days": 1}), "expires_after"),
+        (lambda: api.vector_stores.create(expires_after={"anchor": "last_active_at",
+                                                         "days": 366}), "expires_after"),
         (lambda: api.vector_stores.files.update(file_id, vector_store_id=store.id,
                                                 attributes={"k": ["a", "list"]}),  # type: ignore[dict-item]
          "attributes"),

@@ -115,6 +115,7 @@ class VectorStore(Base):
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_active_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_days: Mapped[int | None] = mapped_column(Integer)  # after last_active_at
 
 
 class VectorStoreFile(Base):

@@ -86,6 +86,24 @@ class RagTables:
                 VectorStore.id == store_id, VectorStore.owner == owner))
         return bool(result.rowcount)
 
+    async def mark_active(self, store_id: str) -> None:
+        async with self.sessions.begin() as session:
+            await session.execute(update(VectorStore).where(VectorStore.id == store_id)
+                                  .values(last_active_at=now()))
+
+    async def purge_expired_stores(self) -> int:
+        """Delete the stores whose ``expires_after`` has run out; how many went."""
+        async with self.sessions() as session:
+            rows = (await session.execute(select(
+                VectorStore.id, VectorStore.owner, VectorStore.expires_days,
+                VectorStore.last_active_at, VectorStore.created_at).where(
+                VectorStore.expires_days.is_not(None)))).all()
+        at, removed = now(), 0
+        for store_id, owner, days, active, created in rows:
+            if (active or created) + timedelta(days=days) <= at:
+                removed += await self.delete_store(owner, store_id)
+        return removed
+
     async def file_counts(self, store_ids: list[str]) -> dict[str, dict[str, int]]:
         """Each store's files by status (every status present, zero when none)."""
         counts = {store_id: dict.fromkeys(STATUSES, 0) for store_id in store_ids}

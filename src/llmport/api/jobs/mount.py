@@ -34,6 +34,7 @@ class Jobs:
         self.indexer: Indexer | None = None
         self.file_search: FileSearch | None = None  # the Responses API's file_search tool
         self.files: JobTables | None = None
+        self.stores: RagTables | None = None
         self._purging: asyncio.Task[None] | None = None
         if gateway.db is None or not (config.batches.enabled or config.rag.enabled):
             return
@@ -45,7 +46,7 @@ class Jobs:
             self.routers.append(message_batches_router(gateway, files, self.runner,
                                                        config.batches))
         if config.rag.enabled:
-            tables = RagTables(gateway.db.sessions)
+            tables = self.stores = RagTables(gateway.db.sessions)
             self.indexer = Indexer(gateway, tables, files, config.rag)
             index = SearchIndex(tables, config.rag.cached_stores,
                                 int(config.rag.cached_mb * 1024 * 1024))
@@ -58,7 +59,7 @@ class Jobs:
             if worker is not None:
                 worker.start()
         if self.files is not None:
-            self._purging = asyncio.create_task(self._purge_expired(self.files))
+            self._purging = asyncio.create_task(self._purge_expired(self.files, self.stores))
 
     async def aclose(self) -> None:
         if self._purging is not None:
@@ -70,14 +71,17 @@ class Jobs:
                 await worker.aclose()
 
     @staticmethod
-    async def _purge_expired(files: JobTables) -> None:
-        """Delete expired files (``expires_after``) now and every ``PURGE_EVERY`` seconds;
-        their owners no longer see them from the moment they expire."""
+    async def _purge_expired(files: JobTables, stores: RagTables | None) -> None:
+        """Delete expired files and vector stores (``expires_after``) now and every
+        ``PURGE_EVERY`` seconds; their owners no longer see them (files) or use them
+        (stores) from the moment they expire."""
         while True:
             try:
                 removed = await files.purge_expired()
-                if removed:
-                    log.info("expired files deleted", files=removed)
+                gone = await stores.purge_expired_stores() if stores is not None else 0
+                if removed or gone:
+                    log.info("expired files and vector stores deleted", files=removed,
+                             vector_stores=gone)
             except Exception as exc:  # the next round tries again
                 log.warning("deleting expired files failed", error=str(exc))
             await asyncio.sleep(PURGE_EVERY)

@@ -2,24 +2,66 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from llmport.api.internal import run_as
 from llmport.db.job_models import StoredFile, VectorStore, VectorStoreFile, VectorStoreFileBatch
 from llmport.db.jobs import now
+from llmport.db.rag import RagTables
 from llmport.errors import InvalidRequestError
 from llmport.rag.chunking import AUTO
 from llmport.types import Principal
 
+ACTIVITY_GRAIN = timedelta(minutes=1)  # a store's last_active_at is kept to the minute
+
 
 def store_object(row: VectorStore, counts: dict[str, int]) -> dict[str, Any]:
-    return {
+    ends = expires_at(row)
+    status = "expired" if ends is not None and ends <= now() else \
+        "in_progress" if counts.get("in_progress") else "completed"
+    shown = {
         "id": row.id, "object": "vector_store", "created_at": int(row.created_at.timestamp()),
         "name": row.name, "usage_bytes": row.usage_bytes,
-        "file_counts": {**counts, "total": sum(counts.values())},
-        "status": "in_progress" if counts.get("in_progress") else "completed",
+        "file_counts": {**counts, "total": sum(counts.values())}, "status": status,
         "last_active_at": int(row.last_active_at.timestamp()) if row.last_active_at else None,
-        "expires_at": None, "metadata": row.meta}
+        "expires_at": int(ends.timestamp()) if ends is not None else None,
+        "metadata": row.meta}
+    if row.expires_days is not None:
+        shown["expires_after"] = {"anchor": "last_active_at", "days": row.expires_days}
+    return shown
+
+
+def expires_at(row: VectorStore) -> datetime | None:
+    """When the store expires: ``expires_after`` days after its last activity."""
+    if row.expires_days is None:
+        return None
+    return (row.last_active_at or row.created_at) + timedelta(days=row.expires_days)
+
+
+async def searchable(tables: RagTables, store: VectorStore) -> str:
+    """The store's id, once it is known not to have expired (400 if it has); a search is
+    activity, so it moves ``last_active_at`` on (a write at most once a minute)."""
+    ends = expires_at(store)
+    if ends is not None and ends <= now():
+        raise InvalidRequestError(f"Vector store {store.id} has expired.",
+                                  param="vector_store_id", code="vector_store_expired")
+    if store.last_active_at is None or now() - store.last_active_at > ACTIVITY_GRAIN:
+        await tables.mark_active(store.id)
+    return store.id
+
+
+def checked_store_expiry(value: Any) -> int | None:
+    """The days of ``{"anchor": "last_active_at", "days": 1…365}`` (None when absent)."""
+    if value is None:
+        return None
+    days = value.get("days") if isinstance(value, dict) else None
+    if not (isinstance(value, dict) and value.keys() == {"anchor", "days"}
+            and value["anchor"] == "last_active_at" and isinstance(days, int)
+            and not isinstance(days, bool) and 1 <= days <= 365):
+        raise InvalidRequestError('expires_after must be {"anchor": "last_active_at", '
+                                  '"days": 1…365}.', param="expires_after")
+    return days
 
 
 def file_object(row: VectorStoreFile) -> dict[str, Any]:

@@ -19,8 +19,10 @@ from llmport.api.jobs.vector_file_batches import file_batch_routes
 from llmport.api.jobs.vector_shapes import (
     checked_attributes,
     checked_chunking,
+    checked_store_expiry,
     file_object,
     new_store_file,
+    searchable,
     store_object,
 )
 from llmport.api.openai.validation import parse_json_object
@@ -84,7 +86,8 @@ def vector_stores_router(gateway: Gateway, tables: RagTables, files: JobTables,
     @router.post("", summary="Create a vector store (optionally with files)")
     async def create(request: Request) -> dict[str, Any]:
         ctx, body = await who(request)
-        unknown_fields(body, {"name", "file_ids", "chunking_strategy", "metadata"})
+        unknown_fields(body, {"name", "file_ids", "chunking_strategy", "metadata",
+                              "expires_after"})
         model = embedding_model(gateway, config)
         if model is None:
             raise InvalidRequestError("No model of this gateway serves embeddings: configure "
@@ -98,7 +101,8 @@ def vector_stores_router(gateway: Gateway, tables: RagTables, files: JobTables,
         store = VectorStore(id=new_store_id(), owner=owner_of(ctx.principal),
                             name=str(body.get("name") or ""), embedding_model=model,
                             revision=0, usage_bytes=0, created_at=now(),
-                            meta=checked_metadata(body.get("metadata")), last_active_at=now())
+                            meta=checked_metadata(body.get("metadata")), last_active_at=now(),
+                            expires_days=checked_store_expiry(body.get("expires_after")))
         added = [await new_file(ctx, store.id, file_id, body.get("chunking_strategy"), None,
                                 "file_ids") for file_id in dict.fromkeys(file_ids)]
         await tables.create_store(store, added)
@@ -124,12 +128,14 @@ def vector_stores_router(gateway: Gateway, tables: RagTables, files: JobTables,
     async def modify(request: Request, store_id: str) -> dict[str, Any]:
         ctx, body = await who(request)
         await found(ctx, store_id)
-        unknown_fields(body, {"name", "metadata"})
+        unknown_fields(body, {"name", "metadata", "expires_after"})
         fields: dict[str, Any] = {}
         if body.get("name") is not None:
             fields["name"] = str(body["name"])
         if "metadata" in body:
             fields["meta"] = checked_metadata(body["metadata"])
+        if "expires_after" in body:  # null: it no longer expires
+            fields["expires_days"] = checked_store_expiry(body["expires_after"])
         if fields:
             await tables.update_store(owner_of(ctx.principal), store_id, fields)
         return (await rendered([await found(ctx, store_id)]))[0]
@@ -244,7 +250,8 @@ async def _search(gateway: Gateway, index: SearchIndex, config: RagConfig, ctx: 
                               config.embed_batch)
     except EmbeddingFailed as exc:
         raise embedding_error(exc) from None
-    hits = await index.search(store.id, vectors, limit, float(threshold), accept)
+    hits = await index.search(await searchable(index.tables, store), vectors, limit,
+                              float(threshold), accept)
     return {"object": "vector_store.search_results.page", "search_query": queries,
             "has_more": False, "next_page": None,
             "data": [{"file_id": h.file_id, "filename": h.filename, "score": h.score,

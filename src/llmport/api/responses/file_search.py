@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmport.api.jobs.caller import owner_of
+from llmport.api.jobs.vector_shapes import searchable
 from llmport.db.rag import RagTables
 from llmport.errors import InvalidRequestError, NotFoundError
 from llmport.gateway.gateway import Gateway
@@ -119,8 +120,9 @@ class FileSearch:
                                                  self.config.embed_batch)
                 except EmbeddingFailed as exc:
                     raise embedding_error(exc) from None
-            hits += await self.index.search(store.id, vectors[model], tool.limit,
-                                            tool.threshold, tool.accept)
+            hits += await self.index.search(await searchable(self.tables, store),
+                                            vectors[model], tool.limit, tool.threshold,
+                                            tool.accept)
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return hits[:tool.limit]
 

@@ -1,6 +1,8 @@
-"""Files uploaded with ``expires_after`` (the official ``openai`` client): their expiry in the
-file object, refusals by name, and what expiry does: the file is gone for its owner at once,
-deleted by the next purge, unless a batch that has not finished still reads it."""
+"""Expiry with the official ``openai`` client: files uploaded with ``expires_after`` (their
+expiry in the file object, refusals by name; an expired file is gone for its owner at once
+and deleted by the next purge, unless a batch that has not finished still reads it), a
+batch's ``output_expires_after``, and vector stores' ``expires_after`` (days after their
+last activity, which a search moves on)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,11 @@ def stored_ids(tmp_path: Path) -> set[str]:
         parts = {row[0] for row in db.execute("SELECT file_id FROM file_contents")}
     assert parts <= files  # no part outlives its file
     return files
+
+
+def database(tmp_path: Path, statement: str, *values: Any) -> None:
+    with closing(sqlite3.connect(tmp_path / "shared-data" / "llmport.db")) as db, db:
+        db.execute(statement, values)
 
 
 def expire(tmp_path: Path, *file_ids: str) -> None:
@@ -118,3 +125,40 @@ def test_a_batch_can_give_its_output_files_an_expiry(
                            completion_window="24h",
                            output_expires_after={"anchor": "created_at", "seconds": 5})
     assert refused.value.body["param"] == "output_expires_after"  # type: ignore[index]
+
+
+def test_a_vector_store_expires_days_after_its_last_activity(
+        fake: FakeOpenAI, start_gateway: Start, tmp_path: Path) -> None:
+    settings = config(fake, tmp_path)
+    server = start_gateway(settings)
+    api = client(server, MASTER_KEY)
+    notes = api.files.create(file=("n.txt", b"alpha beta gamma"), purpose="assistants")
+    store = api.vector_stores.create(file_ids=[notes.id],
+                                     expires_after={"anchor": "last_active_at", "days": 1})
+    check(store.model_dump(exclude_unset=True), "VectorStoreObject")
+    assert store.expires_after is not None and store.expires_after.days == 1
+    assert store.expires_at == store.last_active_at + 86400
+    lasting = api.vector_stores.create(name="lasting")
+    assert lasting.expires_at is None and lasting.expires_after is None
+    longer = api.vector_stores.update(store.id, expires_after={"anchor": "last_active_at",
+                                                               "days": 2})
+    assert longer.expires_at == store.last_active_at + 2 * 86400
+
+    # A search is activity: an hour-old last_active_at moves to now.
+    database(tmp_path, "UPDATE vector_stores SET last_active_at = datetime('now', '-1 hour') "
+             "WHERE id = ?", store.id)
+    hour_ago = api.vector_stores.retrieve(store.id).last_active_at or 0
+    api.vector_stores.search(store.id, query="alpha")
+    assert (api.vector_stores.retrieve(store.id).last_active_at or 0) >= hour_ago + 3500
+
+    database(tmp_path, "UPDATE vector_stores SET last_active_at = datetime('now', '-3 days') "
+             "WHERE id = ?", store.id)
+    assert api.vector_stores.retrieve(store.id).status == "expired"
+    with pytest.raises(openai.BadRequestError) as refused:
+        api.vector_stores.search(store.id, query="alpha")
+    assert refused.value.body["code"] == "vector_store_expired"  # type: ignore[index]
+
+    start_gateway(settings)  # a replica starting purges expired stores too
+    assert fake.wait_for(lambda: [s.id for s in api.vector_stores.list()] == [lasting.id])
+    with pytest.raises(openai.NotFoundError):
+        api.vector_stores.retrieve(store.id)
