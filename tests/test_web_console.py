@@ -8,6 +8,7 @@ import random
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +42,27 @@ def test_the_console_makes_the_calls_this_test_knows() -> None:
         ("POST", "/admin/${kind}"),
         ("POST", "/admin/keys"), ("POST", "/admin/keys/${row.id}/rotate"),
         ("POST", "/v1/chat/completions"),
+        ("GET", "/v1/files"), ("POST", "/v1/files"), ("GET", "/v1/files/${row.id}/content"),
+        ("DELETE", "/v1/files/${row.id}"), ("POST", "/v1/batches"),
+        ("GET", "/v1/batches?limit=100"), ("POST", "/v1/batches/${row.id}/cancel"),
+        ("GET", "/v1/vector_stores?limit=100"), ("POST", "/v1/vector_stores"),
+        ("DELETE", "/v1/vector_stores/${row.id}"),
+        ("POST", "/v1/vector_stores/${stores.value}/search"),
     ])
 
 
 def test_every_call_of_the_console_is_answered(start_gateway: Any) -> None:
     """Each call, made as the console makes it (method, path, body), succeeds."""
-    server = start_gateway(tenancy_config())
+    config = tenancy_config(batches={"concurrency": 1}, rag={"poll_interval": 0.05})
+    config["models"].append({"name": "slow", "provider": "demo", "token_delay_ms": 50})
+    server = start_gateway(config)
     http = httpx.Client(base_url=server.url, timeout=30,
                         headers={"authorization": f"Bearer {MASTER_KEY}"})
     made: list[tuple[str, str]] = []
 
-    def call(method: str, template: str, path: str, body: Any = None, expect: int = 200
-             ) -> Any:
-        response = http.request(method, path, json=body)
+    def call(method: str, template: str, path: str, body: Any = None, expect: int = 200,
+             **form: Any) -> Any:
+        response = http.request(method, path, json=body, **form)
         assert response.status_code == expect, (method, path, response.text)
         made.append((method, template))
         return response.json() if "json" in response.headers["content-type"] else response.text
@@ -79,7 +88,7 @@ def test_every_call_of_the_console_is_answered(start_gateway: Any) -> None:
         assert {name: changed[name] for name in edited} == edited, kind
     call("GET", "/admin/orgs?limit=1", "/admin/orgs?limit=1")
     assert [m["id"] for m in call("GET", "/v1/models", "/v1/models")["data"]] == \
-        ["demo", "other"]
+        ["demo", "other", "slow"]
     answer = call("POST", "/v1/chat/completions", "/v1/chat/completions",
                   {"model": "demo", "messages": [{"role": "user", "content": "hi"}],
                    "stream": False, "max_tokens": 5, "temperature": 0.5})
@@ -89,13 +98,53 @@ def test_every_call_of_the_console_is_answered(start_gateway: Any) -> None:
     csv = call("GET", "/admin/usage?${params}", "/admin/usage?group_by=model&format=csv")
     assert csv.splitlines()[0].startswith("model,requests")
     ready = call("GET", "/readyz", "/readyz")
-    assert {d["model"] for d in ready["deployments"]} == {"demo", "other"}
+    assert {d["model"] for d in ready["deployments"]} == {"demo", "other", "slow"}
     rotated = call("POST", "/admin/keys/${row.id}/rotate", f"/admin/keys/{key['id']}/rotate",
                    {"grace_seconds": 0}, 201)
     assert rotated["rotated_from"] == key["id"] and rotated["key"] != key["key"]
     call("DELETE", "/admin/keys/${row.id}", f"/admin/keys/{rotated['id']}")
     for kind in ("users", "teams", "orgs"):
         call("DELETE", "/admin/${kind}/${row.id}", f"/admin/{kind}/{ids[kind]}")
+
+    # Files, batches and vector stores: an upload as the console's FormData sends it (with
+    # an expiry in hours), a batch run and cancelled, a store made, searched and deleted.
+    lines = b"".join(json.dumps({"custom_id": f"r{i}", "method": "POST",
+                                 "url": "/v1/chat/completions", "body": {
+                                     "model": "slow", "messages": [
+                                         {"role": "user", "content": "hi"}]}}).encode() + b"\n"
+                     for i in range(20))
+    batch_file = call("POST", "/v1/files", "/v1/files", files={"file": ("in.jsonl", lines)},
+                      data={"purpose": "batch", "expires_after[anchor]": "created_at",
+                            "expires_after[seconds]": "7200"})
+    assert batch_file["expires_at"] == batch_file["created_at"] + 7200
+    notes = call("POST", "/v1/files", "/v1/files", files={"file": ("notes.txt", b"zebra " * 20)},
+                 data={"purpose": "assistants"})
+    listed = call("GET", "/v1/files", "/v1/files")["data"]
+    assert [f["id"] for f in listed] == [notes["id"], batch_file["id"]]
+    assert call("GET", "/v1/files/${row.id}/content",
+                f"/v1/files/{notes['id']}/content") == "zebra " * 20
+    batch = call("POST", "/v1/batches", "/v1/batches", {
+        "input_file_id": batch_file["id"], "endpoint": "/v1/chat/completions",
+        "completion_window": "24h"})
+    assert call("GET", "/v1/batches?limit=100", "/v1/batches?limit=100")["data"][0]["id"] \
+        == batch["id"]
+    assert call("POST", "/v1/batches/${row.id}/cancel",
+                f"/v1/batches/{batch['id']}/cancel")["status"] in ("cancelling", "cancelled")
+    store = call("POST", "/v1/vector_stores", "/v1/vector_stores",
+                 {"name": "notes", "file_ids": [notes["id"]]})
+    indexed = None
+    for _ in range(200):
+        indexed = call("GET", "/v1/vector_stores?limit=100", "/v1/vector_stores?limit=100")
+        if indexed["data"][0]["status"] == "completed":
+            break
+        time.sleep(0.05)
+    assert indexed is not None and indexed["data"][0]["file_counts"]["completed"] == 1
+    hits = call("POST", "/v1/vector_stores/${stores.value}/search",
+                f"/v1/vector_stores/{store['id']}/search", {"query": "zebra",
+                                                            "max_num_results": 5})
+    assert hits["data"][0]["filename"] == "notes.txt"
+    call("DELETE", "/v1/vector_stores/${row.id}", f"/v1/vector_stores/{store['id']}")
+    call("DELETE", "/v1/files/${row.id}", f"/v1/files/{notes['id']}")
     assert sorted(set(made)) == console_calls()
 
 

@@ -198,3 +198,71 @@ async def test_the_playground_of_a_gateway_without_a_master_key(start_gateway: A
         assert_clean(page, " status of 401")
     finally:
         await browser.close()
+
+
+async def test_files_batches_and_vector_stores_in_a_browser(start_gateway: Any,
+                                                           tmp_path: Path) -> None:
+    server = start_gateway(tenancy_config(batches={"poll_interval": 0.05},
+                                          rag={"poll_interval": 0.05}))
+    browser = Browser(CHROMIUM or "", tmp_path / "profile")
+    lines = "".join(json.dumps({"custom_id": f"r{i}", "method": "POST",
+                                "url": "/v1/chat/completions", "body": {
+                                    "model": "demo", "messages": [
+                                        {"role": "user", "content": "hi"}]}}) + "\n"
+                    for i in range(3))
+
+    def choose(name: str, content: str) -> str:
+        """Put a file in the upload form's file input, as a person picking one would."""
+        return ("{ const chosen = new DataTransfer(); chosen.items.add(new File("
+                f"[{json.dumps(content)}], {json.dumps(name)})); "
+                "document.querySelector('#upload-file').files = chosen.files; }")
+
+    try:
+        page = await browser.page()
+        await page.send("Page.navigate", url=f"{server.url}/ui/")
+        assert (await page.until(text("#status"))).startswith("no key")  # the console runs
+        await page.evaluate(f"document.querySelector('#key').value = {json.dumps(MASTER_KEY)};"
+                            " document.querySelector('#key-form').requestSubmit()")
+        assert await page.until(f"{text('#status')} === 'admin'")
+
+        # Files: upload a batch file (expiring in two hours) and a text file; run the batch.
+        await page.evaluate("document.querySelector('nav [data-tab=files]').click()")
+        await page.until("document.querySelector('#upload-file') !== null")
+        await page.evaluate(choose("in.jsonl", lines))
+        await submit(page, "document.querySelector('form.create')",
+                     {"purpose": "batch", "hours": "2"})
+        await page.until(f"{text('#panel table')}?.includes('in.jsonl')")
+        await page.evaluate(choose("notes.txt", "zebra stripes " * 20))
+        await submit(page, "document.querySelector('form.create')", {"purpose": "assistants"})
+        files = await page.until(f"{text('#panel table')}?.includes('notes.txt') && "
+                                 f"{text('#panel table')}")
+        rows = {row.split("\t")[1]: row.split("\t") for row in files.splitlines()[1:]}
+        assert rows["in.jsonl"][2] == "batch" and rows["in.jsonl"][5] != "—"  # expires
+        assert rows["notes.txt"][5] == "—"
+        await page.evaluate("window.prompt = () => '/v1/chat/completions'; [...document."
+                            "querySelectorAll('td.actions button')].find((b) => b.textContent"
+                            " === 'run batch').click()")
+        refresh = ("[...document.querySelectorAll('h2 button')]"
+                   ".find((b) => b.textContent === 'Refresh')")
+        batches = "document.querySelectorAll('#panel table')[1]?.innerText"
+        done = await page.until(f"({refresh}.click(), {batches}?.includes('completed') && "
+                                f"{batches})")
+        assert "3 of 3" in done
+
+        # Vector stores: one made of the text file, indexed, searched, deleted.
+        await page.evaluate("document.querySelector('nav [data-tab=stores]').click()")
+        await page.until("document.querySelector('form.create') !== null")
+        await submit(page, "document.querySelector('form.create')",
+                     {"name": "animals", "file_ids": rows["notes.txt"][0]})
+        await page.until(f"({refresh}.click(), {text('#panel table')}?.includes('completed'))")
+        assert "1 of 1" in await page.evaluate(text("#panel table"))
+        await submit(page, "document.querySelector('form.filters')", {"query": "zebra"})
+        hits = await page.until(f"{text('#hits table')}")
+        assert "notes.txt" in hits and "zebra stripes" in hits
+        await page.evaluate("window.confirm = () => true; [...document.querySelectorAll("
+                            "'td.actions button')].find((b) => b.textContent === 'delete')"
+                            ".click()")
+        await page.until(f"{text('#panel')}.includes('Nothing yet.')")
+        assert_clean(page, "status of 401")  # the first page, before the key was given
+    finally:
+        await browser.close()

@@ -1,6 +1,7 @@
-// llmport's console: a playground for the /v1 API and an admin view of tenants, keys, usage
-// and deployments. No framework and no build step; every value from the server is shown with
-// textContent (never parsed as HTML). The key lives in sessionStorage: this tab only.
+// llmport's console: a playground for the /v1 API, the caller's files, batches and vector
+// stores, and an admin view of tenants, keys, usage and deployments. No framework and no
+// build step; every value from the server is shown with textContent (never parsed as HTML).
+// The key lives in sessionStorage: this tab only.
 import { SSEDecoder, answerOf, applyChunk, emptyAnswer, errorMessage } from "./sse.mjs";
 
 const $ = (selector) => document.querySelector(selector);
@@ -47,7 +48,9 @@ function errorCode(text) {
 // Every call the console makes goes through here (tests check each path exists).
 async function api(method, path, body, { raw = false, signal } = {}) {
   const init = { method, headers: headers(), signal };
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    init.body = body; // multipart: the browser writes its content-type and boundary
+  } else if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);
   }
@@ -439,6 +442,139 @@ TABS.usage = async (panel) => {
   }, "Download CSV");
   panel.append(el("h2", {}, "Usage"), form, csv, result);
   form.requestSubmit();
+};
+
+// -- files, batches and vector stores: the caller's own (any key) -------------------------
+const when = (seconds) => (seconds ? new Date(seconds * 1000).toISOString().slice(0, 19).replace("T", " ") : null);
+const PURPOSES = ["assistants", "batch", "user_data", "vision", "evals", "fine-tune"];
+const RUNNING = ["validating", "in_progress", "finalizing"];
+
+// A raw response's body, saved as a download named ``name``.
+async function save(response, name) {
+  if (!response.ok) throw new APIError(response.status, errorMessage(response.status, await response.text()));
+  const link = el("a", { href: URL.createObjectURL(await response.blob()), download: name });
+  link.click();
+  URL.revokeObjectURL(link.href);
+}
+
+TABS.files = async (panel) => {
+  const note = el("div");
+  const files = el("div");
+  const batches = el("div");
+  const upload = el("form", { class: "create" }, el("h3", {}, "Upload a file"),
+    el("label", {}, "file", el("input", { type: "file", name: "file", id: "upload-file" })),
+    field("purpose", "purpose", "select", { choices: PURPOSES }),
+    field("hours", "expires after (hours)", "number"),
+    el("button", { type: "submit" }, "Upload"));
+  upload.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData();
+    const chosen = upload.querySelector("#upload-file").files[0];
+    if (chosen) data.append("file", chosen);
+    data.append("purpose", upload.querySelector("[name=purpose]").value);
+    const hours = upload.querySelector("[name=hours]").value;
+    if (hours) {
+      data.append("expires_after[anchor]", "created_at");
+      data.append("expires_after[seconds]", String(Math.round(Number(hours) * 3600)));
+    }
+    try { await api("POST", "/v1/files", data); upload.reset(); note.replaceChildren(); await load(); } catch (error) { show(note, error); }
+  });
+  const refresh = el("button", { type: "button", onclick: () => load() }, "Refresh");
+  panel.append(el("h2", {}, "Files"), note, files, upload, el("h2", {}, "Batches ", refresh), batches);
+  async function load() {
+    try {
+      const rows = (await api("GET", "/v1/files")).data;
+      files.replaceChildren(table(rows.map((r) => ({ ...r, created: when(r.created_at), expires: when(r.expires_at) })),
+        ["id", "filename", "purpose", "bytes", "created", "expires"], (row) => [
+          el("button", {
+            onclick: async () => {
+              try { await save(await api("GET", `/v1/files/${row.id}/content`, undefined, { raw: true }), row.filename); } catch (error) { show(note, error); }
+            },
+          }, "download"),
+          row.purpose === "batch" ? el("button", {
+            onclick: async () => {
+              const endpoint = prompt("Run its lines against which endpoint?", "/v1/chat/completions");
+              if (endpoint === null) return;
+              try { await api("POST", "/v1/batches", { input_file_id: row.id, endpoint, completion_window: "24h" }); await load(); } catch (error) { show(note, error); }
+            },
+          }, "run batch") : null,
+          el("button", {
+            onclick: async () => {
+              if (!confirm(`Delete ${row.filename}?`)) return;
+              try { await api("DELETE", `/v1/files/${row.id}`); await load(); } catch (error) { show(note, error); }
+            },
+          }, "delete"),
+        ]));
+      const listed = (await api("GET", "/v1/batches?limit=100")).data;
+      batches.replaceChildren(table(listed.map((b) => ({
+        ...b, created: when(b.created_at), done: `${b.request_counts.completed} of ${b.request_counts.total}`,
+        failed: b.request_counts.failed })),
+      ["id", "status", "endpoint", "done", "failed", "created", "output_file_id", "error_file_id"], (row) => [
+        RUNNING.includes(row.status) ? el("button", {
+          onclick: async () => {
+            try { await api("POST", `/v1/batches/${row.id}/cancel`); await load(); } catch (error) { show(note, error); }
+          },
+        }, "cancel") : null,
+      ]));
+    } catch (error) {
+      show(files, error);
+    }
+  }
+  await load();
+};
+
+TABS.stores = async (panel) => {
+  const note = el("div");
+  const list = el("div");
+  const found = el("div", { id: "hits" });
+  const create = el("form", { class: "create" }, el("h3", {}, "New vector store"),
+    field("name", "name"), field("file_ids", "file ids (comma-separated)", "list"),
+    el("button", { type: "submit" }, "Create"));
+  create.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try { await api("POST", "/v1/vector_stores", formBody(create)); create.reset(); note.replaceChildren(); await load(); } catch (error) { show(note, error); }
+  });
+  const stores = el("select", { name: "store" });
+  const search = el("form", { class: "filters" }, el("h3", {}, "Search"),
+    el("label", {}, "store", stores), field("query", "query"),
+    el("button", { type: "submit" }, "Search"));
+  search.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const query = search.querySelector("[name=query]").value.trim();
+    if (!stores.value || !query) return;
+    try {
+      const page = await api("POST", `/v1/vector_stores/${stores.value}/search`, { query, max_num_results: 5 });
+      found.replaceChildren(table(page.data.map((hit) => ({
+        ...hit, score: Number(hit.score.toFixed(3)), text: hit.content.map((c) => c.text).join(" ").slice(0, 300) })),
+      ["filename", "score", "text"]));
+    } catch (error) {
+      show(found, error);
+    }
+  });
+  const refresh = el("button", { type: "button", onclick: () => load() }, "Refresh");
+  panel.append(el("h2", {}, "Vector stores ", refresh), note, list, create, search, found);
+  async function load() {
+    try {
+      const rows = (await api("GET", "/v1/vector_stores?limit=100")).data;
+      list.replaceChildren(table(rows.map((r) => ({
+        ...r, files: `${r.file_counts.completed} of ${r.file_counts.total}`, failed: r.file_counts.failed,
+        active: when(r.last_active_at), expires: when(r.expires_at) })),
+      ["id", "name", "status", "files", "failed", "usage_bytes", "active", "expires"], (row) => [
+        el("button", {
+          onclick: async () => {
+            if (!confirm(`Delete the vector store ${row.name || row.id} (not its files)?`)) return;
+            try { await api("DELETE", `/v1/vector_stores/${row.id}`); await load(); } catch (error) { show(note, error); }
+          },
+        }, "delete"),
+      ]));
+      const chosen = stores.value;
+      stores.replaceChildren(...rows.map((r) => el("option", { value: r.id }, r.name || r.id)));
+      if (rows.some((r) => r.id === chosen)) stores.value = chosen;
+    } catch (error) {
+      show(list, error);
+    }
+  }
+  await load();
 };
 
 TABS.health = async (panel) => {
