@@ -157,6 +157,10 @@ def test_a_vector_store_expires_days_after_its_last_activity(
     with pytest.raises(openai.BadRequestError) as refused:
         api.vector_stores.search(store.id, query="alpha")
     assert refused.value.body["code"] == "vector_store_expired"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as refused:
+        api.responses.create(model="demo", input="alpha", tools=[
+            {"type": "file_search", "vector_store_ids": [store.id]}])
+    assert refused.value.body["code"] == "vector_store_expired"  # type: ignore[index]
 
     start_gateway(settings)  # a replica starting purges expired stores too
     assert fake.wait_for(lambda: [s.id for s in api.vector_stores.list()] == [lasting.id])

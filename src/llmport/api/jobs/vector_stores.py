@@ -217,13 +217,13 @@ def vector_stores_router(gateway: Gateway, tables: RagTables, files: JobTables,
     async def search(request: Request, store_id: str) -> dict[str, Any]:
         ctx, body = await who(request)
         store = await found(ctx, store_id)
-        return await _search(gateway, index, config, ctx, store, body)
+        return await _search(gateway, tables, index, config, ctx, store, body)
 
     return router
 
 
-async def _search(gateway: Gateway, index: SearchIndex, config: RagConfig, ctx: CallContext,
-                  store: VectorStore, body: dict[str, Any]) -> dict[str, Any]:
+async def _search(gateway: Gateway, tables: RagTables, index: SearchIndex, config: RagConfig,
+                  ctx: CallContext, store: VectorStore, body: dict[str, Any]) -> dict[str, Any]:
     unknown_fields(body, {"query", "max_num_results", "filters", "ranking_options",
                           "rewrite_query"})
     query = body.get("query")
@@ -245,13 +245,13 @@ async def _search(gateway: Gateway, index: SearchIndex, config: RagConfig, ctx: 
         raise InvalidRequestError("ranking_options.score_threshold must be from 0 to 1.",
                                   param="ranking_options")
     accept = compile_filter(body["filters"]) if body.get("filters") is not None else None
+    store_id = await searchable(tables, store)  # before anything is spent on the query
     try:
         vectors = await embed(gateway, store.embedding_model, queries, ctx.principal,
                               config.embed_batch)
     except EmbeddingFailed as exc:
         raise embedding_error(exc) from None
-    hits = await index.search(await searchable(index.tables, store), vectors, limit,
-                              float(threshold), accept)
+    hits = await index.search(store_id, vectors, limit, float(threshold), accept)
     return {"object": "vector_store.search_results.page", "search_query": queries,
             "has_more": False, "next_page": None,
             "data": [{"file_id": h.file_id, "filename": h.filename, "score": h.score,

@@ -109,6 +109,7 @@ class FileSearch:
                 raise NotFoundError(f"No such vector store: {store_id}",
                                     param="tools.vector_store_ids",
                                     code="vector_store_not_found")
+            await searchable(self.tables, store)  # not expired: before the query is embedded
             stores.append(store)
         vectors: dict[str, Any] = {}  # one embedding per model the stores use
         hits: list[Hit] = []
@@ -120,9 +121,8 @@ class FileSearch:
                                                  self.config.embed_batch)
                 except EmbeddingFailed as exc:
                     raise embedding_error(exc) from None
-            hits += await self.index.search(await searchable(self.tables, store),
-                                            vectors[model], tool.limit, tool.threshold,
-                                            tool.accept)
+            hits += await self.index.search(store.id, vectors[model], tool.limit,
+                                            tool.threshold, tool.accept)
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return hits[:tool.limit]
 
