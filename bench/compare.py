@@ -93,6 +93,11 @@ def targets() -> dict[str, dict[str, object]]:
         "llmport-observability-tracing": llmport("observability-tracing.yaml"),
         "llmport-full": {**llmport("full-inprocess.yaml"), "setup": "full"},
         "llmport-full-redis": {**llmport("full-redis.yaml"), "setup": "full-redis"},
+        # Two workers on the gateway's CPUs (--gateway-cpus): CPU a request against one
+        # worker's says what a second worker costs; on two CPUs, what it adds.
+        "llmport-full-redis-2w": {**llmport("full-redis.yaml"), "setup": "full-redis",
+                                  "cmd": str(llmport("full-redis.yaml")["cmd"])
+                                  + " --workers 2"},
         "litellm": {
             "install": [str(HERE / "install_litellm.sh"), litellm_venv],
             "env": {"BENCH_PYTHON": str(venv_bin / "python"),
