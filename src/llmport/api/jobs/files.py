@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
 from llmport.api.jobs.caller import caller, caller_owner, owner_of, signed_body
-from llmport.api.jobs.params import checked_expiry
+from llmport.api.jobs.params import checked_expiry, list_page
 from llmport.batches.input import json_lines, off_loop
 from llmport.batches.settings import BatchesConfig
 from llmport.db.job_models import StoredFile
@@ -90,10 +90,7 @@ def files_router(gateway: Gateway, tables: JobTables, config: BatchesConfig) -> 
                          after: str | None = None) -> dict[str, Any]:
         rows = await tables.list_files(await who(request), purpose=purpose, limit=limit + 1,
                                        after=after, newest_first=order == "desc")
-        data = [file_object(row) for row in rows[:limit]]
-        return {"object": "list", "data": data,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None, "has_more": len(rows) > limit}
+        return list_page([file_object(row) for row in rows[:limit]], len(rows) > limit)
 
     @router.get("/{file_id}", summary="A file's details")
     async def get_file(request: Request, file_id: str) -> dict[str, Any]:

@@ -15,6 +15,12 @@ def unknown_fields(body: dict[str, Any], known: set[str]) -> None:
                                   code="unsupported_parameter")
 
 
+def list_page(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:
+    """A page of a cursor-paged list, as OpenAI's list routes answer."""
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": more}
+
+
 def checked_metadata(metadata: Any) -> dict[str, str] | None:
     """OpenAI's metadata: at most 16 string pairs, keys up to 64 characters, values 512."""
     if metadata is None:

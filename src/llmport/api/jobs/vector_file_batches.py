@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from llmport.api.jobs.caller import owner_of
-from llmport.api.jobs.params import unknown_fields
+from llmport.api.jobs.params import list_page, unknown_fields
 from llmport.api.jobs.vector_shapes import file_batch_object, file_object, new_store_file
 from llmport.db.job_models import VectorStore, VectorStoreFileBatch
 from llmport.db.jobs import JobTables, now
@@ -88,10 +88,7 @@ def file_batch_routes(router: APIRouter, tables: RagTables, files: JobTables, wh
         rows = await tables.list_files(store_id, limit=limit + 1, after=after,
                                        newest_first=order == "desc", status=filter,
                                        file_ids=batch.file_ids)
-        data = [file_object(row) for row in rows[:limit]]
-        return {"object": "list", "data": data,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None, "has_more": len(rows) > limit}
+        return list_page([file_object(row) for row in rows[:limit]], len(rows) > limit)
 
 
 def _wanted(body: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

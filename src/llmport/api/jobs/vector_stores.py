@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from llmport.api.jobs.caller import JSON_LIMIT, caller, owner_of, signed_body
-from llmport.api.jobs.params import checked_metadata, unknown_fields
+from llmport.api.jobs.params import checked_metadata, list_page, unknown_fields
 from llmport.api.jobs.vector_file_batches import file_batch_routes
 from llmport.api.jobs.vector_shapes import (
     checked_attributes,
@@ -117,7 +117,7 @@ def vector_stores_router(gateway: Gateway, tables: RagTables, files: JobTables,
         ctx, _ = await who(request)
         rows = await tables.list_stores(owner_of(ctx.principal), limit=limit + 1, after=after,
                                         newest_first=order == "desc")
-        return _page(await rendered(rows[:limit]), len(rows) > limit)
+        return list_page(await rendered(rows[:limit]), len(rows) > limit)
 
     @router.get("/{store_id}", summary="A vector store")
     async def get_store(request: Request, store_id: str) -> dict[str, Any]:
@@ -175,7 +175,7 @@ def vector_stores_router(gateway: Gateway, tables: RagTables, files: JobTables,
         await found(ctx, store_id)
         rows = await tables.list_files(store_id, limit=limit + 1, after=after,
                                        newest_first=order == "desc", status=filter)
-        return _page([file_object(r) for r in rows[:limit]], len(rows) > limit)
+        return list_page([file_object(r) for r in rows[:limit]], len(rows) > limit)
 
     async def found_file(request: Request, store_id: str, file_id: str
                          ) -> tuple[CallContext, dict[str, Any], VectorStoreFile]:
@@ -257,8 +257,3 @@ async def _search(gateway: Gateway, tables: RagTables, index: SearchIndex, confi
             "data": [{"file_id": h.file_id, "filename": h.filename, "score": h.score,
                       "attributes": h.attributes, "content": [{"type": "text", "text": h.text}]}
                      for h in hits]}
-
-
-def _page(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": more}
