@@ -27,7 +27,7 @@ import openai
 import pytest
 
 from llmport.accounting.journal_segments import SEGMENT_NAME
-from llmport.observability.events import RequestFinished
+from llmport.observability.events import AttemptFinished, AttemptStarted, RequestFinished
 from tests.support.admin import MASTER_KEY, Admin, tenancy_config
 from tests.support.databases import fresh_postgres, postgres_query
 from tests.support.processes import LLMPortProcess
@@ -207,8 +207,9 @@ def test_the_record_is_in_the_journal_before_the_answer_can_be_read(
 def test_a_failing_subscriber_costs_neither_the_answer_nor_the_spend_record(
         start_gateway: Callable[[dict[str, Any]], GatewayServer], tmp_path: Path) -> None:
     """Requests are reported before their last bytes go out; a subscriber that raises
-    (a bug in a log or metrics hook) is logged and skipped: the client still gets its
-    answer, and the subscribers after it still run."""
+    (a bug in a log or metrics hook), of finished requests or of the router's attempts, is
+    logged and skipped: the client still gets its answer, and the subscribers after it
+    still run."""
     server = start_gateway(tenancy_config(data_dir=str(tmp_path / "data")))
     bus = server.gateway.events
     reached: list[str] = []
@@ -217,6 +218,8 @@ def test_a_failing_subscriber_costs_neither_the_answer_nor_the_spend_record(
         raise RuntimeError("a hook with a bug")
 
     bus.listeners(RequestFinished).insert(0, broken)  # before the spend recorder
+    for kind in (AttemptStarted, AttemptFinished):  # and on the router's events too
+        bus.listeners(kind).insert(0, broken)
     bus.subscribe(lambda event: reached.append(event.ctx.request_id), RequestFinished)
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=MASTER_KEY, max_retries=0)
     messages: Any = [{"role": "user", "content": "Hello there"}]

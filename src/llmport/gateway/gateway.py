@@ -18,7 +18,7 @@ from llmport.db.database import Database
 from llmport.errors import LLMPortError
 from llmport.gateway.context import CallContext
 from llmport.gateway.pipeline import Handler, Policy, fold
-from llmport.observability.events import EventBus, RequestFinished, RequestStarted
+from llmport.observability.events import EventBus, RequestFinished, RequestStarted, hook_failed
 from llmport.policies.auth import Authenticator
 from llmport.policies.cache import CachePolicy
 from llmport.policies.guardrails import GuardrailsPolicy
@@ -173,8 +173,7 @@ class Gateway:
                 try:
                     subscriber(event)
                 except Exception:  # as in finish: a hook's bug is not the request's
-                    log.exception("a subscriber of started requests failed",
-                                  request_id=ctx.request_id)
+                    hook_failed(subscriber, event)
 
     def finish(self, ctx: CallContext, status: int, error: BaseException | None = None) -> None:
         """Report a finished request to the subscribers (logs, metrics, spend)."""
@@ -200,9 +199,7 @@ class Gateway:
             try:
                 subscriber(event)
             except Exception:
-                log.exception("a subscriber of finished requests failed",
-                              subscriber=getattr(subscriber, "__qualname__", repr(subscriber)),
-                              request_id=ctx.request_id)
+                hook_failed(subscriber, event)
 
 
 async def _purge_every_hour(db: Database, days: float) -> None:

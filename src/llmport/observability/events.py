@@ -1,7 +1,9 @@
 """Typed events the gateway emits, and the bus subscribers attach to.
 
 Logging, metrics, tracing and spend accounting subscribe; nothing on the
-request path calls them directly. An event is built only when someone listens.
+request path calls them directly. An event is built only when someone listens, and a
+subscriber that raises is logged and skipped (``hook_failed``): a hook's bug costs neither
+the request nor the other subscribers.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import structlog
 
 if TYPE_CHECKING:
     from llmport.gateway.context import CallContext
@@ -131,7 +135,18 @@ class EventBus:
 
     def emit(self, event: Any) -> None:
         for subscriber in self._by_kind.get(type(event), self._everything):
-            subscriber(event)
+            try:
+                subscriber(event)
+            except Exception:
+                hook_failed(subscriber, event)
+
+
+def hook_failed(subscriber: Any, event: Any) -> None:
+    """A subscriber raised: logged, and the emitter goes on (the next subscriber, the
+    request). Called inside the ``except`` of each delivery loop (free when nothing raises)."""
+    structlog.get_logger("llmport.events").exception(
+        "an event subscriber failed", event_type=type(event).__name__,
+        subscriber=getattr(subscriber, "__qualname__", repr(subscriber)))
 
 
 @dataclass(slots=True)

@@ -40,6 +40,7 @@ from llmport.observability.events import (
     EventBus,
     FallbackUsed,
     QueueWaited,
+    hook_failed,
 )
 from llmport.providers.registry import provider_class
 from llmport.routing.admission import request_priority
@@ -216,7 +217,10 @@ class Router:
             event = AttemptStarted(ctx, number, model, deployment.name, config.upstream_model,
                                    config.provider)
             for subscriber in self._on_attempt:
-                subscriber(event)
+                try:
+                    subscriber(event)
+                except Exception:  # a hook's bug is not the request's (see Gateway.finish)
+                    hook_failed(subscriber, event)
         started = monotonic()
         provider = deployment.provider
         try:
@@ -332,7 +336,10 @@ class Router:
             type(error).__name__ if error is not None else None, status, elapsed, hedged,
             number)
         for subscriber in subscribers:
-            subscriber(event)
+            try:
+                subscriber(event)
+            except Exception:
+                hook_failed(subscriber, event)
 
     def _emit_queue(self, deployment: Deployment, waited: float, admitted: bool) -> None:
         if self.events.wants(QueueWaited):
