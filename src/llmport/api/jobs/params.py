@@ -33,19 +33,27 @@ def checked_metadata(metadata: Any) -> dict[str, str] | None:
     return metadata
 
 
-EXPIRY_SECONDS = (3600, 30 * 86400)  # an hour to 30 days, as OpenAI allows
+EXPIRY_SECONDS = (3600, 30 * 86400)  # an hour to 30 days, as OpenAI allows files
+STORE_EXPIRY_DAYS = (1, 365)
 
 
 def checked_expiry(value: Any, param: str) -> int | None:
-    """The seconds of an ``expires_after``-like ``{"anchor": "created_at", "seconds": N}``
-    (None when absent)."""
+    """The seconds of a file's ``{"anchor": "created_at", "seconds": N}`` (None when
+    absent)."""
+    return checked_after(value, param, "created_at", "seconds", EXPIRY_SECONDS)
+
+
+def checked_after(value: Any, param: str, anchor: str, unit: str,
+                  bounds: tuple[int, int]) -> int | None:
+    """The number of an ``expires_after``-like ``{"anchor": anchor, unit: N}``, N within
+    ``bounds`` (None when absent); 400 naming ``param`` otherwise."""
     if value is None:
         return None
-    shortest, longest = EXPIRY_SECONDS
-    seconds = value.get("seconds") if isinstance(value, dict) else None
-    if not (isinstance(value, dict) and value.keys() == {"anchor", "seconds"}
-            and value["anchor"] == "created_at" and isinstance(seconds, int)
-            and not isinstance(seconds, bool) and shortest <= seconds <= longest):
-        raise InvalidRequestError(f'{param} must be {{"anchor": "created_at", "seconds": '
-                                  f"{shortest}…{longest}}}.", param=param)
-    return seconds
+    low, high = bounds
+    number = value.get(unit) if isinstance(value, dict) else None
+    if not (isinstance(value, dict) and value.keys() == {"anchor", unit}
+            and value["anchor"] == anchor and isinstance(number, int)
+            and not isinstance(number, bool) and low <= number <= high):
+        raise InvalidRequestError(f'{param} must be {{"anchor": "{anchor}", "{unit}": '
+                                  f"{low}…{high}}}.", param=param)
+    return number

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from llmport.api.internal import run_as
+from llmport.api.jobs.params import STORE_EXPIRY_DAYS, checked_after
 from llmport.db.job_models import StoredFile, VectorStore, VectorStoreFile, VectorStoreFileBatch
 from llmport.db.jobs import now
 from llmport.db.rag import RagTables
@@ -53,15 +54,7 @@ async def searchable(tables: RagTables, store: VectorStore) -> str:
 
 def checked_store_expiry(value: Any) -> int | None:
     """The days of ``{"anchor": "last_active_at", "days": 1…365}`` (None when absent)."""
-    if value is None:
-        return None
-    days = value.get("days") if isinstance(value, dict) else None
-    if not (isinstance(value, dict) and value.keys() == {"anchor", "days"}
-            and value["anchor"] == "last_active_at" and isinstance(days, int)
-            and not isinstance(days, bool) and 1 <= days <= 365):
-        raise InvalidRequestError('expires_after must be {"anchor": "last_active_at", '
-                                  '"days": 1…365}.', param="expires_after")
-    return days
+    return checked_after(value, "expires_after", "last_active_at", "days", STORE_EXPIRY_DAYS)
 
 
 def file_object(row: VectorStoreFile) -> dict[str, Any]:

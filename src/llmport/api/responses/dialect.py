@@ -27,7 +27,6 @@ from llmport.api.responses.file_search import (
     call_item,
     excerpts_message,
     query_of,
-    search_tool,
 )
 from llmport.api.responses.validation import validate_response
 from llmport.db.conversations import ConversationTables
@@ -75,7 +74,7 @@ class ResponsesDialect:
 
     def decode(self, ctx: CallContext, raw: bytes) -> None:
         body = parse_json_object(raw)
-        ctx.model, ctx.stream = validate_response(body)
+        ctx.model, ctx.stream, search = validate_response(body)
         for key in ("previous_response_id", "conversation"):
             if self.tables is None and body.get(key):
                 raise InvalidRequestError(f"{key} needs the gateway's database.", param=key)
@@ -83,8 +82,8 @@ class ResponsesDialect:
             body["conversation"] = {"id": body["conversation"]}
         new_messages = chat_messages(body["input"])
         turn = Turn(body, new_messages, response_frame(body, new_id("resp"), int(time.time())))
-        turn.search = search_tool(body)
-        if turn.search is not None and self.file_search is None:
+        turn.search = search
+        if search is not None and self.file_search is None:
             raise InvalidRequestError("file_search needs the gateway's vector stores (a "
                                       "database, and rag enabled).", param="tools",
                                       code="unsupported_tool")

@@ -69,14 +69,6 @@ def checked_tool(tool: dict[str, Any], where: str) -> SearchTool:
     return SearchTool(list(dict.fromkeys(ids)), limit, float(threshold), accept)
 
 
-def search_tool(body: dict[str, Any]) -> SearchTool | None:
-    """The request's ``file_search`` tool (validated already), if it has one."""
-    for index, tool in enumerate(body.get("tools") or ()):
-        if tool.get("type") == "file_search":
-            return checked_tool(tool, f"tools.{index}")
-    return None
-
-
 def query_of(messages: list[dict[str, Any]]) -> str | None:
     """The text of the turn's last user message (None: the turn has none to search with)."""
     for message in reversed(messages):

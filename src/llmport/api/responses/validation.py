@@ -13,7 +13,7 @@ from typing import Any
 
 from llmport.api.jobs.params import checked_metadata
 from llmport.api.openai.validation import BOOL, INT, NUM, STR, check_fields, require_model
-from llmport.api.responses.file_search import checked_tool
+from llmport.api.responses.file_search import SearchTool, checked_tool
 from llmport.errors import InvalidRequestError
 
 KNOWN = frozenset({
@@ -31,8 +31,9 @@ FORMATS = frozenset({"text", "json_object", "json_schema"})
 CHOICES = frozenset({"auto", "none", "required"})
 
 
-def validate_response(body: dict[str, Any]) -> tuple[str, bool]:
-    """(model, stream) of a valid request; 400 naming the first problem."""
+def validate_response(body: dict[str, Any]) -> tuple[str, bool, SearchTool | None]:
+    """(model, stream, its file_search tool if any) of a valid request; 400 naming the
+    first problem."""
     unknown = sorted(body.keys() - KNOWN)
     if unknown:
         raise _invalid(f"Unsupported parameter: {unknown[0]}.", unknown[0],
@@ -58,29 +59,29 @@ def validate_response(body: dict[str, Any]) -> tuple[str, bool]:
     if body.get("truncation") not in (None, "disabled", "auto"):
         raise _invalid("truncation must be 'disabled' or 'auto'.", "truncation")
     checked_metadata(body.get("metadata"))
-    _tools(body.get("tools"))
+    search = _tools(body.get("tools"))
     _tool_choice(body.get("tool_choice"))
     _text(body.get("text"))
     reasoning = body.get("reasoning")
     if reasoning is not None and not isinstance(reasoning, dict):
         raise _invalid("reasoning must be an object.", "reasoning")
-    return model, bool(body.get("stream"))
+    return model, bool(body.get("stream")), search
 
 
-def _tools(tools: Any) -> None:
+def _tools(tools: Any) -> SearchTool | None:
+    """The request's file_search tool, if it has one, once every tool is checked."""
     if tools is None:
-        return
+        return None
     if not isinstance(tools, list):
         raise _invalid("tools must be a list.", "tools")
-    searches = 0
+    search = None
     for index, tool in enumerate(tools):
         where = f"tools.{index}"
         kind = tool.get("type") if isinstance(tool, dict) else None
         if kind == "file_search":
-            checked_tool(tool, where)
-            searches += 1
-            if searches > 1:
+            if search is not None:
                 raise _invalid("Give at most one file_search tool.", where)
+            search = checked_tool(tool, where)
             continue
         if kind != "function":
             raise _invalid(f"{where}: only function and file_search tools are supported "
@@ -90,6 +91,7 @@ def _tools(tools: Any) -> None:
         if tool.get("parameters") is not None and not isinstance(tool["parameters"], dict):
             raise _invalid(f"{where}.parameters must be a JSON schema object.",
                            f"{where}.parameters")
+    return search
 
 
 def _tool_choice(choice: Any) -> None:

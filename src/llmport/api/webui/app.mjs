@@ -146,6 +146,14 @@ function limitsEditor(kind, row, target, reload) {
   target.replaceChildren(form);
 }
 
+// A raw response's body, saved as a download named `name`.
+async function save(response, name) {
+  if (!response.ok) throw new APIError(response.status, errorMessage(response.status, await response.text()));
+  const link = el("a", { href: URL.createObjectURL(await response.blob()), download: name });
+  link.click();
+  URL.revokeObjectURL(link.href);
+}
+
 // -- tabs ---------------------------------------------------------------------------------
 const TABS = {};
 
@@ -430,11 +438,7 @@ TABS.usage = async (panel) => {
       try {
         const params = query();
         params.set("format", "csv");
-        const response = await api("GET", `/admin/usage?${params}`, undefined, { raw: true });
-        if (!response.ok) throw new APIError(response.status, errorMessage(response.status, await response.text()));
-        const link = el("a", { href: URL.createObjectURL(await response.blob()), download: "llmport-usage.csv" });
-        link.click();
-        URL.revokeObjectURL(link.href);
+        await save(await api("GET", `/admin/usage?${params}`, undefined, { raw: true }), "llmport-usage.csv");
       } catch (error) {
         show(result, error);
       }
@@ -448,14 +452,6 @@ TABS.usage = async (panel) => {
 const when = (seconds) => (seconds ? new Date(seconds * 1000).toISOString().slice(0, 19).replace("T", " ") : null);
 const PURPOSES = ["assistants", "batch", "user_data", "vision", "evals", "fine-tune"];
 const RUNNING = ["validating", "in_progress", "finalizing"];
-
-// A raw response's body, saved as a download named ``name``.
-async function save(response, name) {
-  if (!response.ok) throw new APIError(response.status, errorMessage(response.status, await response.text()));
-  const link = el("a", { href: URL.createObjectURL(await response.blob()), download: name });
-  link.click();
-  URL.revokeObjectURL(link.href);
-}
 
 TABS.files = async (panel) => {
   const note = el("div");
