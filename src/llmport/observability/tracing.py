@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from random import getrandbits
 from time import perf_counter, time_ns
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -46,27 +46,26 @@ OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "e
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 UNSET = Status(StatusCode.UNSET)
 _LOW_64 = (1 << 64) - 1
-# An upstream attempt's traceparent, from the trace id and its span id (both ints).
-SAMPLED_PARENT = b"00-%032x-%016x-01"
-UNSAMPLED_PARENT = b"00-%032x-%016x-00"
 
 
 class _Request:
     """One request's trace, kept on its context (``ctx.trace``) until it finishes.
 
-    ``attempts`` holds each upstream attempt as (its ``AttemptStarted``, its span id,
-    the perf_counter reading it began at); ``outcomes`` the ``AttemptFinished`` of each
-    attempt number. Plain tuples and a dict: an object per attempt cost more. Filled in
-    by ``Tracing._trace``, without an ``__init__`` (a constructor call took about 300 ns,
-    a bare object 45).
+    The trace id is the context's ``trace_id`` (in hex, as the logs show it).
+    ``attempts`` holds each upstream attempt as (its ``AttemptStarted``, its span id in
+    hex, the perf_counter reading it began at); ``outcomes`` the ``AttemptFinished`` of
+    each attempt number. Plain tuples and a dict: an object per attempt cost more. Ids
+    are kept in hex, as the ``traceparent`` sent upstream needs them: formatting them
+    from ints there cost twice as much, and they are ints again only for the spans.
+    Filled in by ``Tracing._trace``, without an ``__init__`` (a constructor call took
+    about 300 ns, a bare object 45).
     """
 
-    __slots__ = ("attempts", "outcomes", "parent", "sampled", "trace_id")
+    __slots__ = ("attempts", "outcomes", "parent", "sampled")
 
-    trace_id: int
     parent: SpanContext | None  # the client's, when it sent a traceparent
     sampled: bool
-    attempts: list[tuple[AttemptStarted, int, float]]
+    attempts: list[tuple[AttemptStarted, str, float]]
     outcomes: dict[int, AttemptFinished]
 
 
@@ -110,7 +109,6 @@ class Tracing:
             request.sampled = parent.trace_flags.sampled
         # Unsampled requests are still propagated upstream (flags 00), but nothing is recorded.
         ctx.trace_id = trace_id.to_bytes(16, "big").hex()
-        request.trace_id = trace_id
         request.parent = parent
         request.attempts = []
         request.outcomes = {}
@@ -132,14 +130,14 @@ class Tracing:
     def _attempt_started(self, event: AttemptStarted) -> None:
         ctx = event.ctx
         request: _Request = ctx.trace or self._trace(ctx)
-        span_id = getrandbits(64) or 1
+        span = (getrandbits(64) or 1).to_bytes(8, "big").hex()
         outbound = ctx.outbound_headers
         # The upstream sees this attempt's span as its parent.
         if request.sampled:
-            request.attempts.append((event, span_id, perf_counter()))
-            outbound[b"traceparent"] = SAMPLED_PARENT % (request.trace_id, span_id)
+            request.attempts.append((event, span, perf_counter()))
+            outbound[b"traceparent"] = f"00-{ctx.trace_id}-{span}-01".encode()
         else:
-            outbound[b"traceparent"] = UNSAMPLED_PARENT % (request.trace_id, span_id)
+            outbound[b"traceparent"] = f"00-{ctx.trace_id}-{span}-00".encode()
         parent = request.parent
         if parent is not None and parent.trace_state:
             outbound[b"tracestate"] = parent.trace_state.to_header().encode()
@@ -164,7 +162,8 @@ class Tracing:
             return origin + int((perf - ctx.started) * 1e9)
 
         trace_state = request.parent.trace_state if request.parent is not None else None
-        root = SpanContext(request.trace_id, _new_id(), False, SAMPLED, trace_state)
+        trace_id = int(cast(str, ctx.trace_id), 16)  # named by _trace
+        root = SpanContext(trace_id, _new_id(), False, SAMPLED, trace_state)
         spans: list[ReadableSpan] = []
 
         def child(name: str, start: int, end: int, span_id: int | None = None,
@@ -181,12 +180,12 @@ class Tracing:
             if name:  # the terminal's mark only ends the policy before it
                 ended = marks[index + 1][1] if index + 1 < len(marks) else None
                 child(f"llmport.policy.{name}", ns(began), end_ns if ended is None else ns(ended))
-        for started, span_id, began in request.attempts:  # cancelled ones end with the request
+        for started, span, began in request.attempts:  # cancelled ones end with the request
             outcome = request.outcomes.get(started.attempt)
             error = None if outcome is None or outcome.ok else outcome.error_type or "error"
             child("llmport.upstream", ns(began),
                   end_ns if outcome is None else ns(began + outcome.duration_s),
-                  span_id, attributes=_attempt_attributes(ctx, started, outcome, error),
+                  int(span, 16), attributes=_attempt_attributes(ctx, started, outcome, error),
                   kind=SpanKind.CLIENT,
                   status=UNSET if error is None else Status(StatusCode.ERROR, error))
         usage = event.usage
@@ -211,8 +210,8 @@ class Tracing:
                                   start_time=origin, end_time=end_ns,
                                   instrumentation_scope=self.scope))
         for processor in self.processors:
-            for span in spans:
-                processor.on_end(span)
+            for readable in spans:
+                processor.on_end(readable)
 
 
 def _attempt_attributes(ctx: CallContext, event: AttemptStarted,

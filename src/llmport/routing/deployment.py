@@ -22,6 +22,9 @@ class Deployment:
         self.config = config
         self.provider = provider
         self.name = provider.name
+        # Read for every attempt's event: plain attributes (a config model's cost a lookup each).
+        self.upstream_model = config.upstream_model
+        self.provider_name = config.provider
         self.breaker = CircuitBreaker(breaker)
         limit = config.max_concurrency or provider.default_max_concurrency
         self.queue = AdmissionQueue(self.name, limit, config.queue_size, config.queue_timeout)

@@ -213,9 +213,8 @@ class Router:
             self._emit_queue(deployment, waited, admitted=True)
         number = ctx.attempts
         if self._on_attempt:
-            config = deployment.config
-            event = AttemptStarted(ctx, number, model, deployment.name, config.upstream_model,
-                                   config.provider)
+            event = AttemptStarted(ctx, number, model, deployment.name, deployment.upstream_model,
+                                   deployment.provider_name)
             for subscriber in self._on_attempt:
                 try:
                     subscriber(event)
