@@ -28,8 +28,9 @@ case "$config" in  # the full configurations need their database and tenant key 
   full-inprocess.yaml) "$python" "$here/setup_full.py" full > /dev/null ;;
   full-redis.yaml) "$python" "$here/setup_full.py" full-redis > /dev/null ;;
 esac
-entry="$root/.venv/bin/llmport"
-[ -n "${LLMPORT_VARIANT:-}" ] && entry="$here/variants.py"
+# Always through variants.py, with the batch timers stretched to callgrind's pace (see there).
+entry="$here/variants.py"
+export LLMPORT_VARIANT="callgrind-timers${LLMPORT_VARIANT:+,$LLMPORT_VARIANT}"
 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.%p" --dump-instr=no \
   "$python" "$entry" serve --config "$here/configs/$config" --port "$port" \
   > "$work/gateway.log" 2>&1 &

@@ -10,7 +10,11 @@ subscriber called twice per event (what a subscriber's body costs where it runs,
 all, against the same gateway with each called once); ``time-subscribers`` — each subscriber
 method timed where it runs (``perf_counter_ns`` around each call; the totals and calls are
 written every second to ``$LLMPORT_VARIANT_TIMES`` or /tmp/subscriber-times-PID.txt, one
-``name nanoseconds calls`` line each). Never for production: the gateway then observes
+``name nanoseconds calls`` line each); ``callgrind-timers`` — the timers that flush the
+metrics' tallies and the access log's lines stretched 50 times: under callgrind the gateway
+runs about 50 times slower, so a batch flushed on a timer would hold 50 times fewer requests
+than at full speed, and its fixed cost would count 50 times too much (``instructions.sh``
+runs every configuration with it). Never for production: the gateway then observes
 nothing, or everything twice, of what it does.
 """
 
@@ -29,7 +33,8 @@ VARIANTS = set(filter(None, os.environ.get("LLMPORT_VARIANT", "").split(",")))
 SUBSCRIBERS = {"noop-tracing": "Tracing", "noop-metrics": "Metrics",
                "noop-access-log": "AccessLog"}
 KNOWN = {"noop-subscribers", "double-subscribers", "time-subscribers", "batched-subscribers",
-         *SUBSCRIBERS}
+         "callgrind-timers", *SUBSCRIBERS}
+TIMER_STRETCH = 50
 TIMES: dict[str, list[int]] = {}  # subscriber method → [nanoseconds, calls]
 _subscribe = EventBus.subscribe
 
@@ -114,6 +119,12 @@ if unknown:
     sys.exit(f"unknown variants: {', '.join(sorted(unknown))}")
 if "time-subscribers" in VARIANTS:
     threading.Thread(target=_write_times, daemon=True).start()
+if "callgrind-timers" in VARIANTS:
+    from llmport.observability import logging as access_logging
+    from llmport.observability import tallies
+
+    tallies.FLUSH_DELAY *= TIMER_STRETCH
+    access_logging.JSONLines.DELAY *= TIMER_STRETCH
 EventBus.subscribe = subscribe  # type: ignore[method-assign]
 sys.argv[0] = "llmport"
 main()
