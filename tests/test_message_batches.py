@@ -20,9 +20,9 @@ from tests.support.servers import GatewayServer
 Start = Callable[[dict[str, Any]], GatewayServer]
 
 
-def start(fake: FakeOpenAI, start_gateway: Start, tmp_path: Path, **batches: Any
-          ) -> GatewayServer:
-    config = tenancy_config(batches={"poll_interval": 0.05, **batches})
+def start(fake: FakeOpenAI, start_gateway: Start, tmp_path: Path,
+          server: dict[str, Any] | None = None, **batches: Any) -> GatewayServer:
+    config = tenancy_config(batches={"poll_interval": 0.05, **batches}, server=server or {})
     config["models"].append(priced_upstream(fake.url))
     config["data_dir"] = str(tmp_path / "data")
     return start_gateway(config)
@@ -139,3 +139,19 @@ def test_message_batches_are_checked_and_owned(fake: FakeOpenAI, start_gateway: 
     assert openai_batches["data"] == []  # Message Batches live in their own API
     no_key = httpx.get(server.url + f"/v1/messages/batches/{batch.id}")
     assert no_key.status_code == 401 and no_key.json()["type"] == "error"  # Anthropic envelope
+
+
+@pytest.mark.parametrize(("trusted", "scheme"), [(["127.0.0.1"], "https"), ([], "http")])
+def test_results_url_is_the_clients_behind_a_trusted_proxy(
+        fake: FakeOpenAI, start_gateway: Start, tmp_path: Path, trusted: list[str],
+        scheme: str) -> None:
+    """Behind a TLS-terminating proxy the results URL is the one the client can fetch: the
+    proxy's scheme (X-Forwarded-Proto, believed only from ``forwarded_allow_ips``) and host."""
+    server = start(fake, start_gateway, tmp_path, server={"forwarded_allow_ips": trusted})
+    batch = client(server).messages.batches.create(requests=[request("a")])  # type: ignore[list-item]
+    wait_ended(client(server), batch.id)
+    seen = httpx.get(f"{server.url}/v1/messages/batches/{batch.id}", headers={
+        "x-api-key": MASTER_KEY, "anthropic-version": "2023-06-01",
+        "host": "llm.example.com", "x-forwarded-proto": "https"}).json()
+    assert seen["results_url"] == \
+        f"{scheme}://llm.example.com/v1/messages/batches/{batch.id}/results"
