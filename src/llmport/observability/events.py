@@ -144,9 +144,11 @@ class EventBus:
 def hook_failed(subscriber: Any, event: Any) -> None:
     """A subscriber raised: logged, and the emitter goes on (the next subscriber, the
     request). Called inside the ``except`` of each delivery loop (free when nothing raises)."""
+    ctx = getattr(event, "ctx", None)  # the request's events carry its context
     structlog.get_logger("llmport.events").exception(
         "an event subscriber failed", event_type=type(event).__name__,
-        subscriber=getattr(subscriber, "__qualname__", repr(subscriber)))
+        subscriber=getattr(subscriber, "__qualname__", repr(subscriber)),
+        request_id=ctx.request_id if ctx is not None else getattr(event, "request_id", None))
 
 
 @dataclass(slots=True)
