@@ -6,12 +6,13 @@
 Variants (comma-separated): ``noop-subscribers`` — every event subscriber's body replaced by
 a function that does nothing (the events are still built and delivered); ``noop-tracing``,
 ``noop-metrics``, ``noop-access-log`` — only that subscriber's; ``double-subscribers`` — every
-subscriber called twice per event (what a subscriber's body costs where it runs, caches and
-all, against the same gateway with each called once); ``time-subscribers`` — each subscriber
-method timed where it runs (``perf_counter_ns`` around each call; the totals and calls are
-written every second to ``$LLMPORT_VARIANT_TIMES`` or /tmp/subscriber-times-PID.txt, one
-``name nanoseconds calls`` line each); ``callgrind-timers`` — the timers that flush the
-metrics' tallies and the access log's lines stretched 50 times: under callgrind the gateway
+subscriber called twice per event or batch (what a subscriber's body costs where it runs,
+caches and all, against the same gateway with each called once); ``time-subscribers`` —
+each subscriber method timed where it runs (``perf_counter_ns`` around each call; the totals
+and calls — of a batch handler, its batches — are written every second to
+``$LLMPORT_VARIANT_TIMES`` or /tmp/subscriber-times-PID.txt, one ``name nanoseconds calls``
+line each); ``callgrind-timers`` — the timers that flush the metrics' tallies and the access
+log's lines, and the event bus's batches, stretched 50 times: under callgrind the gateway
 runs about 50 times slower, so a batch flushed on a timer would hold 50 times fewer requests
 than at full speed, and its fixed cost would count 50 times too much (``instructions.sh``
 runs every configuration with it). Never for production: the gateway then observes
@@ -32,8 +33,8 @@ from llmport.observability.events import EventBus
 VARIANTS = set(filter(None, os.environ.get("LLMPORT_VARIANT", "").split(",")))
 SUBSCRIBERS = {"noop-tracing": "Tracing", "noop-metrics": "Metrics",
                "noop-access-log": "AccessLog"}
-KNOWN = {"noop-subscribers", "double-subscribers", "time-subscribers", "batched-subscribers",
-         "callgrind-timers", *SUBSCRIBERS}
+KNOWN = {"noop-subscribers", "double-subscribers", "time-subscribers", "callgrind-timers",
+         *SUBSCRIBERS}
 TIMER_STRETCH = 50
 TIMES: dict[str, list[int]] = {}  # subscriber method → [nanoseconds, calls]
 _subscribe = EventBus.subscribe
@@ -56,26 +57,6 @@ def _timed(handler: Any) -> Any:
     return timed
 
 
-_PENDING: list[tuple[Any, Any]] = []
-
-
-def _drain() -> None:
-    pending = _PENDING[:]
-    _PENDING.clear()
-    for handler, event in pending:
-        handler(event)
-
-
-def _deferred(handler: Any) -> Any:
-    def deferred(event: Any) -> None:
-        _PENDING.append((handler, event))
-        if len(_PENDING) == 1:
-            import asyncio
-            asyncio.get_running_loop().call_later(0.01, _drain)
-
-    return deferred
-
-
 def _write_times() -> None:
     path = os.environ.get("LLMPORT_VARIANT_TIMES") or f"/tmp/subscriber-times-{os.getpid()}.txt"
     while True:
@@ -85,10 +66,10 @@ def _write_times() -> None:
 
 
 def _handlers(subscriber: Any, kinds: tuple[type, ...]) -> list[tuple[type, Any]]:
-    """(event type, callable) for each subscription ``EventBus.subscribe`` would make."""
+    """(event type, callable) for each at-once subscription ``EventBus.subscribe`` would make."""
     handlers = getattr(subscriber, "handlers", None)
-    if handlers is not None and not kinds:
-        return list(handlers.items())
+    if (handlers is not None or hasattr(subscriber, "batch_handlers")) and not kinds:
+        return list((handlers or {}).items())
     return [(kind, subscriber) for kind in kinds or getattr(subscriber, "handles", ())]
 
 
@@ -97,21 +78,24 @@ def subscribe(bus: EventBus, subscriber: Any, *kinds: type) -> None:
         type(subscriber).__name__ == name for variant, name in SUBSCRIBERS.items()
         if variant in VARIANTS)
     pairs = _handlers(subscriber, kinds)
-    if not pairs:  # a subscriber of every event: left as it is
+    batched = list(getattr(subscriber, "batch_handlers", {}).items()) if not kinds else []
+    if not pairs and not batched:  # a subscriber of every event: left as it is
         _subscribe(bus, subscriber, *kinds)
     for kind, handler in pairs:
-        if silenced:
-            bus.listeners(kind).append(_nothing)
-        elif "time-subscribers" in VARIANTS:
-            bus.listeners(kind).append(_timed(handler))
-        elif "batched-subscribers" in VARIANTS and kind.__name__ in (
-                "RequestFinished", "AttemptFinished") \
-                and type(subscriber).__name__ != "SpendRecorder":
-            bus.listeners(kind).append(_deferred(handler))
-        else:
-            bus.listeners(kind).append(handler)
-            if "double-subscribers" in VARIANTS:
-                bus.listeners(kind).append(handler)
+        bus.listeners(kind).extend(_wrapped(handler, silenced))
+    for kind, handler in batched:
+        bus.batch(kind).handlers.extend(_wrapped(handler, silenced))
+
+
+def _wrapped(handler: Any, silenced: bool) -> list[Any]:
+    """What to subscribe in ``handler``'s place (a batch handler's calls count its events)."""
+    if silenced:
+        return [_nothing]
+    if "time-subscribers" in VARIANTS:
+        return [_timed(handler)]
+    if "double-subscribers" in VARIANTS:
+        return [handler, handler]
+    return [handler]
 
 
 unknown = VARIANTS - KNOWN
@@ -125,6 +109,7 @@ if "callgrind-timers" in VARIANTS:
 
     tallies.FLUSH_DELAY *= TIMER_STRETCH
     access_logging.JSONLines.DELAY *= TIMER_STRETCH
+    EventBus.DELAY *= TIMER_STRETCH
 EventBus.subscribe = subscribe  # type: ignore[method-assign]
 sys.argv[0] = "llmport"
 main()

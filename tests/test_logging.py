@@ -165,8 +165,8 @@ def test_json_access_line_has_every_field_of_the_request_even_awkward_ones() -> 
         finished("r3", "m", 200, usage=Usage(1, 0)),
         finished("r4", "m", 502, deployment=None),  # the kept parts were reset before this
     ]
-    for event in events:
-        access(event)
+    access.log(events[:1])  # batches, as the event bus delivers them
+    access.log(events[1:])
     written = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert len(written) == len(events)
     for line, event in zip(written, events, strict=True):
@@ -178,3 +178,30 @@ def test_json_access_line_has_every_field_of_the_request_even_awkward_ones() -> 
     assert written[0]["prompt_tokens"] == 3 and written[1]["prompt_tokens"] is None
     assert written[1]["error"] == "UpstreamError" and written[0]["overhead_ms"] == 0.321
     assert len(access._shared) <= access.MAX_SHARED
+
+
+def test_access_line_is_stamped_when_its_request_finished_not_when_written() -> None:
+    """Lines are rendered in batches, after their requests: each carries its own request's
+    end (started + latency) on the wall clock, however late its batch comes."""
+    import datetime as dt
+    import io
+    import time
+    from time import perf_counter
+
+    from llmport.gateway.context import CallContext
+    from llmport.observability.events import RequestFinished
+    from llmport.observability.logging import AccessLog, JSONLines
+    from llmport.types import Endpoint
+
+    stream = io.BytesIO()
+    access = AccessLog(JSONLines(stream))
+    events = []
+    for ago in (3.0, 1.5):  # ended 2.5 s and 1.0 s ago
+        ctx = CallContext(f"r{ago}", Endpoint.CHAT, {}, None, "m")
+        ctx.started = perf_counter() - ago
+        events.append(RequestFinished(ctx, 200, None, None, 0.5, 0.0001))
+    now = time.time()
+    access.log(events)
+    stamps = [dt.datetime.fromisoformat(json.loads(line)["timestamp"].replace("Z", "+00:00"))
+              .timestamp() for line in stream.getvalue().splitlines()]
+    assert abs(stamps[0] - (now - 2.5)) < 0.05 and abs(stamps[1] - (now - 1.0)) < 0.05

@@ -79,11 +79,16 @@ def test_a_streamed_request_is_one_trace(fake: FakeOpenAI, start_gateway: Any) -
 
 def test_a_trace_starts_without_a_client_parent(fake: FakeOpenAI, start_gateway: Any) -> None:
     server, memory = traced(fake, start_gateway)
+    sent_at = time.time_ns()
     response = httpx.post(server.url + "/v1/chat/completions", json={"model": "m",
                                                                     "messages": USER})
+    answered_at = time.time_ns()
     assert response.status_code == 200
     root = next(s for s in spans_once_finished(memory) if s.name == "llmport.request")
     assert root.parent is None
+    # The spans are built off the request path, after the answer: they still end when the
+    # request did (before its answer arrived), not when they were built.
+    assert sent_at <= root.start_time < root.end_time <= answered_at
     trace_id = f"{root.context.trace_id:032x}"
     assert fake.history[-1].headers["traceparent"].split("-")[1] == trace_id
 

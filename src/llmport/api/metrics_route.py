@@ -29,5 +29,6 @@ class MetricsRoute:
             except LLMPortError as exc:
                 await send_response(send, exc.status_code, exc.openai_json(), headers)
                 return
+        self.gateway.events.drain()  # every request answered before the scrape is counted
         await send_response(send, 200, self.metrics.exposition(), headers,
                             CONTENT_TYPE_LATEST.encode())

@@ -52,9 +52,11 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.events = EventBus()
-        # Every request emits these two: their subscribers' live lists, called directly.
+        # Every request emits these two: their subscribers' live lists, called directly,
+        # and the batch of the subscribers that take finished requests off the request path.
         self._on_started = self.events.listeners(RequestStarted)
         self._on_finished = self.events.listeners(RequestFinished)
+        self._finished_batch = self.events.batch(RequestFinished)
         self.router = Router(config, self.events)
         self.prices = Prices((d.name, d.config) for d in self.router.deployments)
         self.store: StateStore = open_store(config.redis_url, config.redis_prefix)
@@ -179,7 +181,8 @@ class Gateway:
         """Report a finished request to the subscribers (logs, metrics, spend)."""
         self.in_flight -= 1
         subscribers = self._on_finished
-        if not subscribers:
+        batch = self._finished_batch
+        if not subscribers and not batch.handlers:
             return
         latency = perf_counter() - ctx.started
         if error is None:
@@ -200,6 +203,10 @@ class Gateway:
                 subscriber(event)
             except Exception:
                 hook_failed(subscriber, event)
+        if batch.handlers:  # metrics, logs, spans: after the answer, with other requests'
+            batch.events.append(event)
+            if not self.events.scheduled:
+                self.events.schedule()
 
 
 async def _purge_every_hour(db: Database, days: float) -> None:

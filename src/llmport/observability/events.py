@@ -4,13 +4,22 @@ Logging, metrics, tracing and spend accounting subscribe; nothing on the
 request path calls them directly. An event is built only when someone listens, and a
 subscriber that raises is logged and skipped (``hook_failed``): a hook's bug costs neither
 the request nor the other subscribers.
+
+A subscriber hears an event either at once (``handlers``: what must happen on the request
+path, such as the spend record, or the trace context sent upstream) or in a batch, off the
+request path (``batch_handlers``: metrics, access log lines, spans). Batches are delivered
+``EventBus.DELAY`` after their first event, so the per-request hooks run one after another
+over many requests instead of interleaved with the requests' own work: in time, on the
+benchmark, that costs about half of what the same hooks cost called per event (their code
+and data stay in the CPU's caches), and no request waits for them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
@@ -44,6 +53,9 @@ class RequestFinished:
     latency_s: float
     overhead_s: float
     cost: float = 0.0  # US$ charged for this request (0 for cache hits, replays, failures)
+
+    # Batches of it are delivered after those of the request's other events (its attempts).
+    batch_order: ClassVar[int] = 1
 
     @property
     def request_id(self) -> str:
@@ -88,31 +100,61 @@ class RequestFinished:
 
 
 Subscriber = Callable[[Any], None]
+BatchSubscriber = Callable[[list[Any]], None]
+
+
+class Batch:
+    """The pending events of one type, and the subscribers that take them in batches.
+
+    Emitters on the request path hold their type's ``Batch`` (``EventBus.batch``) and,
+    when it has ``handlers``, add each event inline: ``batch.events.append(event)``, then
+    ``bus.schedule()`` while ``bus.scheduled`` is false (a method call per event cost more).
+    """
+
+    __slots__ = ("events", "handlers", "order")
+
+    def __init__(self, order: int) -> None:
+        self.events: list[Any] = []
+        self.handlers: list[BatchSubscriber] = []
+        self.order = order
 
 
 class EventBus:
-    """Delivers each event to the subscribers of its type.
+    """Delivers each event to the subscribers of its type: at once, or in batches.
 
     A subscriber names the event types it handles in a ``handles`` attribute (or at
     ``subscribe``); one without gets every event. A subscriber with a ``handlers``
     mapping (event type → method) has each method subscribed to its type, so an event
-    reaches its method without a dispatch of its own. Emitters ask ``wants(kind)``
-    before building an event, so an event nobody handles is never built.
+    reaches its method without a dispatch of its own; with a ``batch_handlers`` mapping
+    (event type → method taking a list), each method gets that type's events in batches,
+    ``DELAY`` seconds after the first of a batch (or at ``drain()``: before a scrape, at
+    shutdown). Batches go out in the order of their types' ``batch_order`` (a request's
+    end after its attempts), each type's to its subscribers in the order they subscribed.
+    Emitters ask ``wants(kind)`` before building an event, so an event nobody handles is
+    never built.
 
     The emitters of the per-request events hold ``listeners(kind)``, the live list of
     that type's subscribers, and call them themselves: ``if listeners:`` then a loop
     costs a request less than ``wants`` and ``emit`` (two method calls) for each event.
     """
 
+    DELAY = 0.01
+
     def __init__(self) -> None:
         self._everything: list[Subscriber] = []
         self._by_kind: dict[type, list[Subscriber]] = {}
+        self._batches: dict[type, Batch] = {}
+        self._in_order: list[Batch] = []
+        self.scheduled = False  # a drain is due
 
     def subscribe(self, subscriber: Any, *kinds: type) -> None:
         handlers = getattr(subscriber, "handlers", None)
-        if handlers is not None and not kinds:
-            for kind, handler in handlers.items():
+        batch_handlers = getattr(subscriber, "batch_handlers", None)
+        if (handlers is not None or batch_handlers is not None) and not kinds:
+            for kind, handler in (handlers or {}).items():
                 self.subscribe(handler, kind)
+            for kind, handler in (batch_handlers or {}).items():
+                self.batch(kind).handlers.append(handler)
             return
         kinds = kinds or tuple(getattr(subscriber, "handles", ()))
         if not kinds:
@@ -130,8 +172,18 @@ class EventBus:
             found = self._by_kind[kind] = list(self._everything)
         return found
 
+    def batch(self, kind: type) -> Batch:
+        """``kind``'s batch: a live object, whose ``handlers`` later subscriptions extend."""
+        found = self._batches.get(kind)
+        if found is None:
+            found = self._batches[kind] = Batch(getattr(kind, "batch_order", 0))
+            self._in_order = sorted(self._batches.values(), key=lambda batch: batch.order)
+        return found
+
     def wants(self, kind: type) -> bool:
-        return bool(self._by_kind.get(kind, self._everything))
+        batch = self._batches.get(kind)
+        return bool(self._by_kind.get(kind, self._everything)
+                    or (batch is not None and batch.handlers))
 
     def emit(self, event: Any) -> None:
         for subscriber in self._by_kind.get(type(event), self._everything):
@@ -139,16 +191,46 @@ class EventBus:
                 subscriber(event)
             except Exception:
                 hook_failed(subscriber, event)
+        batch = self._batches.get(type(event))
+        if batch is not None and batch.handlers:
+            batch.events.append(event)
+            if not self.scheduled:
+                self.schedule()
+
+    def schedule(self) -> None:
+        """A drain ``DELAY`` from now; at once when no event loop runs (a direct call)."""
+        try:
+            asyncio.get_running_loop().call_later(self.DELAY, self.drain)
+        except RuntimeError:
+            self.drain()
+            return
+        self.scheduled = True
+
+    def drain(self) -> None:
+        """Hand every pending batch to its subscribers, now."""
+        self.scheduled = False
+        for batch in self._in_order:
+            events = batch.events
+            if not events:
+                continue
+            batch.events = []
+            for handler in batch.handlers:
+                try:
+                    handler(events)
+                except Exception:  # the rest of this batch is lost to this subscriber only
+                    hook_failed(handler, events[0], len(events))
 
 
-def hook_failed(subscriber: Any, event: Any) -> None:
+def hook_failed(subscriber: Any, event: Any, batch: int = 1) -> None:
     """A subscriber raised: logged, and the emitter goes on (the next subscriber, the
-    request). Called inside the ``except`` of each delivery loop (free when nothing raises)."""
+    request). Called inside the ``except`` of each delivery loop (free when nothing raises).
+    For a batch, ``event`` is its first and ``batch`` how many it held."""
     ctx = getattr(event, "ctx", None)  # the request's events carry its context
     structlog.get_logger("llmport.events").exception(
         "an event subscriber failed", event_type=type(event).__name__,
         subscriber=getattr(subscriber, "__qualname__", repr(subscriber)),
-        request_id=ctx.request_id if ctx is not None else getattr(event, "request_id", None))
+        request_id=ctx.request_id if ctx is not None else getattr(event, "request_id", None),
+        **({"batch": batch} if batch > 1 else {}))
 
 
 @dataclass(slots=True)

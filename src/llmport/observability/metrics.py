@@ -101,9 +101,11 @@ class Metrics:
                             "livesum")
         self.breaker = gauge("circuit_breaker_state", "0 closed, 1 half-open, 2 open",
                              ["deployment"], "livemax")
-        # The event bus subscribes each method to its event type (EventBus.subscribe).
+        # The event bus subscribes each method to its event type (EventBus.subscribe): the
+        # per-request events in batches, off the request path; the rest as they happen.
+        self.batch_handlers: dict[type, Callable[[list[Any]], None]] = {
+            RequestFinished: self._finished, AttemptFinished: self._attempts}
         self.handlers: dict[type, Callable[[Any], None]] = {
-            RequestFinished: self._finished, AttemptFinished: self._attempt,
             FallbackUsed: self._fallback, BreakerStateChanged: self._breaker,
             QueueWaited: self._queue, CacheLookup: self._cache,
             GuardrailTriggered: self._guardrail,
@@ -117,35 +119,38 @@ class Metrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
-    def _finished(self, e: RequestFinished) -> None:
-        ctx = e.ctx  # read directly: the event's properties cost a call each
-        tenant = (ctx.principal.org_id or ctx.principal.id) if self.tenant_labels else ""
-        key = (ctx.endpoint, ctx.model, ctx.served_model, ctx.deployment, e.status,
-               e.error_type, ctx.stream, tenant)
-        bundle = self._bundles.get(key)
-        if bundle is None:
-            bundle = self._bundles[key] = self._bundle(e, tenant)
-        requests, latency, overhead, ttft, prompt, completion, cost, rejection = bundle
-        # The tallies' arithmetic inline (see Tallies): a method call per update cost more.
-        requests.value += 1
-        value = e.latency_s
-        latency.counts[bisect_left(latency.bounds, value)] += 1
-        latency.total += value
-        value = e.overhead_s
-        overhead.counts[bisect_left(overhead.bounds, value)] += 1
-        overhead.total += value
-        if ttft is not None and (seconds := ctx.ttft_s) is not None:
-            ttft.observe(seconds)
-        if rejection is not None:
-            rejection.value += 1
-        if ctx.skipped_chunks:
-            self.child(self.malformed, ctx.served_model or ctx.model).inc(ctx.skipped_chunks)
-        usage = ctx.usage
-        if usage is not None:
-            prompt.value += usage.prompt_tokens
-            completion.value += usage.completion_tokens
-            if e.cost:
-                cost.value += e.cost
+    def _finished(self, events: list[RequestFinished]) -> None:
+        tenant_labels = self.tenant_labels
+        bundles = self._bundles
+        for e in events:
+            ctx = e.ctx  # read directly: the event's properties cost a call each
+            tenant = (ctx.principal.org_id or ctx.principal.id) if tenant_labels else ""
+            key = (ctx.endpoint, ctx.model, ctx.served_model, ctx.deployment, e.status,
+                   e.error_type, ctx.stream, tenant)
+            bundle = bundles.get(key)
+            if bundle is None:
+                bundle = bundles[key] = self._bundle(e, tenant)
+            requests, latency, overhead, ttft, prompt, completion, cost, rejection = bundle
+            # The tallies' arithmetic inline (see Tallies): a method call per update cost more.
+            requests.value += 1
+            value = e.latency_s
+            latency.counts[bisect_left(latency.bounds, value)] += 1
+            latency.total += value
+            value = e.overhead_s
+            overhead.counts[bisect_left(overhead.bounds, value)] += 1
+            overhead.total += value
+            if ttft is not None and (seconds := ctx.ttft_s) is not None:
+                ttft.observe(seconds)
+            if rejection is not None:
+                rejection.value += 1
+            if ctx.skipped_chunks:
+                self.child(self.malformed, ctx.served_model or ctx.model).inc(ctx.skipped_chunks)
+            usage = ctx.usage
+            if usage is not None:
+                prompt.value += usage.prompt_tokens
+                completion.value += usage.completion_tokens
+                if e.cost:
+                    cost.value += e.cost
         if not self.tallies.scheduled:
             self.tallies.touch()
 
@@ -180,23 +185,25 @@ class Metrics:
             found = self._tallies[key] = make(self.child(metric, *labels))
         return found
 
-    def _attempt(self, e: AttemptFinished) -> None:
-        key = (e.deployment, e.ok, e.error_type)
-        pair = self._attempt_pairs.get(key)
-        if pair is None:
-            pair = self._attempt_pairs[key] = (
-                self._counter_tally(self.attempts, e.deployment,
-                                    "ok" if e.ok else e.error_type or "error"),
-                self._histogram_tally(self.attempt_latency, e.deployment))
-        count, latency = pair
-        count.value += 1
-        value = e.duration_s
-        latency.counts[bisect_left(latency.bounds, value)] += 1
-        latency.total += value
+    def _attempts(self, events: list[AttemptFinished]) -> None:
+        pairs = self._attempt_pairs
+        for e in events:
+            key = (e.deployment, e.ok, e.error_type)
+            pair = pairs.get(key)
+            if pair is None:
+                pair = pairs[key] = (
+                    self._counter_tally(self.attempts, e.deployment,
+                                        "ok" if e.ok else e.error_type or "error"),
+                    self._histogram_tally(self.attempt_latency, e.deployment))
+            count, latency = pair
+            count.value += 1
+            value = e.duration_s
+            latency.counts[bisect_left(latency.bounds, value)] += 1
+            latency.total += value
+            if e.attempt > 1:
+                self.child(self.retries, e.model).inc()
         if not self.tallies.scheduled:
             self.tallies.touch()
-        if e.attempt > 1:
-            self.child(self.retries, e.model).inc()
 
     def _fallback(self, e: FallbackUsed) -> None:
         self.child(self.fallbacks, e.from_model, e.to_model, e.reason).inc()

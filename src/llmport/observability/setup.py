@@ -18,6 +18,7 @@ REFRESH_SECONDS = 1.0
 class Observability:
     def __init__(self, gateway: Gateway, config: Config) -> None:
         settings = config.observability
+        self.events = gateway.events
         self.metrics: Metrics | None = None
         self.tracing: Any = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -54,6 +55,7 @@ class Observability:
             start_http_server(self._metrics_port, self._host, registry=metrics.registry)
 
     async def stop(self) -> None:
+        self.events.drain()  # the last requests' lines, counts and spans
         if self.access_lines is not None:
             self.access_lines.flush()
         for task in self._tasks:

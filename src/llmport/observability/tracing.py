@@ -12,8 +12,9 @@ Why not ``tracer.start_span``: an SDK span costs about 16 µs to start and end
 (sampler, context objects, locked attribute containers, processor hooks), five
 of them a third of a request's CPU. A request's spans are all known when it
 finishes, so the request path only notes ids and timestamps, and
-``_finished`` builds the finished ``ReadableSpan`` objects (about 2 µs each)
-and hands them to the span processors (``on_end``; they never see
+``_finished`` (off the request path, with other requests' ends: see events.py)
+builds the finished ``ReadableSpan`` objects (about 2 µs each) and hands them to
+the span processors (``on_end``; they never see
 ``on_start``, as no live span exists). Sampling matches the SDK's
 ``ParentBased(TraceIdRatioBased)``; ids are random, as the SDK's id generator makes them.
 """
@@ -83,12 +84,15 @@ class Tracing:
         # TraceIdRatioBased's rule: sampled when the trace id's low 64 bits fall under the bound.
         self._bound = round(settings.sample_ratio * (_LOW_64 + 1))
         self._propagator = TraceContextTextMapPropagator()
-        # The event bus subscribes each method to its event type (EventBus.subscribe). A
-        # request's trace is made when it first needs one (its first upstream attempt, or
-        # its end): the request path holds no more than ids and perf_counter readings.
+        # The event bus subscribes each method to its event type (EventBus.subscribe): an
+        # attempt's start at once (its traceparent goes upstream), the rest in batches, off
+        # the request path. A request's trace is made when it first needs one (its first
+        # upstream attempt, or its end): the request path holds no more than ids and
+        # perf_counter readings.
         self.handlers: dict[type, Callable[[Any], None]] = {
-            AttemptStarted: self._attempt_started, AttemptFinished: self._attempt_finished,
-            RequestFinished: self._finished}
+            AttemptStarted: self._attempt_started}
+        self.batch_handlers: dict[type, Callable[[list[Any]], None]] = {
+            AttemptFinished: self._attempts_finished, RequestFinished: self._finished}
 
     def add_processor(self, processor: SpanProcessor) -> None:
         self.processors.append(processor)
@@ -142,21 +146,33 @@ class Tracing:
         if parent is not None and parent.trace_state:
             outbound[b"tracestate"] = parent.trace_state.to_header().encode()
 
-    def _attempt_finished(self, event: AttemptFinished) -> None:
-        request: _Request | None = event.ctx.trace
-        if request is not None and request.sampled:
-            request.outcomes.setdefault(event.attempt, event)  # the first outcome counts
+    @staticmethod
+    def _attempts_finished(events: list[AttemptFinished]) -> None:
+        for event in events:
+            request: _Request | None = event.ctx.trace
+            if request is not None and request.sampled:
+                request.outcomes.setdefault(event.attempt, event)  # the first outcome counts
 
-    def _finished(self, event: RequestFinished) -> None:
+    def _finished(self, events: list[RequestFinished]) -> None:
+        """Name the trace of each request that made no attempt (the access log shows it),
+        and build and hand on the spans of the sampled ones."""
+        build = bool(self.processors)  # no processor: no span to build
+        for event in events:
+            ctx = event.ctx
+            request: _Request = ctx.trace or self._trace(ctx)
+            # Taken off the context: it holds attempt events, which hold the context,
+            # a cycle only the garbage collector would otherwise break.
+            ctx.trace = None
+            if build and request.sampled:
+                self._spans(event, request)
+
+    def _spans(self, event: RequestFinished, request: _Request) -> None:
+        """The request's spans, ended, to every processor."""
         ctx = event.ctx
-        request: _Request = ctx.trace or self._trace(ctx)  # also names the trace in the logs
-        # Taken off the context: it holds attempt events, which hold the context,
-        # a cycle only the garbage collector would otherwise break.
-        ctx.trace = None
-        if not request.sampled or not self.processors:
-            return  # no processor: no span to build
-        end_ns = time_ns()
-        origin = end_ns - int((perf_counter() - ctx.started) * 1e9)  # ctx.started, wall clock
+        # ctx.started on the wall clock; the request ended latency_s after it (the batch
+        # that delivers this event comes later).
+        origin = time_ns() - int((perf_counter() - ctx.started) * 1e9)
+        end_ns = origin + int(event.latency_s * 1e9)
 
         def ns(perf: float) -> int:
             return origin + int((perf - ctx.started) * 1e9)

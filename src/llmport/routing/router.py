@@ -63,6 +63,7 @@ class Router:
         # Every attempt emits these two: their subscribers' live lists, called directly.
         self._on_attempt = self.events.listeners(AttemptStarted)
         self._on_attempt_end = self.events.listeners(AttemptFinished)
+        self._attempt_end_batch = self.events.batch(AttemptFinished)
         self.pools: dict[str, list[Deployment]] = {}
         for model in config.models:
             provider = provider_class(model.provider)(model)
@@ -327,7 +328,8 @@ class Router:
                       error: BaseException | None, elapsed: float, hedged: bool,
                       number: int) -> None:
         subscribers = self._on_attempt_end
-        if not subscribers:
+        batch = self._attempt_end_batch
+        if not subscribers and not batch.handlers:
             return
         status = getattr(error, "status_code", None) if error is not None else 200
         event = AttemptFinished(
@@ -339,6 +341,10 @@ class Router:
                 subscriber(event)
             except Exception:
                 hook_failed(subscriber, event)
+        if batch.handlers:  # as Gateway.finish
+            batch.events.append(event)
+            if not self.events.scheduled:
+                self.events.schedule()
 
     def _emit_queue(self, deployment: Deployment, waited: float, admitted: bool) -> None:
         if self.events.wants(QueueWaited):
