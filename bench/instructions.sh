@@ -9,7 +9,11 @@
 # CONFIG is a file in bench/configs. Needs valgrind (apt-get install valgrind).
 # Environment: PORT (gateway, default 38290), MOCK_PORT (default 38291), KEEP (a path: the
 # callgrind profile is copied there, for callgrind_annotate --inclusive=no), LLMPORT_VARIANT
-# (runs bench/variants.py with that variant instead of llmport: what a part costs).
+# (runs bench/variants.py with that variant instead of llmport: what a part costs),
+# CACHE_SIM=1 (callgrind also simulates the CPU's caches — as its host reports them — and
+# prints the misses per request and kcachegrind's cycle estimate, Ir + 10 × L1 misses +
+# 100 × last-level misses: what instructions alone cannot show, such as a hook that costs
+# more where it runs, among the request's own work, than its instructions say).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -31,7 +35,8 @@ esac
 # Always through variants.py, with the batch timers stretched to callgrind's pace (see there).
 entry="$here/variants.py"
 export LLMPORT_VARIANT="callgrind-timers${LLMPORT_VARIANT:+,$LLMPORT_VARIANT}"
-valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.%p" --dump-instr=no \
+cache=(); [ -n "${CACHE_SIM:-}" ] && cache=(--cache-sim=yes)
+valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.%p" --dump-instr=no "${cache[@]}" \
   "$python" "$entry" serve --config "$here/configs/$config" --port "$port" \
   > "$work/gateway.log" 2>&1 &
 gateway=$!
@@ -48,3 +53,8 @@ callgrind_control -d "$gateway" > /dev/null 2>&1
 total=$(callgrind_annotate "$work/callgrind.$gateway.1" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 [ -n "${KEEP:-}" ] && cp "$work/callgrind.$gateway.1" "$KEEP"
 echo "$config: $((total / count)) instructions per request ($count requests, 4 at a time)"
+if [ -n "${CACHE_SIM:-}" ]; then  # events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+  read -r -a e < <(awk '/^summary:|^totals:/ {$1=""; print; exit}' "$work/callgrind.$gateway.1")
+  l1=$(( e[3] + e[4] + e[5] )); ll=$(( e[6] + e[7] + e[8] ))
+  echo "  per request: I1 misses $(( e[3] / count )), D1 misses $(( (e[4] + e[5]) / count )), LL misses $(( ll / count )); cycle estimate $(( (e[0] + 10 * l1 + 100 * ll) / count ))"
+fi

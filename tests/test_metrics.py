@@ -117,6 +117,21 @@ def test_metrics_count_exactly_what_happened(fake: FakeOpenAI, start_gateway: An
     assert {"0.001", "60.0"} <= buckets  # resolves 1 ms to 60 s
 
 
+def test_a_scrape_counts_every_request_answered_before_it(fake: FakeOpenAI,
+                                                          start_gateway: Any) -> None:
+    """The metrics take finished requests in batches, off the request path: a scrape hands
+    them the pending batch first, so a request answered just before it is never missing."""
+    server = start_gateway(gateway_config(fake))
+    server.app.gateway.events.DELAY = 3600  # no timed drain during the test: only the scrape's
+    response = httpx.post(server.url + "/v1/chat/completions",
+                          json={"model": "m", "messages": USER}, timeout=30)
+    assert response.status_code == 200
+    values = samples(httpx.get(server.url + "/metrics").text)
+    assert total(values, "llmport_requests_total", status="200") == 1
+    assert total(values, "llmport_upstream_attempts_total", outcome="ok") == 1
+    assert total(values, "llmport_request_duration_seconds_count") == 1
+
+
 def test_metrics_can_require_the_master_key(fake: FakeOpenAI, start_gateway: Any) -> None:
     config = {**gateway_config(fake), "auth": {"master_key": "sk-metrics-master"},
               "observability": {"metrics": {"require_auth": True}}}
