@@ -205,3 +205,22 @@ def test_access_line_is_stamped_when_its_request_finished_not_when_written() -> 
     stamps = [dt.datetime.fromisoformat(json.loads(line)["timestamp"].replace("Z", "+00:00"))
               .timestamp() for line in stream.getvalue().splitlines()]
     assert abs(stamps[0] - (now - 2.5)) < 0.05 and abs(stamps[1] - (now - 1.0)) < 0.05
+
+
+def test_shutdown_writes_the_lines_of_requests_still_waiting_for_their_batch(
+        fake: FakeOpenAI, start_gateway: Any) -> None:
+    """A request's access line is rendered in the event bus's next batch: one answered just
+    before shutdown is still written (the bus is drained, then the lines flushed)."""
+    server = start_gateway({"logging": {"access_log": True, "format": "json"},
+                            "models": [{"name": "m", "provider": "openai",
+                                        "api_base": fake.url}]})
+    server.gateway.events.DELAY = 3600  # no timed drain: only the one at shutdown
+    stream = io.BytesIO()
+    server.app.observability.access_lines._stream = stream
+    response = httpx.post(server.url + "/v1/chat/completions",
+                          json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 200 and stream.getvalue() == b""
+    server.stop()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["request_id"], line["status"]) for line in lines] == [
+        (response.headers["x-request-id"], 200)]
