@@ -41,7 +41,14 @@ class _Loop:
 
 
 def run(part: str, iterations: int) -> None:
+    import gc
+
+    from llmport.app import GC_YOUNG_THRESHOLD
+
     asyncio.get_running_loop = lambda: _Loop()  # type: ignore[assignment,return-value]
+    # The collector as the gateway sets it: with the default threshold, the events a batch
+    # holds would cost young collections that the gateway never makes.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     from llmport.gateway.context import CallContext
     from llmport.observability.events import AttemptFinished, AttemptStarted, RequestFinished
     from llmport.observability.logging import AccessLog, JSONLines
