@@ -119,15 +119,15 @@ async def test_access_lines_are_batched_and_flushed() -> None:
         return json.dumps({"event": "request", "request_id": request_id,
                            "timestamp": lines.timestamp()}).encode() + b"\n"
 
-    lines.append(rendered("a"))
-    lines.append(rendered("b"))
+    lines.extend([rendered("a")])
+    lines.extend([rendered("b")])
     assert stream.getvalue() == b""  # not one write per request
     await asyncio.sleep(JSONLines.DELAY * 3)
     written = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["request_id"] for line in written] == ["a", "b"]
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["timestamp"])
                for line in written)
-    lines.append(rendered("c"))
+    lines.extend([rendered("c")])
     lines.flush()  # at shutdown: what is pending is written at once
     assert json.loads(stream.getvalue().splitlines()[-1])["request_id"] == "c"
 

@@ -84,10 +84,6 @@ class JSONLines:
             self._stamp = self._stamp_prefix + _THREE_DIGITS[rest] + "Z"
         return self._stamp
 
-    def append(self, line: bytes) -> None:
-        """A rendered line (ending in a newline), written with the next batch."""
-        self.extend((line,))
-
     def extend(self, lines: Iterable[bytes]) -> None:
         """Rendered lines (each ending in a newline), written with the next batch."""
         pending = self._pending
@@ -113,10 +109,11 @@ class JSONLines:
 class AccessLog:
     """Subscriber: one line per finished request (never the key, never the body).
 
-    It takes finished requests in batches, off the request path (``EventBus``); each
-    line is stamped with the time its request finished, not the time it is written.
-    In JSON mode the lines are rendered here, with the fields structlog would give them,
-    and written in batches (``JSONLines``); on a console they go through structlog.
+    It takes finished requests in batches, off the request path (``EventBus``). In JSON
+    mode the lines are rendered here, with the fields structlog would give them, each
+    stamped with the time its request finished (not the time it is rendered), and
+    written in batches (``JSONLines``); on a console they go through structlog, stamped
+    as they are logged (at most ``EventBus.DELAY`` later).
     Every request makes a line, so the JSON line is made of two parts: the fields that
     vary per request (ids, times, tokens), rendered each time, and the rest (model,
     deployment, principal, status…), rendered once per combination and kept. Rendering
