@@ -88,7 +88,7 @@ def subscribe(bus: EventBus, subscriber: Any, *kinds: type) -> None:
 
 
 def _wrapped(handler: Any, silenced: bool) -> list[Any]:
-    """What to subscribe in ``handler``'s place (a batch handler's calls count its events)."""
+    """What to subscribe in ``handler``'s place (timed, a batch handler's calls are its batches)."""
     if silenced:
         return [_nothing]
     if "time-subscribers" in VARIANTS:

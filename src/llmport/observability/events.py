@@ -97,8 +97,6 @@ class RequestFinished:
         return self.ctx.skipped_chunks
 
 
-
-
 Subscriber = Callable[[Any], None]
 BatchSubscriber = Callable[[list[Any]], None]
 
@@ -108,7 +106,8 @@ class Batch:
 
     Emitters on the request path hold their type's ``Batch`` (``EventBus.batch``) and,
     when it has ``handlers``, add each event inline: ``batch.events.append(event)``, then
-    ``bus.schedule()`` while ``bus.scheduled`` is false (a method call per event cost more).
+    ``bus.schedule()`` while ``bus.scheduled`` is false — as they call their listeners,
+    without a method call of their own per event.
     """
 
     __slots__ = ("events", "handlers", "order")
