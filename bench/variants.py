@@ -15,8 +15,14 @@ line each); ``callgrind-timers`` — the timers that flush the metrics' tallies 
 log's lines, and the event bus's batches, stretched 50 times: under callgrind the gateway
 runs about 50 times slower, so a batch flushed on a timer would hold 50 times fewer requests
 than at full speed, and its fixed cost would count 50 times too much (``instructions.sh``
-runs every configuration with it). Never for production: the gateway then observes
-nothing, or everything twice, of what it does.
+runs every configuration with it); ``unsubscribed`` — no subscriber subscribed at all, so
+no per-request event is built (what is left is the configuration's other effects: the
+policy marks of tracing, the metrics route); ``no-marks`` — the pipeline folded without
+tracing's policy marks; ``bus-delay-S`` — the event bus's batches delivered S seconds after
+their first event instead of ``EventBus.DELAY`` (``bus-delay-0``: at the loop's next turn);
+``gc-times`` — the time the garbage collector takes, written every second to
+/tmp/gc-times-PID.txt as ``nanoseconds gen0 gen1 gen2 collected``. Never for production:
+the gateway then observes nothing, or everything twice, of what it does.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ VARIANTS = set(filter(None, os.environ.get("LLMPORT_VARIANT", "").split(",")))
 SUBSCRIBERS = {"noop-tracing": "Tracing", "noop-metrics": "Metrics",
                "noop-access-log": "AccessLog"}
 KNOWN = {"noop-subscribers", "double-subscribers", "time-subscribers", "callgrind-timers",
-         *SUBSCRIBERS}
+         "unsubscribed", "no-marks", "gc-times", *SUBSCRIBERS}
 TIMER_STRETCH = 50
 TIMES: dict[str, list[int]] = {}  # subscriber method → [nanoseconds, calls]
 _subscribe = EventBus.subscribe
@@ -98,7 +104,34 @@ def _wrapped(handler: Any, silenced: bool) -> list[Any]:
     return [handler]
 
 
-unknown = VARIANTS - KNOWN
+def _gc_times() -> None:
+    import gc
+
+    totals = [0, 0, 0, 0, 0]  # nanoseconds, collections of each generation, objects collected
+    began = [0]
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter_ns()
+            return
+        totals[0] += time.perf_counter_ns() - began[0]
+        totals[1 + info["generation"]] += 1
+        totals[4] += info["collected"]
+
+    def write() -> None:
+        while True:
+            time.sleep(1)
+            with open(f"/tmp/gc-times-{os.getpid()}.txt", "w") as out:
+                out.write(" ".join(map(str, totals)) + "\n")
+
+    gc.callbacks.append(timed)
+    threading.Thread(target=write, daemon=True).start()
+
+
+delays = {v for v in VARIANTS if v.startswith("bus-delay-")}
+for delay in delays:
+    EventBus.DELAY = float(delay.removeprefix("bus-delay-"))
+unknown = VARIANTS - KNOWN - delays
 if unknown:
     sys.exit(f"unknown variants: {', '.join(sorted(unknown))}")
 if "time-subscribers" in VARIANTS:
@@ -110,6 +143,16 @@ if "callgrind-timers" in VARIANTS:
     tallies.FLUSH_DELAY *= TIMER_STRETCH
     access_logging.JSONLines.DELAY *= TIMER_STRETCH
     EventBus.DELAY *= TIMER_STRETCH
-EventBus.subscribe = subscribe  # type: ignore[method-assign]
+if "gc-times" in VARIANTS:
+    _gc_times()
+if "no-marks" in VARIANTS:
+    from llmport.gateway import gateway, pipeline
+
+    gateway.fold = lambda policies, terminal, timed=False: pipeline.fold(  # type: ignore[attr-defined]
+        policies, terminal)
+if "unsubscribed" in VARIANTS:
+    EventBus.subscribe = lambda *_, **__: None  # type: ignore[method-assign]
+else:
+    EventBus.subscribe = subscribe  # type: ignore[method-assign,assignment]
 sys.argv[0] = "llmport"
 main()
