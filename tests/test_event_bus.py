@@ -93,3 +93,54 @@ def test_without_an_event_loop_a_batch_is_delivered_at_once() -> None:
     _, end = _finished_and_attempt("r1")
     bus.emit(end)
     assert got == [end] and not bus.scheduled
+
+
+async def test_a_finished_request_with_no_listener_at_once_is_built_and_priced_in_the_batch(
+        ) -> None:
+    """With only batch subscribers, the request path queues a request's fields, and its
+    attempt's, as plain tuples (nothing built, nothing priced there); the drain builds the
+    events, priced. With a listener at once, the event it got is the one the batch hands on."""
+    import asyncio
+
+    from llmport.config import Config
+    from llmport.gateway.context import CallContext
+    from llmport.gateway.gateway import Gateway
+    from llmport.observability.events import AttemptFinished, EventBus, RequestFinished
+    from llmport.types import Endpoint, Usage
+
+    config = Config.model_validate({"spend_log": {"enabled": False}, "models": [
+        {"name": "m", "provider": "demo", "pricing": {"input": 1.0, "output": 2.0}}]})
+    gateway = Gateway(config)
+    ends: list[RequestFinished] = []
+    attempts: list[AttemptFinished] = []
+    gateway.events.subscribe(type("Batched", (), {"batch_handlers": {
+        RequestFinished: ends.extend, AttemptFinished: attempts.extend}})())
+    deployment = gateway.router.deployments[0]
+
+    def answered(request_id: str) -> CallContext:
+        ctx = CallContext(request_id, Endpoint.CHAT, {}, None, "m")
+        ctx.attempts, ctx.usage = 1, Usage(1000, 500)
+        gateway.router._emit_attempt(ctx, "m", deployment, None, 0.25, False, 1)
+        ctx.served_model, ctx.deployment = "m", deployment.name
+        gateway.in_flight += 1
+        gateway.finish(ctx, 200)
+        return ctx
+
+    first = answered("r1")
+    queued = gateway.events.batch(RequestFinished).events
+    assert [type(e) for e in queued] == [tuple] and first.cost is None
+    assert [type(e) for e in gateway.events.batch(AttemptFinished).events] == [tuple]
+    await asyncio.sleep(EventBus.DELAY * 5)
+    assert [type(e) for e in ends] == [RequestFinished] and ends[0].ctx is first
+    assert ends[0].status == 200 and ends[0].error_type is None and ends[0].latency_s > 0
+    assert ends[0].cost == first.cost == (1000 * 1.0 + 500 * 2.0) / 1_000_000
+    assert len(attempts) == 1 and attempts[0].ctx is first and attempts[0].ok
+    assert (attempts[0].deployment, attempts[0].duration_s, attempts[0].attempt) == (
+        deployment.name, 0.25, 1)
+
+    at_once: list[RequestFinished] = []
+    gateway.events.subscribe(at_once.append, RequestFinished)
+    second = answered("r2")
+    assert len(at_once) == 1 and at_once[0].cost == second.cost  # priced on the path for it
+    await asyncio.sleep(EventBus.DELAY * 5)
+    assert ends[1] is at_once[0]

@@ -57,6 +57,7 @@ class Gateway:
         self._on_started = self.events.listeners(RequestStarted)
         self._on_finished = self.events.listeners(RequestFinished)
         self._finished_batch = self.events.batch(RequestFinished)
+        self._finished_batch.make = self._finished_event
         self.router = Router(config, self.events)
         self.prices = Prices((d.name, d.config) for d in self.router.deployments)
         self.store: StateStore = open_store(config.redis_url, config.redis_prefix)
@@ -193,9 +194,14 @@ class Gateway:
         else:
             error_type, message = type(error).__name__, str(error)
         overhead = ctx.overhead_s
-        event = RequestFinished(ctx, status, error_type, message, latency,
-                                latency - ctx.upstream_s if overhead is None else overhead,
-                                cost_of(ctx, self.prices))
+        if overhead is None:
+            overhead = latency - ctx.upstream_s
+        if not subscribers:  # the batch builds the event (see Batch.make)
+            batch.events.append((ctx, status, error_type, message, latency, overhead))
+            if not self.events.scheduled:
+                self.events.schedule()
+            return
+        event = self._finished_event(ctx, status, error_type, message, latency, overhead)
         for subscriber in subscribers:
             # Reported before the answer's last bytes go out: a subscriber's bug must cost
             # neither the answer nor the other subscribers (the spend record among them).
@@ -207,6 +213,12 @@ class Gateway:
             batch.events.append(event)
             if not self.events.scheduled:
                 self.events.schedule()
+
+    def _finished_event(self, ctx: CallContext, status: int, error_type: str | None,
+                        message: str | None, latency: float, overhead: float
+                        ) -> RequestFinished:
+        return RequestFinished(ctx, status, error_type, message, latency, overhead,
+                               cost_of(ctx, self.prices))
 
 
 async def _purge_every_hour(db: Database, days: float) -> None:

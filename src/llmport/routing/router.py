@@ -64,6 +64,7 @@ class Router:
         self._on_attempt = self.events.listeners(AttemptStarted)
         self._on_attempt_end = self.events.listeners(AttemptFinished)
         self._attempt_end_batch = self.events.batch(AttemptFinished)
+        self._attempt_end_batch.make = AttemptFinished
         self.pools: dict[str, list[Deployment]] = {}
         for model in config.models:
             provider = provider_class(model.provider)(model)
@@ -332,10 +333,15 @@ class Router:
         if not subscribers and not batch.handlers:
             return
         status = getattr(error, "status_code", None) if error is not None else 200
-        event = AttemptFinished(
-            ctx, model, deployment.name, ctx.stream, error is None,
-            type(error).__name__ if error is not None else None, status, elapsed, hedged,
-            number)
+        fields = (ctx, model, deployment.name, ctx.stream, error is None,
+                  type(error).__name__ if error is not None else None, status, elapsed, hedged,
+                  number)
+        if not subscribers:  # the batch builds the event (see Batch.make)
+            batch.events.append(fields)
+            if not self.events.scheduled:
+                self.events.schedule()
+            return
+        event = AttemptFinished(*fields)
         for subscriber in subscribers:
             try:
                 subscriber(event)
