@@ -144,3 +144,28 @@ async def test_a_finished_request_with_no_listener_at_once_is_built_and_priced_i
     assert len(at_once) == 1 and at_once[0].cost == second.cost  # priced on the path for it
     await asyncio.sleep(EventBus.DELAY * 5)
     assert ends[1] is at_once[0]
+
+
+def test_a_queued_event_that_cannot_be_built_is_logged_and_only_it_is_lost(
+        capsys: object) -> None:
+    """The drain builds queued fields with the batch's ``make``; one that raises is logged
+    and dropped, the rest of the batch still reaches its subscribers."""
+    from llmport.observability.events import EventBus, RequestFinished
+
+    bus = EventBus()
+    batch = bus.batch(RequestFinished)
+    got: list[object] = []
+    batch.handlers.append(got.extend)
+
+    def make(request_id: str, status: int) -> tuple[str, int]:
+        if status < 0:
+            raise ValueError("unbuildable")
+        return (request_id, status)
+
+    batch.make = make
+    batch.events.extend([("r1", 200), ("r2", -1), ("r3", 500)])
+    bus.drain()
+    assert got == [("r1", 200), ("r3", 500)] and batch.events == []
+    out = capsys.readouterr()  # type: ignore[attr-defined]
+    logged = out.err + out.out
+    assert "an event subscriber failed" in logged and "make" in logged

@@ -223,12 +223,26 @@ class EventBus:
             batch.events = []
             make = batch.make
             if make is not None:
-                events = [make(*event) if type(event) is tuple else event for event in events]
+                try:
+                    events = [make(*event) if type(event) is tuple else event
+                              for event in events]
+                except Exception:  # one by one: only what cannot be built is lost (logged)
+                    events = _made(make, events)
             for handler in batch.handlers:
                 try:
                     handler(events)
                 except Exception:  # the rest of this batch is lost to this subscriber only
                     hook_failed(handler, events[0], len(events))
+
+
+def _made(make: Callable[..., Any], queued: list[Any]) -> list[Any]:
+    made = []
+    for event in queued:
+        try:
+            made.append(make(*event) if type(event) is tuple else event)
+        except Exception:
+            hook_failed(make, event)
+    return made
 
 
 def hook_failed(subscriber: Any, event: Any, batch: int = 1) -> None:
