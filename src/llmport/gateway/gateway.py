@@ -196,21 +196,20 @@ class Gateway:
         overhead = ctx.overhead_s
         if overhead is None:
             overhead = latency - ctx.upstream_s
-        if not subscribers:  # the batch builds the event (see Batch.make)
-            batch.events.append((ctx, status, error_type, message, latency, overhead))
-            if not self.events.scheduled:
-                self.events.schedule()
-            return
-        event = self._finished_event(ctx, status, error_type, message, latency, overhead)
-        for subscriber in subscribers:
-            # Reported before the answer's last bytes go out: a subscriber's bug must cost
-            # neither the answer nor the other subscribers (the spend record among them).
-            try:
-                subscriber(event)
-            except Exception:
-                hook_failed(subscriber, event)
+        # The event's fields: the batch builds the event from them (Batch.make), unless a
+        # subscriber needs it at once.
+        queued: Any = (ctx, status, error_type, message, latency, overhead)
+        if subscribers:
+            event = queued = self._finished_event(*queued)
+            for subscriber in subscribers:
+                # Reported before the answer's last bytes go out: a subscriber's bug must
+                # cost neither the answer nor the other subscribers (the spend record).
+                try:
+                    subscriber(event)
+                except Exception:
+                    hook_failed(subscriber, event)
         if batch.handlers:  # metrics, logs, spans: after the answer, with other requests'
-            batch.events.append(event)
+            batch.events.append(queued)
             if not self.events.scheduled:
                 self.events.schedule()
 

@@ -10,9 +10,12 @@ from llmport.routing.admission import AdmissionQueue
 from llmport.routing.breaker import BreakerState, CircuitBreaker
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from llmport.config import ModelConfig
     from llmport.providers.base import Provider
     from llmport.routing.settings import BreakerConfig
+    from llmport.types import Chunk
 
 EWMA_WEIGHT = 0.3
 
@@ -71,3 +74,32 @@ class Deployment:
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
+
+
+class Lease:
+    """A stream's hold on its deployment: the upstream iterator and the admission slot.
+
+    Released exactly once, by whichever comes first: the relay finishing, or the
+    consumer closing a stream it never started to read (a generator that never
+    ran cannot clean up after itself).
+    """
+
+    __slots__ = ("deployment", "iterator", "number", "released", "started")
+
+    def __init__(self, deployment: Deployment, iterator: AsyncIterator[Chunk],
+                 started: float, number: int) -> None:
+        self.deployment = deployment
+        self.iterator = iterator
+        self.started = started
+        self.number = number  # the attempt's number within its request
+        self.released = False
+
+    def held(self) -> float:
+        return monotonic() - self.started
+
+    async def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        self.deployment.queue.release(self.held())
+        await self.iterator.aclose()  # type: ignore[attr-defined]

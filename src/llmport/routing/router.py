@@ -45,7 +45,7 @@ from llmport.observability.events import (
 from llmport.providers.registry import provider_class
 from llmport.routing.admission import request_priority
 from llmport.routing.breaker import BreakerState
-from llmport.routing.deployment import Deployment
+from llmport.routing.deployment import Deployment, Lease
 from llmport.routing.hedging import race
 from llmport.routing.rescue import rescue
 from llmport.routing.retry import backoff_delay
@@ -333,22 +333,18 @@ class Router:
         if not subscribers and not batch.handlers:
             return
         status = getattr(error, "status_code", None) if error is not None else 200
-        fields = (ctx, model, deployment.name, ctx.stream, error is None,
-                  type(error).__name__ if error is not None else None, status, elapsed, hedged,
-                  number)
-        if not subscribers:  # the batch builds the event (see Batch.make)
-            batch.events.append(fields)
-            if not self.events.scheduled:
-                self.events.schedule()
-            return
-        event = AttemptFinished(*fields)
-        for subscriber in subscribers:
-            try:
-                subscriber(event)
-            except Exception:
-                hook_failed(subscriber, event)
+        queued: Any = (ctx, model, deployment.name, ctx.stream, error is None,
+                       type(error).__name__ if error is not None else None, status, elapsed,
+                       hedged, number)
+        if subscribers:  # built here only for them (as Gateway.finish)
+            event = queued = AttemptFinished(*queued)
+            for subscriber in subscribers:
+                try:
+                    subscriber(event)
+                except Exception:
+                    hook_failed(subscriber, event)
         if batch.handlers:  # as Gateway.finish
-            batch.events.append(event)
+            batch.events.append(queued)
             if not self.events.scheduled:
                 self.events.schedule()
 
@@ -363,35 +359,6 @@ class Router:
                 self.events.emit(BreakerStateChanged(deployment.name, deployment.config.name,
                                                      previous.value, state.value))
         return changed
-
-
-class Lease:
-    """A stream's hold on its deployment: the upstream iterator and the admission slot.
-
-    Released exactly once, by whichever comes first: the relay finishing, or the
-    consumer closing a stream it never started to read (a generator that never
-    ran cannot clean up after itself).
-    """
-
-    __slots__ = ("deployment", "iterator", "number", "released", "started")
-
-    def __init__(self, deployment: Deployment, iterator: AsyncIterator[Chunk],
-                 started: float, number: int) -> None:
-        self.deployment = deployment
-        self.iterator = iterator
-        self.started = started
-        self.number = number  # the attempt's number within its request
-        self.released = False
-
-    def held(self) -> float:
-        return monotonic() - self.started
-
-    async def release(self) -> None:
-        if self.released:
-            return
-        self.released = True
-        self.deployment.queue.release(self.held())
-        await self.iterator.aclose()  # type: ignore[attr-defined]
 
 
 def _note(ctx: CallContext, chunk: Chunk, sent: SentText | None) -> None:
