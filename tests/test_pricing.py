@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from llmport.accounting.pricing import BUILTIN_PRICES, Price, cost, price_for
+from llmport.accounting.spend import Prices, cost_of
+from llmport.config import ModelConfig
+from llmport.gateway.context import CallContext
+from llmport.types import Endpoint, Usage
 
 
 def test_override_wins_over_the_table() -> None:
@@ -83,3 +89,43 @@ def test_table_entries_are_sane() -> None:
         assert model == model.strip().lower()
         assert price.output >= price.input > 0, model
         assert price.cached_input is None or price.cached_input < price.input, model
+
+
+def _priced_call(deployment: str | None, usage: Usage | None, **state: Any) -> CallContext:
+    ctx = CallContext("req_1", Endpoint.CHAT, {}, None, "public")
+    ctx.deployment, ctx.usage = deployment, usage
+    ctx.state.update(state)
+    return ctx
+
+
+PRICES = Prices([("dep-a", ModelConfig(name="public", provider="openai",
+                                       api_base="http://127.0.0.1:9/v1",
+                                       pricing={"input": 2.0, "output": 8.0,
+                                                "cached_input": 0.5}))])
+
+
+@pytest.mark.parametrize(("deployment", "usage", "expected"), [
+    ("dep-a", Usage(1000, 500), cost(Price(2.0, 8.0, 0.5), 1000, 500)),
+    ("dep-a", Usage(1000, 500, cached_tokens=400), cost(Price(2.0, 8.0, 0.5), 1000, 500, 400)),
+    ("dep-a", Usage(-5, 500), cost(Price(2.0, 8.0, 0.5), 0, 500)),
+    # a deployment the book does not know: the price of the model that answered
+    ("gone", Usage(1000, 500), cost(Price(2.0, 8.0, 0.5), 1000, 500)),
+    ("dep-a", None, 0.0),
+])
+def test_cost_of_a_call_prices_its_usage_at_its_deployment(
+        deployment: str, usage: Usage | None, expected: float) -> None:
+    ctx = _priced_call(deployment, usage)
+    assert expected == cost_of(ctx, PRICES) == ctx.cost
+    assert expected == 0.0 or expected > 0.001
+
+
+@pytest.mark.parametrize("state", [{"cache": "hit"}, {"replayed": True}])
+def test_cache_hits_and_replays_cost_nothing(state: dict[str, Any]) -> None:
+    assert cost_of(_priced_call("dep-a", Usage(1000, 500), **state), PRICES) == 0.0
+
+
+def test_a_call_is_priced_once() -> None:
+    ctx = _priced_call("dep-a", Usage(1000, 500))
+    first = cost_of(ctx, PRICES)
+    ctx.usage = Usage(9999, 9999)  # the price kept on the context is the one charged
+    assert cost_of(ctx, PRICES) == first
