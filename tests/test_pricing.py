@@ -105,18 +105,18 @@ PRICES = Prices([("dep-a", ModelConfig(name="public", provider="openai",
 
 
 @pytest.mark.parametrize(("deployment", "usage", "expected"), [
-    ("dep-a", Usage(1000, 500), cost(Price(2.0, 8.0, 0.5), 1000, 500)),
-    ("dep-a", Usage(1000, 500, cached_tokens=400), cost(Price(2.0, 8.0, 0.5), 1000, 500, 400)),
-    ("dep-a", Usage(-5, 500), cost(Price(2.0, 8.0, 0.5), 0, 500)),
+    ("dep-a", Usage(1000, 500), 0.006),  # (1,000 * $2 + 500 * $8) / 1M
+    ("dep-a", Usage(1000, 500, cached_tokens=400), 0.0054),  # 600 * $2 + 400 * $0.5 + 500 * $8
+    ("dep-a", Usage(-5, 500), 0.004),  # a negative count is none
     # a deployment the book does not know: the price of the model that answered
-    ("gone", Usage(1000, 500), cost(Price(2.0, 8.0, 0.5), 1000, 500)),
+    ("gone", Usage(1000, 500), 0.006),
     ("dep-a", None, 0.0),
 ])
 def test_cost_of_a_call_prices_its_usage_at_its_deployment(
         deployment: str, usage: Usage | None, expected: float) -> None:
     ctx = _priced_call(deployment, usage)
-    assert expected == cost_of(ctx, PRICES) == ctx.cost
-    assert expected == 0.0 or expected > 0.001
+    assert cost_of(ctx, PRICES) == pytest.approx(expected, rel=1e-12, abs=0)
+    assert ctx.cost == pytest.approx(expected, rel=1e-12, abs=0)
 
 
 @pytest.mark.parametrize("state", [{"cache": "hit"}, {"replayed": True}])
