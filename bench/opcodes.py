@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Python opcodes a request executes, by function: where two configurations differ.
 
-    opcodes.py [--requests N] [--top K] CONFIG_A CONFIG_B     e.g. bare.yaml observability.yaml
+    opcodes.py [--requests N] [--top K] CONFIG_A[#VARIANT] CONFIG_B[#VARIANT]
+    e.g. opcodes.py bare.yaml observability.yaml
+
+#VARIANT runs that gateway through ``variants.py`` (as in ``alternate.py``).
 
 Each configuration's gateway runs with a ``sys.settrace`` opcode counter (about 30 times
 slower, so timers fire after far fewer requests than at full speed: per-batch work counts
@@ -20,6 +23,7 @@ import argparse
 import collections
 import os
 import pickle
+import runpy
 import signal
 import subprocess
 import sys
@@ -68,17 +72,21 @@ def serve(config: str, port: str, out: str) -> None:
 
     signal.signal(signal.SIGUSR1, toggle)
     signal.signal(signal.SIGUSR2, write)
+    sys.argv = ["llmport", "serve", "--config", config, "--port", port]
+    if os.environ.get("LLMPORT_VARIANT"):  # variants.py patches, then serves
+        runpy.run_path(str(HERE / "variants.py"), run_name="__main__")
+        return
     from llmport.cli import main
 
-    sys.argv = ["llmport", "serve", "--config", config, "--port", port]
     main()
 
 
-def count(python: Path, config: str, requests: int, port: int, work: Path
+def count(python: Path, target: str, requests: int, port: int, work: Path
           ) -> tuple[dict[str, int], dict[str, int]]:
     out = work / f"{port}.pickle"
+    config, _, variant = target.partition("#")
     env = dict(os.environ, UPSTREAM_BASE=f"http://127.0.0.1:{port + 1}/v1",
-               BENCH_DATA_DIR=str(work / str(port)))
+               BENCH_DATA_DIR=str(work / str(port)), LLMPORT_VARIANT=variant)
     mock = subprocess.Popen([str(python), str(HERE / "mock_upstream.py"), "--port",
                              str(port + 1)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
