@@ -68,7 +68,9 @@ def serve(config: str, port: str, out: str) -> None:
         for code, count in opcodes.items():  # several code objects may share a name
             where = code.co_filename.split("site-packages/")[-1].split("src/")[-1]
             by_function[f"{where}:{code.co_firstlineno} {code.co_name}"] += count
-        Path(out).write_bytes(pickle.dumps((dict(by_function), dict(c_calls))))
+        part = Path(f"{out}.part")  # renamed when whole: the harness waits for ``out``
+        part.write_bytes(pickle.dumps((dict(by_function), dict(c_calls))))
+        part.replace(out)
 
     signal.signal(signal.SIGUSR1, toggle)
     signal.signal(signal.SIGUSR2, write)
@@ -107,7 +109,6 @@ def count(python: Path, target: str, requests: int, port: int, work: Path
         gateway.send_signal(signal.SIGUSR2)
         for _ in range(100):
             if out.exists():
-                time.sleep(0.2)  # written whole
                 break
             time.sleep(0.1)
         counts: tuple[dict[str, int], dict[str, int]] = pickle.loads(out.read_bytes())
