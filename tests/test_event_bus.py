@@ -169,3 +169,45 @@ def test_a_queued_event_that_cannot_be_built_is_logged_and_only_it_is_lost(
     out = capsys.readouterr()  # type: ignore[attr-defined]
     logged = out.err + out.out
     assert "an event subscriber failed" in logged and "make" in logged
+
+
+async def test_a_request_end_carries_its_attempts_outcomes_only_when_it_has_subscribers(
+        ) -> None:
+    """The router notes each attempt's outcome on the context while the request's end has
+    subscribers (at once or in batches); ``attempt_outcomes`` makes them the events they
+    were, in order, a failed one with its error and status. Nobody listening: nothing noted."""
+    from llmport.config import Config
+    from llmport.errors import UpstreamStatusError
+    from llmport.gateway.context import CallContext
+    from llmport.gateway.gateway import Gateway
+    from llmport.observability.events import AttemptFinished, RequestFinished
+    from llmport.types import Endpoint
+
+    config = Config.model_validate({"spend_log": {"enabled": False}, "models": [
+        {"name": "m", "provider": "demo"}, {"name": "m", "provider": "demo"}]})
+    gateway = Gateway(config)
+    first, second = gateway.router.deployments
+
+    def attempted(request_id: str) -> CallContext:
+        ctx = CallContext(request_id, Endpoint.CHAT, {}, None, "m", stream=True)
+        error = UpstreamStatusError(503, "busy")
+        gateway.router._emit_attempt(ctx, "m", first, error, 0.5, False, 1)
+        gateway.router._emit_attempt(ctx, "m", second, None, 0.25, True, 2)
+        return ctx
+
+    assert attempted("r0").attempt_log is None  # no subscriber: nothing kept
+    ends: list[RequestFinished] = []
+    gateway.events.subscribe(type("Batched", (), {"batch_handlers": {
+        RequestFinished: ends.extend}})())
+    ctx = attempted("r1")
+    assert gateway.events.batch(AttemptFinished).events == []  # no batch of their own
+    gateway.in_flight += 1
+    gateway.finish(ctx, 200)
+    gateway.events.drain()
+    [end] = ends
+    failed, ok = end.attempt_outcomes
+    assert (failed.ctx, failed.deployment, failed.ok, failed.error_type, failed.status,
+            failed.duration_s, failed.hedged, failed.attempt, failed.stream) == (
+        ctx, first.name, False, "UpstreamStatusError", 503, 0.5, False, 1, True)
+    assert (ok.deployment, ok.ok, ok.error_type, ok.status, ok.duration_s, ok.hedged,
+            ok.attempt) == (second.name, True, None, 200, 0.25, True, 2)
