@@ -9,8 +9,6 @@ from typing import Any
 
 from llmport.types import ANONYMOUS, Endpoint, Principal, Usage
 
-AttemptOutcome = tuple[str, str, bool, str | None, int | None, float, bool, int]
-
 
 @dataclass(slots=True, eq=False)
 class CallContext:
@@ -49,10 +47,6 @@ class CallContext:
     authenticated_at: float | None = None
     finish_reason: str | None = None  # of the first choice, as the upstream reported it
     marks: list[tuple[str, float]] | None = None  # policy entry times, when traced
-    # Each upstream attempt's outcome, when the request's end has subscribers (the event
-    # carries them: RequestFinished.attempt_outcomes): (model, deployment, ok, error type,
-    # HTTP status, seconds, hedged, attempt number). Plain tuples, without the context.
-    attempt_log: list[AttemptOutcome] | None = None
     state: dict[str, Any] = field(default_factory=dict)  # scratch space for policies
     # Run by the API layer once the response is over (sent, failed or abandoned): policies
     # settle what they took at admission (token corrections, spend, concurrency leases).

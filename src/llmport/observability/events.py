@@ -97,22 +97,6 @@ class RequestFinished:
         """Malformed upstream stream events dropped."""
         return self.ctx.skipped_chunks
 
-    @property
-    def attempt_outcomes(self) -> list[AttemptFinished]:
-        """The request's upstream attempts, as the ``AttemptFinished`` events they made.
-
-        The router notes each attempt's outcome on the context (``ctx.attempt_log``, plain
-        tuples) whenever this event has subscribers, so those who want every attempt with
-        its request (the metrics, the spans) need no batch of their own: one event a
-        request instead of two (README, Performance, issue 6). The hot subscribers unpack
-        the tuples themselves; this builds the events, for everyone else.
-        """
-        ctx = self.ctx
-        return [AttemptFinished(ctx, model, deployment, ctx.stream, ok, error_type, status,
-                                duration, hedged, attempt)
-                for model, deployment, ok, error_type, status, duration, hedged, attempt
-                in ctx.attempt_log or ()]
-
 
 Subscriber = Callable[[Any], None]
 BatchSubscriber = Callable[[list[Any]], None]

@@ -18,8 +18,8 @@ from typing import Any, Literal
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from llmport.gateway.context import AttemptOutcome
 from llmport.observability.events import (
+    AttemptFinished,
     BreakerStateChanged,
     CacheLookup,
     FallbackUsed,
@@ -102,10 +102,9 @@ class Metrics:
         self.breaker = gauge("circuit_breaker_state", "0 closed, 1 half-open, 2 open",
                              ["deployment"], "livemax")
         # The event bus subscribes each method to its event type (EventBus.subscribe): the
-        # request's end in batches, off the request path (with its upstream attempts: see
-        # RequestFinished.attempt_outcomes); the rest as they happen.
+        # per-request events in batches, off the request path; the rest as they happen.
         self.batch_handlers: dict[type, Callable[[list[Any]], None]] = {
-            RequestFinished: self._finished}
+            RequestFinished: self._finished, AttemptFinished: self._attempts}
         self.handlers: dict[type, Callable[[Any], None]] = {
             FallbackUsed: self._fallback, BreakerStateChanged: self._breaker,
             QueueWaited: self._queue, CacheLookup: self._cache,
@@ -152,9 +151,6 @@ class Metrics:
                 completion.value += usage.completion_tokens
                 if e.cost:
                     cost.value += e.cost
-            attempts = ctx.attempt_log  # the request's upstream attempts (see the event)
-            if attempts is not None:
-                self._attempts(attempts)
         if not self.tallies.scheduled:
             self.tallies.touch()
 
@@ -189,23 +185,25 @@ class Metrics:
             found = self._tallies[key] = make(self.child(metric, *labels))
         return found
 
-    def _attempts(self, attempts: list[AttemptOutcome]) -> None:
-        """One request's upstream attempts (``CallContext.attempt_log``)."""
+    def _attempts(self, events: list[AttemptFinished]) -> None:
         pairs = self._attempt_pairs
-        for model, deployment, ok, error_type, _, duration, _, number in attempts:
-            key = (deployment, ok, error_type)
+        for e in events:
+            key = (e.deployment, e.ok, e.error_type)
             pair = pairs.get(key)
             if pair is None:
                 pair = pairs[key] = (
-                    self._counter_tally(self.attempts, deployment,
-                                        "ok" if ok else error_type or "error"),
-                    self._histogram_tally(self.attempt_latency, deployment))
+                    self._counter_tally(self.attempts, e.deployment,
+                                        "ok" if e.ok else e.error_type or "error"),
+                    self._histogram_tally(self.attempt_latency, e.deployment))
             count, latency = pair
             count.value += 1
-            latency.counts[bisect_left(latency.bounds, duration)] += 1
-            latency.total += duration
-            if number > 1:
-                self.child(self.retries, model).inc()
+            value = e.duration_s
+            latency.counts[bisect_left(latency.bounds, value)] += 1
+            latency.total += value
+            if e.attempt > 1:
+                self.child(self.retries, e.model).inc()
+        if not self.tallies.scheduled:
+            self.tallies.touch()
 
     def _fallback(self, e: FallbackUsed) -> None:
         self.child(self.fallbacks, e.from_model, e.to_model, e.reason).inc()

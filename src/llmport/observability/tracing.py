@@ -36,7 +36,11 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from llmport import __version__
 from llmport.gateway.context import CallContext
-from llmport.observability.events import AttemptFinished, AttemptStarted, RequestFinished
+from llmport.observability.events import (
+    AttemptFinished,
+    AttemptStarted,
+    RequestFinished,
+)
 from llmport.observability.settings import TracingConfig
 
 OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
@@ -50,19 +54,20 @@ class _Request:
 
     The trace id is the context's ``trace_id`` (in hex, as the logs show it).
     ``attempts`` holds each upstream attempt as (its ``AttemptStarted``, its span id in
-    hex, the perf_counter reading it began at): plain tuples, as an object per attempt
-    cost more (their outcomes come with the request's end: ``ctx.attempt_log``). Ids
+    hex, the perf_counter reading it began at); ``outcomes`` the ``AttemptFinished`` of
+    each attempt number. Plain tuples and a dict: an object per attempt cost more. Ids
     are kept in hex, as the ``traceparent`` sent upstream needs them: formatting them
     from ints there cost twice as much, and they are ints again only for the spans.
     Filled in by ``Tracing._trace``, without an ``__init__`` (a constructor call took
     about 300 ns, a bare object 45).
     """
 
-    __slots__ = ("attempts", "parent", "sampled")
+    __slots__ = ("attempts", "outcomes", "parent", "sampled")
 
     parent: SpanContext | None  # the client's, when it sent a traceparent
     sampled: bool
     attempts: list[tuple[AttemptStarted, str, float]]
+    outcomes: dict[int, AttemptFinished]
 
 
 class Tracing:
@@ -80,14 +85,14 @@ class Tracing:
         self._bound = round(settings.sample_ratio * (_LOW_64 + 1))
         self._propagator = TraceContextTextMapPropagator()
         # The event bus subscribes each method to its event type (EventBus.subscribe): an
-        # attempt's start at once (its traceparent goes upstream), the request's end (which
-        # carries its attempts' outcomes) in batches, off the request path. A request's
-        # trace is made when it first needs one (its first upstream attempt, or its end):
-        # the request path holds no more than ids and perf_counter readings.
+        # attempt's start at once (its traceparent goes upstream), the rest in batches, off
+        # the request path. A request's trace is made when it first needs one (its first
+        # upstream attempt, or its end): the request path holds no more than ids and
+        # perf_counter readings.
         self.handlers: dict[type, Callable[[Any], None]] = {
             AttemptStarted: self._attempt_started}
         self.batch_handlers: dict[type, Callable[[list[Any]], None]] = {
-            RequestFinished: self._finished}
+            AttemptFinished: self._attempts_finished, RequestFinished: self._finished}
 
     def add_processor(self, processor: SpanProcessor) -> None:
         self.processors.append(processor)
@@ -110,6 +115,7 @@ class Tracing:
         ctx.trace_id = trace_id.to_bytes(16, "big").hex()
         request.parent = parent
         request.attempts = []
+        request.outcomes = {}
         return request
 
     def _client_parent(self, ctx: CallContext) -> SpanContext | None:
@@ -139,6 +145,13 @@ class Tracing:
         parent = request.parent
         if parent is not None and parent.trace_state:
             outbound[b"tracestate"] = parent.trace_state.to_header().encode()
+
+    @staticmethod
+    def _attempts_finished(events: list[AttemptFinished]) -> None:
+        for event in events:
+            request: _Request | None = event.ctx.trace
+            if request is not None and request.sampled:
+                request.outcomes.setdefault(event.attempt, event)  # the first outcome counts
 
     def _finished(self, events: list[RequestFinished]) -> None:
         """Name the trace of each request that made no attempt (the access log shows it),
@@ -183,11 +196,8 @@ class Tracing:
             if name:  # the terminal's mark only ends the policy before it
                 ended = marks[index + 1][1] if index + 1 < len(marks) else None
                 child(f"llmport.policy.{name}", ns(began), end_ns if ended is None else ns(ended))
-        outcomes: dict[int, AttemptFinished] = {}
-        for finished in event.attempt_outcomes:
-            outcomes.setdefault(finished.attempt, finished)  # the first outcome counts
         for started, span, began in request.attempts:  # cancelled ones end with the request
-            outcome = outcomes.get(started.attempt)
+            outcome = request.outcomes.get(started.attempt)
             error = None if outcome is None or outcome.ok else outcome.error_type or "error"
             child("llmport.upstream", ns(began),
                   end_ns if outcome is None else ns(began + outcome.duration_s),

@@ -40,7 +40,6 @@ from llmport.observability.events import (
     EventBus,
     FallbackUsed,
     QueueWaited,
-    RequestFinished,
     hook_failed,
 )
 from llmport.providers.registry import provider_class
@@ -66,10 +65,6 @@ class Router:
         self._on_attempt_end = self.events.listeners(AttemptFinished)
         self._attempt_end_batch = self.events.batch(AttemptFinished)
         self._attempt_end_batch.make = AttemptFinished
-        # The request's end carries its attempts (RequestFinished.attempt_outcomes): noted
-        # on the context while that event has subscribers.
-        self._on_finished = self.events.listeners(RequestFinished)
-        self._finished_batch = self.events.batch(RequestFinished)
         self.pools: dict[str, list[Deployment]] = {}
         for model in config.models:
             provider = provider_class(model.provider)(model)
@@ -333,36 +328,21 @@ class Router:
     def _emit_attempt(self, ctx: CallContext, model: str, deployment: Deployment,
                       error: BaseException | None, elapsed: float, hedged: bool,
                       number: int) -> None:
-        logged = self._on_finished or self._finished_batch.handlers
-        emitted = self._on_attempt_end or self._attempt_end_batch.handlers
-        if not logged and not emitted:
-            return
-        ok = error is None
-        status = 200 if ok else getattr(error, "status_code", None)
-        error_type = None if ok else type(error).__name__
-        if logged:  # for the request's end (RequestFinished.attempt_outcomes)
-            outcome = (model, deployment.name, ok, error_type, status, elapsed, hedged, number)
-            log = ctx.attempt_log
-            if log is None:
-                ctx.attempt_log = [outcome]
-            else:
-                log.append(outcome)
-        if emitted:
-            self._attempt_finished((ctx, model, deployment.name, ctx.stream, ok, error_type,
-                                    status, elapsed, hedged, number))
-
-    def _attempt_finished(self, fields: tuple[Any, ...]) -> None:
-        """``AttemptFinished`` to its own subscribers (none of the built-in ones)."""
-        queued: Any = fields
         subscribers = self._on_attempt_end
+        batch = self._attempt_end_batch
+        if not subscribers and not batch.handlers:
+            return
+        status = getattr(error, "status_code", None) if error is not None else 200
+        queued: Any = (ctx, model, deployment.name, ctx.stream, error is None,
+                       type(error).__name__ if error is not None else None, status, elapsed,
+                       hedged, number)
         if subscribers:  # built here only for them (as Gateway.finish)
-            event = queued = AttemptFinished(*fields)
+            event = queued = AttemptFinished(*queued)
             for subscriber in subscribers:
                 try:
                     subscriber(event)
                 except Exception:
                     hook_failed(subscriber, event)
-        batch = self._attempt_end_batch
         if batch.handlers:  # as Gateway.finish
             batch.events.append(queued)
             if not self.events.scheduled:
