@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.support.admin import PRICE, Admin, priced_upstream
-from tests.support.fake_openai import FakeOpenAI
+from tests.support.fake_openai import Answer, FakeOpenAI
 from tests.support.servers import GatewayServer
 from tests.support.spec import check
 from tests.test_responses_api import raw_events, sent
@@ -131,6 +131,65 @@ def test_a_streamed_turn_sends_the_search_events_first(setup: tuple[Any, ...]) -
     assert {d["output_index"] for n, d in events if n == "response.output_text.delta"} == {1}
     final = events[-1][1]["response"]
     assert [item["type"] for item in final["output"]] == ["file_search_call", "message"]
+
+
+CITING = ("Paris, per france.md", " (not plants.md.bak,", " nor bread.md:", " unfound).")
+
+
+def test_the_answer_cites_the_found_files_it_names(setup: tuple[Any, ...],
+                                                   fake: FakeOpenAI) -> None:
+    """Each place the answer names a file the search found is a ``file_citation`` of its
+    text, at the name's position; a file the search did not find, or a longer name that
+    only contains a found one, is not cited."""
+    _, _, _, api, store_id, ids = setup
+    tool: Any = {"type": "file_search", "vector_store_ids": [store_id], "max_num_results": 3}
+    fake.enqueue(Answer(words=CITING))
+    only_france: Any = {**tool, "filters": {"type": "eq", "key": "topic", "value": "france"}}
+    response = api.responses.create(model="gpt-4o-mini", input=QUESTION, tools=[only_france])
+    check(response.model_dump(exclude_unset=True), "Response")
+    text = "".join(CITING)
+    [part] = response.output[1].content  # type: ignore[union-attr]
+    assert part.text == text
+    assert [a.model_dump() for a in part.annotations] == [  # type: ignore[union-attr]
+        {"type": "file_citation", "file_id": ids["france.md"], "filename": "france.md",
+         "index": text.index("france.md")}]  # bread.md was not found: filtered out
+
+    fake.enqueue(Answer(words=CITING))  # every file found: plants.md.bak is still no name
+    cited = api.responses.create(model="gpt-4o-mini", input=QUESTION, tools=[tool])
+    annotations = cited.output[1].content[0].annotations  # type: ignore[union-attr]
+    assert [(a.filename, a.file_id, a.index) for a in annotations] == [  # type: ignore[union-attr]
+        ("france.md", ids["france.md"], text.index("france.md")),
+        ("bread.md", ids["bread.md"], text.index("bread.md"))]
+    # Stored as answered: the stored response keeps them.
+    again = api.responses.retrieve(cited.id)
+    assert again.output[1].content[0].annotations == annotations  # type: ignore[union-attr]
+
+
+def test_a_streamed_answer_sends_its_citations_before_its_text_is_done(
+        setup: tuple[Any, ...], fake: FakeOpenAI) -> None:
+    server, _, key, _, store_id, ids = setup
+    fake.enqueue(Answer(words=CITING))
+    events = raw_events(server, {"model": "gpt-4o-mini", "input": QUESTION, "tools": [
+        {"type": "file_search", "vector_store_ids": [store_id], "max_num_results": 3}]},
+        key["key"])
+    for _, data in events:
+        check(data, "ResponseStreamEvent")
+    names = [name for name, _ in events]
+    added = [data for name, data in events if name == "response.output_text.annotation.added"]
+    text = "".join(CITING)
+    assert [(d["annotation_index"], d["annotation"]) for d in added] == [
+        (0, {"type": "file_citation", "file_id": ids["france.md"], "filename": "france.md",
+             "index": text.index("france.md")}),
+        (1, {"type": "file_citation", "file_id": ids["bread.md"], "filename": "bread.md",
+             "index": text.index("bread.md")})]
+    last_delta = max(i for i, n in enumerate(names) if n == "response.output_text.delta")
+    first_added = names.index("response.output_text.annotation.added")
+    assert last_delta < first_added < names.index("response.output_text.done")
+    assert {(d["item_id"], d["output_index"], d["content_index"]) for d in added} == {
+        (events[last_delta][1]["item_id"], 1, 0)}
+    part = next(d["part"] for n, d in events if n == "response.content_part.done")
+    final = events[-1][1]["response"]["output"][1]["content"][0]
+    assert part["annotations"] == final["annotations"] == [d["annotation"] for d in added]
 
 
 def test_refusals_name_the_tool_field(setup: tuple[Any, ...], fake: FakeOpenAI,

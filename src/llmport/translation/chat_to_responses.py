@@ -57,13 +57,15 @@ def _search_tool(tool: dict[str, Any]) -> dict[str, Any]:
                                 "score_threshold": ranking.get("score_threshold", 0.0)}}
 
 
-def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+def message_item(item_id: str, text: str, status: str,
+                 annotations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {"id": item_id, "type": "message", "role": "assistant", "status": status,
-            "content": [text_part(text)] if status != "in_progress" else []}
+            "content": [text_part(text, annotations)] if status != "in_progress" else []}
 
 
-def text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def text_part(text: str, annotations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": annotations or [],
+            "logprobs": []}
 
 
 def call_item(item_id: str, call_id: str, name: str, arguments: str,

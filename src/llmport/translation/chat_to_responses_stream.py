@@ -4,7 +4,9 @@ The events come in the order OpenAI's API sends them: ``response.created`` and
 ``response.in_progress`` first; then, for a file search the gateway made before the
 answer, its ``output_item.added``, ``file_search_call.in_progress``, ``…searching``,
 ``…completed`` and ``output_item.done``; for the answer's text, ``output_item.added`` (a message),
-``content_part.added``, each ``output_text.delta``, then ``output_text.done``,
+``content_part.added``, each ``output_text.delta``, then its annotations
+(``output_text.annotation.added``: citations of the files a search found, known once the
+text is whole), ``output_text.done``,
 ``content_part.done`` and ``output_item.done``; for each tool call, ``output_item.added``
 (a function call), each ``function_call_arguments.delta``, then ``…arguments.done`` and
 ``output_item.done``; last ``response.completed`` (or ``response.incomplete``) with the
@@ -13,6 +15,7 @@ whole response and its usage. Every event carries the next ``sequence_number``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +42,11 @@ class _Call:
 
 
 class ResponseEvents:
-    def __init__(self, frame: dict[str, Any], searches: list[dict[str, Any]] | None = None
-                 ) -> None:
+    def __init__(self, frame: dict[str, Any], searches: list[dict[str, Any]] | None = None,
+                 cite: Callable[[str], list[dict[str, Any]]] | None = None) -> None:
         self.frame = frame
         self.searches = searches or []  # file_search_call items done before the answer
+        self.cite = cite  # a message's text → its annotations (the file citations)
         self.sequence = 0
         self.started = False
         self.output: list[dict[str, Any] | None] = []  # by output index; None while open
@@ -164,14 +168,22 @@ class ResponseEvents:
             return []
         text = "".join(self.text)
         incomplete = self.finish_reason in ("length", "content_filter")
-        item = message_item(self.text_id, text, "incomplete" if incomplete else "completed")
+        annotations = self.cite(text) if self.cite is not None else []
+        item = message_item(self.text_id, text, "incomplete" if incomplete else "completed",
+                            annotations)
         self.output[self.text_index] = item
         events = [
+            self._event("response.output_text.annotation.added", item_id=self.text_id,
+                        output_index=self.text_index, content_index=0, annotation_index=index,
+                        annotation=annotation)
+            for index, annotation in enumerate(annotations)]
+        events += [
             self._event("response.output_text.done", item_id=self.text_id,
                         output_index=self.text_index, content_index=0, text=text,
                         logprobs=[]),
             self._event("response.content_part.done", item_id=self.text_id,
-                        output_index=self.text_index, content_index=0, part=text_part(text)),
+                        output_index=self.text_index, content_index=0,
+                        part=text_part(text, annotations)),
             self._event("response.output_item.done", output_index=self.text_index, item=item)]
         self.text_id, self.text = None, []
         return events

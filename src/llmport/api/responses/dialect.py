@@ -25,7 +25,9 @@ from llmport.api.responses.file_search import (
     FileSearch,
     SearchTool,
     call_item,
+    citations,
     excerpts_message,
+    found_files,
     query_of,
 )
 from llmport.api.responses.validation import validate_response
@@ -55,6 +57,7 @@ class Turn:
     message: dict[str, Any] | None = None
     search: SearchTool | None = None  # its file_search tool
     search_item: dict[str, Any] | None = None  # the file_search_call item, once searched
+    found: list[tuple[str, str]] = field(default_factory=list)  # its files: (id, filename)
 
 
 def sse_event(event: Event) -> bytes:
@@ -102,6 +105,7 @@ class ResponsesDialect:
                 hits = await self.file_search.run(ctx.principal, turn.search, query)
                 turn.search_item = call_item(query, hits,
                                              RESULTS in (turn.body.get("include") or ()))
+                turn.found = found_files(hits)
                 context = excerpts_message(hits)
         if continued or context is not None:
             ctx.body = chat_request(turn.body, turn.history, turn.new_messages, context)
@@ -151,6 +155,10 @@ class ResponsesDialect:
         turn: Turn = ctx.state[TURN]
         turn.response, turn.message = finished(turn.frame, result.data)
         if turn.search_item is not None:
+            for item in turn.response["output"]:
+                if item["type"] == "message":
+                    for part in item["content"]:
+                        part["annotations"] = citations(part["text"], turn.found)
             turn.response["output"].insert(0, turn.search_item)
         return orjson.dumps(turn.response)
 
@@ -174,7 +182,9 @@ class ResponsesStream:
 
     def __init__(self, turn: Turn) -> None:
         self.turn = turn
-        self.events = ResponseEvents(turn.frame, [turn.search_item] if turn.search_item else None)
+        self.events = ResponseEvents(
+            turn.frame, [turn.search_item] if turn.search_item else None,
+            (lambda text: citations(text, turn.found)) if turn.search_item else None)
 
     def encode(self, chunk: Chunk) -> bytes:
         return b"".join(sse_event(e) for e in self.events.feed(chunk.data))

@@ -7,10 +7,15 @@ model as a system message before the turn. The response then begins with a
 ``file_search_call`` item (its ``results`` only when ``include`` asks for
 ``file_search_call.results``), as OpenAI's does. One search a turn, whatever the model
 would have chosen: any chat model can answer from it, with or without tool calling.
+
+The model is asked to name the files it draws on; each place its answer names one of the
+files the search found becomes a ``file_citation`` annotation of the answer's text (its
+``index`` where the name begins, in characters), as OpenAI's answers carry them.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,3 +147,29 @@ def call_item(query: str, hits: list[Hit], with_results: bool,
                 {"file_id": hit.file_id, "filename": hit.filename, "score": hit.score,
                  "text": hit.text, "attributes": hit.attributes} for hit in hits]
             if with_results else None}
+
+
+def found_files(hits: list[Hit]) -> list[tuple[str, str]]:
+    """The files the search found, each once: (file id, filename), best first."""
+    return list(dict.fromkeys((hit.file_id, hit.filename) for hit in hits))
+
+
+def citations(text: str, files: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """A ``file_citation`` for each place ``text`` names one of ``files``, in order.
+
+    A name counts as a whole word (not inside a longer name: ``a.md`` in ``data.md`` or
+    ``a.md.bak``; a full stop after it ends a sentence);
+    where two found files' names overlap, the longer wins. A file name twice among
+    ``files`` (two files, one name) is cited as the first (the better hit).
+    """
+    by_name: dict[str, str] = {}
+    for file_id, filename in files:
+        by_name.setdefault(filename, file_id)
+    if not by_name or not text:
+        return []
+    names = sorted(by_name, key=len, reverse=True)  # the longer first, where both match
+    alternatives = "|".join(map(re.escape, names))
+    pattern = re.compile(r"(?<![\w.\-])(?:" + alternatives + r")(?!\.?[\w\-])")
+    return [{"type": "file_citation", "file_id": by_name[match.group()],
+             "filename": match.group(), "index": match.start()}
+            for match in pattern.finditer(text)]
