@@ -130,7 +130,13 @@ def test_the_threshold_decides(fake: FakeOpenAI, start_gateway: Any) -> None:
     assert len(fake.history) == 2
 
 
-def test_a_failed_embedding_leaves_the_exact_cache(fake: FakeOpenAI, start_gateway: Any) -> None:
+def test_a_failed_embedding_leaves_the_exact_cache_and_is_counted_as_an_attempt(
+        fake: FakeOpenAI, start_gateway: Any) -> None:
+    """The lookups' embeddings go upstream outside any client's request: a failed one leaves
+    the request to the exact cache, and /metrics counts it as a failed attempt on its
+    deployment, never as a request."""
+    from tests.test_metrics import samples, total
+
     config = semantic(fake, broken={"name": "broken", "provider": "openai",
                                     "api_base": fake.url})
     config["cache"]["semantic"]["embedding_model"] = "broken"
@@ -142,34 +148,15 @@ def test_a_failed_embedding_leaves_the_exact_cache(fake: FakeOpenAI, start_gatew
         first = http.post("/v1/chat/completions", json=body)
         assert first.status_code == 200 and "x-llmport-cache" not in first.headers
         assert http.post("/v1/chat/completions", json=body).headers["x-llmport-cache"] == "hit"
-
-
-def test_the_caches_own_embedding_calls_are_upstream_attempts_not_requests(
-        fake: FakeOpenAI, start_gateway: Any) -> None:
-    """The lookups' embeddings go upstream outside any client's request: /metrics counts
-    them as attempts on their deployment (a failed one with its error), never as requests."""
-    from tests.test_metrics import samples, total
-
-    config = semantic(fake, remote={"name": "remote-embed", "provider": "openai",
-                                    "api_base": fake.url})
-    config["cache"]["semantic"]["embedding_model"] = "remote-embed"
-    config["router"] = {"num_retries": 0}
-    server = start_gateway(config)
-    body = {"model": "m", "messages": [{"role": "user", "content": FRANCE}]}
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        fake.enqueue(Fail(500, "embeddings down"))  # the first lookup's embedding
-        assert http.post("/v1/chat/completions", json=body).status_code == 200
-        assert http.post("/v1/chat/completions", json=body).headers["x-llmport-cache"] == "hit"
         scraped = samples(http.get("/metrics").text)
     attempts = {labels: value for (name, labels), value in scraped.items()
                 if name == "llmport_upstream_attempts_total" and value}
-    embedding = "remote-embed/openai:remote-embed"
-    assert total(scraped, "llmport_upstream_attempts_total", deployment=embedding,
+    assert total(scraped, "llmport_upstream_attempts_total", deployment="broken/openai:broken",
                  outcome="UpstreamStatusError") == 1, attempts
     assert total(scraped, "llmport_upstream_attempts_total", deployment="m/openai:m",
                  outcome="ok") == 1, attempts
     assert total(scraped, "llmport_requests_total") == 2  # the client's two, no more
-    assert total(scraped, "llmport_requests_total", model="remote-embed") == 0
+    assert total(scraped, "llmport_requests_total", model="broken") == 0
 
 
 def test_the_embedding_model_must_be_one_of_the_config(tmp_path: Path) -> None:
