@@ -165,7 +165,7 @@ def test_the_answer_cites_the_found_files_it_names(setup: tuple[Any, ...],
     assert again.output[1].content[0].annotations == annotations  # type: ignore[union-attr]
 
 
-def test_a_streamed_answer_sends_its_citations_before_its_text_is_done(
+def test_a_streamed_answer_sends_its_citations_as_it_is_written(
         setup: tuple[Any, ...], fake: FakeOpenAI) -> None:
     server, _, key, _, store_id, ids = setup
     fake.enqueue(Answer(words=CITING))
@@ -182,9 +182,19 @@ def test_a_streamed_answer_sends_its_citations_before_its_text_is_done(
              "index": text.index("france.md")}),
         (1, {"type": "file_citation", "file_id": ids["bread.md"], "filename": "bread.md",
              "index": text.index("bread.md")})]
+    # Each citation goes out as soon as the text is far enough past the name that no later
+    # text could change it: the first one mid-stream, none before its name was written.
     last_delta = max(i for i, n in enumerate(names) if n == "response.output_text.delta")
-    first_added = names.index("response.output_text.annotation.added")
-    assert last_delta < first_added < names.index("response.output_text.done")
+    assert names.index("response.output_text.annotation.added") < last_delta
+    assert max(i for i, n in enumerate(names) if n == "response.output_text.annotation.added"
+               ) < names.index("response.output_text.done")
+    written = ""
+    for name, data in events:
+        if name == "response.output_text.delta":
+            written += data["delta"]
+        elif name == "response.output_text.annotation.added":
+            cited = data["annotation"]
+            assert written[cited["index"]:].startswith(cited["filename"]), written
     assert {(d["item_id"], d["output_index"], d["content_index"]) for d in added} == {
         (events[last_delta][1]["item_id"], 1, 0)}
     part = next(d["part"] for n, d in events if n == "response.content_part.done")
@@ -222,3 +232,37 @@ def test_refusals_name_the_tool_field(setup: tuple[Any, ...], fake: FakeOpenAI,
         no_rag.responses.create(model="gpt-4o-mini", input=QUESTION, tools=[
             {"type": "file_search", "vector_store_ids": ["vs_1"]}])
     assert refused.value.body["param"] == "tools"  # type: ignore[index]
+
+
+def test_citations_found_as_a_text_grows_are_those_of_the_whole_text() -> None:
+    """Fed in pieces of any size, a text gets exactly the citations the whole text gets, in
+    order: whole names only, the longer of two overlapping names, a name split across
+    pieces, one that only a later piece shows to be part of a longer one."""
+    import random
+
+    from llmport.api.responses.file_search import Citations
+
+    files = [("f1", "france.md"), ("f2", "a.md"), ("f3", "data.md"), ("f4", "my notes.md"),
+             ("f5", "notes.md"), ("f6", "x.md.txt"), ("f7", "france.md")]
+    texts = {
+        "Per france.md, Paris. See data.md and a.md; not xa.md, a.md.bak or france.mdx.":
+            [("france.md", "f1", 4), ("data.md", "f3", 26), ("a.md", "f2", 38)],
+        "my notes.md, notes.md and x.md.txt but not x.md": [
+            ("my notes.md", "f4", 0), ("notes.md", "f5", 13), ("x.md.txt", "f6", 26)],
+        "a.md": [("a.md", "f2", 0)],
+        "nothing named": []}
+    pick = random.Random(7)
+    for text, expected in texts.items():
+        whole = Citations(files).of(text)
+        assert [(c["filename"], c["file_id"], c["index"]) for c in whole] == expected
+        assert all(c["type"] == "file_citation" for c in whole)
+        for _ in range(100):
+            citing = Citations(files)
+            citing.start()
+            got, at = [], 0
+            while at < len(text):
+                size = pick.randint(1, 6)
+                got += citing.feed(text[at:at + size])
+                at += size
+            assert got + citing.rest() == whole, text
+    assert Citations([]).of("france.md") == []

@@ -4,9 +4,9 @@ The events come in the order OpenAI's API sends them: ``response.created`` and
 ``response.in_progress`` first; then, for a file search the gateway made before the
 answer, its ``output_item.added``, ``file_search_call.in_progress``, ``…searching``,
 ``…completed`` and ``output_item.done``; for the answer's text, ``output_item.added`` (a message),
-``content_part.added``, each ``output_text.delta``, then its annotations
-(``output_text.annotation.added``: citations of the files a search found, known once the
-text is whole), ``output_text.done``,
+``content_part.added``, each ``output_text.delta`` (each followed by the annotations it
+makes final, ``output_text.annotation.added``: citations of the files a search found),
+then the last annotations, ``output_text.done``,
 ``content_part.done`` and ``output_item.done``; for each tool call, ``output_item.added``
 (a function call), each ``function_call_arguments.delta``, then ``…arguments.done`` and
 ``output_item.done``; last ``response.completed`` (or ``response.incomplete``) with the
@@ -15,9 +15,8 @@ whole response and its usage. Every event carries the next ``sequence_number``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from llmport.translation.chat_to_responses import (
     assistant_message,
@@ -32,6 +31,14 @@ from llmport.types import Usage
 Event = tuple[str, dict[str, Any]]
 
 
+class Citing(Protocol):
+    """Annotations of a message's text as it grows (``file_search.Citations``)."""
+
+    def start(self) -> None: ...
+    def feed(self, piece: str) -> list[dict[str, Any]]: ...
+    def rest(self) -> list[dict[str, Any]]: ...
+
+
 @dataclass(slots=True)
 class _Call:
     item_id: str
@@ -43,10 +50,11 @@ class _Call:
 
 class ResponseEvents:
     def __init__(self, frame: dict[str, Any], searches: list[dict[str, Any]] | None = None,
-                 cite: Callable[[str], list[dict[str, Any]]] | None = None) -> None:
+                 citing: Citing | None = None) -> None:
         self.frame = frame
         self.searches = searches or []  # file_search_call items done before the answer
-        self.cite = cite  # a message's text → its annotations (the file citations)
+        self.citing = citing  # finds the open message's annotations (file citations)
+        self.annotations: list[dict[str, Any]] = []  # the open message's, so far
         self.sequence = 0
         self.started = False
         self.output: list[dict[str, Any] | None] = []  # by output index; None while open
@@ -116,11 +124,26 @@ class ResponseEvents:
                 self._event("response.content_part.added", item_id=self.text_id,
                             output_index=self.text_index, content_index=0,
                             part=text_part(""))]
+            if self.citing is not None:
+                self.citing.start()
         self.text.append(text)
         self.all_text.append(text)
         events.append(self._event("response.output_text.delta", item_id=self.text_id,
                                   output_index=self.text_index, content_index=0, delta=text,
                                   logprobs=[]))
+        if self.citing is not None:
+            events += self._annotated(self.citing.feed(text))
+        return events
+
+    def _annotated(self, annotations: list[dict[str, Any]]) -> list[Event]:
+        """The open message's new annotations, as events."""
+        events = []
+        for annotation in annotations:
+            events.append(self._event(
+                "response.output_text.annotation.added", item_id=self.text_id,
+                output_index=self.text_index, content_index=0,
+                annotation_index=len(self.annotations), annotation=annotation))
+            self.annotations.append(annotation)
         return events
 
     def _call(self, delta: dict[str, Any]) -> list[Event]:
@@ -168,15 +191,11 @@ class ResponseEvents:
             return []
         text = "".join(self.text)
         incomplete = self.finish_reason in ("length", "content_filter")
-        annotations = self.cite(text) if self.cite is not None else []
+        events = self._annotated(self.citing.rest()) if self.citing is not None else []
+        annotations, self.annotations = self.annotations, []
         item = message_item(self.text_id, text, "incomplete" if incomplete else "completed",
                             annotations)
         self.output[self.text_index] = item
-        events = [
-            self._event("response.output_text.annotation.added", item_id=self.text_id,
-                        output_index=self.text_index, content_index=0, annotation_index=index,
-                        annotation=annotation)
-            for index, annotation in enumerate(annotations)]
         events += [
             self._event("response.output_text.done", item_id=self.text_id,
                         output_index=self.text_index, content_index=0, text=text,

@@ -22,10 +22,10 @@ from llmport.api.jobs.caller import owner_of
 from llmport.api.openai.validation import parse_json_object
 from llmport.api.responses.file_search import (
     RESULTS,
+    Citations,
     FileSearch,
     SearchTool,
     call_item,
-    citations,
     excerpts_message,
     found_files,
     query_of,
@@ -158,7 +158,7 @@ class ResponsesDialect:
             for item in turn.response["output"]:
                 if item["type"] == "message":
                     for part in item["content"]:
-                        part["annotations"] = citations(part["text"], turn.found)
+                        part["annotations"] = Citations(turn.found).of(part["text"])
             turn.response["output"].insert(0, turn.search_item)
         return orjson.dumps(turn.response)
 
@@ -184,7 +184,7 @@ class ResponsesStream:
         self.turn = turn
         self.events = ResponseEvents(
             turn.frame, [turn.search_item] if turn.search_item else None,
-            (lambda text: citations(text, turn.found)) if turn.search_item else None)
+            Citations(turn.found) if turn.search_item else None)
 
     def encode(self, chunk: Chunk) -> bytes:
         return b"".join(sse_event(e) for e in self.events.feed(chunk.data))

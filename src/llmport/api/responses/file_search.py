@@ -154,22 +154,65 @@ def found_files(hits: list[Hit]) -> list[tuple[str, str]]:
     return list(dict.fromkeys((hit.file_id, hit.filename) for hit in hits))
 
 
-def citations(text: str, files: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """A ``file_citation`` for each place ``text`` names one of ``files``, in order.
+class Citations:
+    """The places an answer names the files a search found, as ``file_citation`` annotations
+    (``index``: where the name begins, in characters), in order.
 
     A name counts as a whole word (not inside a longer name: ``a.md`` in ``data.md`` or
-    ``a.md.bak``; a full stop after it ends a sentence);
-    where two found files' names overlap, the longer wins. A file name twice among
-    ``files`` (two files, one name) is cited as the first (the better hit).
+    ``a.md.bak``; a full stop after it ends a sentence); where two found files' names
+    overlap, the longer wins; two files with one name are cited as the first (the better
+    hit). ``of(text)`` cites a whole text; a stream's growing text is fed piece by piece
+    (``start``, ``feed``, ``rest``), each citation given as soon as no later text can
+    change it, so they go out as the answer is written.
     """
-    by_name: dict[str, str] = {}
-    for file_id, filename in files:
-        by_name.setdefault(filename, file_id)
-    if not by_name or not text:
-        return []
-    names = sorted(by_name, key=len, reverse=True)  # the longer first, where both match
-    alternatives = "|".join(map(re.escape, names))
-    pattern = re.compile(r"(?<![\w.\-])(?:" + alternatives + r")(?!\.?[\w\-])")
-    return [{"type": "file_citation", "file_id": by_name[match.group()],
-             "filename": match.group(), "index": match.start()}
-            for match in pattern.finditer(text)]
+
+    def __init__(self, files: list[tuple[str, str]]) -> None:
+        self._by_name: dict[str, str] = {}
+        for file_id, filename in files:
+            self._by_name.setdefault(filename, file_id)
+        names = sorted(self._by_name, key=len, reverse=True)  # the longer first
+        alternatives = "|".join(map(re.escape, names))
+        self._pattern = re.compile(r"(?<![\w.\-])(?:" + alternatives + r")(?!\.?[\w\-])") \
+            if names else None
+        # What a match attempt at a position reads: the longest name and the two characters
+        # after it. Once the text runs that far past a position, its outcome is final.
+        self._reach = (len(names[0]) if names else 0) + 2
+        self._text = ""
+        self._from = 0  # the text before it is cited and will not change
+
+    def of(self, text: str) -> list[dict[str, Any]]:
+        if self._pattern is None:
+            return []
+        return [self._citation(match) for match in self._pattern.finditer(text)]
+
+    def start(self) -> None:
+        """A new message's text begins."""
+        self._text, self._from = "", 0
+
+    def feed(self, piece: str) -> list[dict[str, Any]]:
+        """The citations that ``piece`` (the next of the text) makes final."""
+        self._text += piece
+        return self._scan(final=False)
+
+    def rest(self) -> list[dict[str, Any]]:
+        """The citations not yet given, once the text is whole."""
+        return self._scan(final=True)
+
+    def _scan(self, final: bool) -> list[dict[str, Any]]:
+        if self._pattern is None:
+            return []
+        text = self._text
+        decided = len(text) if final else len(text) - self._reach  # no later text changes
+        found: list[dict[str, Any]] = []
+        for match in self._pattern.finditer(text, self._from):
+            if match.start() > decided:  # a longer name, or what follows, could change it
+                self._from = max(self._from, decided)
+                return found
+            found.append(self._citation(match))
+            self._from = match.end()
+        self._from = max(self._from, decided)
+        return found
+
+    def _citation(self, match: re.Match[str]) -> dict[str, Any]:
+        return {"type": "file_citation", "file_id": self._by_name[match.group()],
+                "filename": match.group(), "index": match.start()}
