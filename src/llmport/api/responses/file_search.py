@@ -177,8 +177,11 @@ class Citations:
         # What a match attempt at a position reads: the longest name and the two characters
         # after it. Once the text runs that far past a position, its outcome is final.
         self._reach = (len(names[0]) if names else 0) + 2
-        self._text = ""
         self._from = 0  # the text before it is cited and will not change
+        # The text from ``_kept`` on: what is cited is dropped, but for the character the
+        # next match's lookbehind reads, so a long answer is not copied again and again.
+        self._text = ""
+        self._kept = 0
 
     def of(self, text: str) -> list[dict[str, Any]]:
         if self._pattern is None:
@@ -187,7 +190,7 @@ class Citations:
 
     def start(self) -> None:
         """A new message's text begins."""
-        self._text, self._from = "", 0
+        self._text, self._from, self._kept = "", 0, 0
 
     def feed(self, piece: str) -> list[dict[str, Any]]:
         """The citations that ``piece`` (the next of the text) makes final."""
@@ -201,18 +204,20 @@ class Citations:
     def _scan(self, final: bool) -> list[dict[str, Any]]:
         if self._pattern is None:
             return []
-        text = self._text
-        decided = len(text) if final else len(text) - self._reach  # no later text changes
+        text, kept = self._text, self._kept
+        end = kept + len(text)
+        decided = end if final else end - self._reach  # no later text changes what is before
         found: list[dict[str, Any]] = []
-        for match in self._pattern.finditer(text, self._from):
-            if match.start() > decided:  # a longer name, or what follows, could change it
-                self._from = max(self._from, decided)
-                return found
-            found.append(self._citation(match))
-            self._from = match.end()
+        for match in self._pattern.finditer(text, self._from - kept):
+            if kept + match.start() > decided:  # a longer name, or what follows, could change it
+                break
+            found.append(self._citation(match, kept))
+            self._from = kept + match.end()
         self._from = max(self._from, decided)
+        drop = max(0, self._from - 1 - kept)
+        self._text, self._kept = text[drop:], kept + drop
         return found
 
-    def _citation(self, match: re.Match[str]) -> dict[str, Any]:
+    def _citation(self, match: re.Match[str], offset: int = 0) -> dict[str, Any]:
         return {"type": "file_citation", "file_id": self._by_name[match.group()],
-                "filename": match.group(), "index": match.start()}
+                "filename": match.group(), "index": offset + match.start()}
