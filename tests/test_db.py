@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from llmport.db import ApiKey, Base, Database, migrations
@@ -653,3 +653,56 @@ async def test_purge_spend(db: Database) -> None:
         T0 + timedelta(days=3), T0 + timedelta(days=2)]
     assert await db.purge_spend(T0 + timedelta(days=10)) == 2
     assert await db.count_spend() == 0
+
+
+async def test_a_chain_of_responses_stores_each_turn_once_and_outlives_deletes_and_purges(
+        db: Database) -> None:
+    """Each response continuing another keeps only its turn; the whole conversation reads
+    back in order; deleting a response, or purging the oldest, hands their turns on to the
+    responses continuing them (forks too), so those stay whole."""
+    from llmport.db.job_models import StoredResponse
+    from llmport.db.responses import ResponseTables
+
+    tables = ResponseTables(db.sessions)
+
+    def turn(n: int) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": f"q{n}"}, {"role": "assistant", "content": f"a{n}"}]
+
+    def turns(*ns: int) -> list[dict[str, Any]]:
+        return [message for n in ns for message in turn(n)]
+
+    async def history(response_id: str) -> list[dict[str, Any]]:
+        row = await tables.get("me", response_id)
+        assert row is not None
+        return await tables.history(row)
+
+    await tables.save("me", {"id": "r1"}, [], turn(1))
+    for n in range(2, 7):
+        await tables.save("me", {"id": f"r{n}"}, [], turn(n), f"r{n - 1}",
+                          earlier=turns(*range(1, n)))
+    await tables.save("me", {"id": "r3b"}, [], turn(9), "r3", earlier=turns(1, 2, 3))  # a fork
+    async with db.sessions() as session:
+        stored = {row.id: row.history for row in
+                  (await session.execute(select(StoredResponse))).scalars()}
+    assert stored == {**{f"r{n}": turn(n) for n in range(1, 7)}, "r3b": turn(9)}  # once each
+    assert await history("r6") == turns(1, 2, 3, 4, 5, 6)
+    assert await history("r1") == turn(1)
+
+    assert not await tables.delete("you", "r3")  # not theirs: nothing changes
+    assert await tables.delete("me", "r3")  # continued by r4 and by the fork
+    assert await tables.get("me", "r3") is None
+    assert await history("r6") == turns(1, 2, 3, 4, 5, 6)
+    assert await history("r3b") == turns(1, 2, 3, 9)
+
+    async with db.sessions.begin() as session:  # r1 and r2 are a month old
+        for old in ("r1", "r2"):
+            row = await session.get(StoredResponse, old)
+            assert row is not None
+            row.created_at = T0
+    assert await tables.purge(T0 + timedelta(days=1)) == 2
+    assert await history("r6") == turns(1, 2, 3, 4, 5, 6)
+    assert await history("r3b") == turns(1, 2, 3, 9)
+
+    # Continuing a response deleted in the meantime: the row keeps the whole history.
+    await tables.save("me", {"id": "r7"}, [], turn(7), "gone", earlier=turns(1, 2))
+    assert await history("r7") == turns(1, 2, 7)

@@ -176,6 +176,11 @@ def test_conversations_continue_by_previous_response_id(server: GatewayServer,
     with pytest.raises(openai.NotFoundError):
         api.responses.retrieve(first.id)
     assert api.responses.retrieve(second.id).id == second.id  # the rest stays
+    # and still continues from the start: the deleted turn's messages were handed on
+    api.responses.create(model="gpt-4o-mini", input="Once more?", previous_response_id=third.id)
+    assert [m["content"] for m in sent(fake)[-1]["messages"]] == [
+        "My name is Ada.", first.output_text, "What is my name?", second.output_text,
+        "And again?", third.output_text, "Once more?"]
 
 
 def test_a_token_limit_makes_an_incomplete_response(server: GatewayServer) -> None:

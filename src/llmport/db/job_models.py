@@ -173,10 +173,15 @@ class VectorChunk(Base):
 
 
 class StoredResponse(Base):
-    """A ``/v1/responses`` answer kept for ``previous_response_id`` and ``GET``."""
+    """A ``/v1/responses`` answer kept for ``previous_response_id`` and ``GET``.
+
+    ``history`` is the chat messages this response adds to the one it continues
+    (``previous_id``), or, with no ``previous_id``, its whole conversation: a chain of
+    responses stores each turn once (``ResponseTables``).
+    """
 
     __tablename__ = "responses"
-    __table_args__ = (Index(None, "owner", "created_at"),)
+    __table_args__ = (Index(None, "owner", "created_at"), Index(None, "previous_id"))
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(160))
@@ -184,6 +189,7 @@ class StoredResponse(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JSONType)
     input_items: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     history: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    previous_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class Conversation(Base):

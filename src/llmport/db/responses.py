@@ -1,8 +1,13 @@
 """``ResponseTables``: stored ``/v1/responses`` answers and the conversations they continue.
 
 A stored response keeps the object the client received, its own input items (for
-``GET …/input_items``) and the chat messages of its whole conversation up to and with its
-answer (``history``), so ``previous_response_id`` continues it with one read.
+``GET …/input_items``) and chat messages: a response that continues another
+(``previous_response_id``) only those its turn added, with the id of the one before
+(``previous_id``); any other its whole conversation. A conversation of N turns is then
+stored once, not N times over (each response holding every turn before it grew the
+storage with the square of the turns), and ``history`` reads a whole chain back in one
+query. Deleting a response, or purging it, first hands its messages on to the responses
+that continue it, so they stay whole.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete
+from sqlalchemy import literal, select, update
 
 from llmport.db.job_models import StoredResponse
 from llmport.db.jobs import now
@@ -25,29 +30,74 @@ class ResponseTables:
         self.sessions = sessions
 
     async def save(self, owner: str, response: dict[str, Any], input_items: list[dict[str, Any]],
-                   history: list[dict[str, Any]]) -> None:
+                   messages: list[dict[str, Any]], previous_id: str | None = None,
+                   earlier: list[dict[str, Any]] | None = None) -> None:
+        """``messages``: the turn's, after those of ``previous_id`` (``earlier``: what that
+        chain held when the turn began); without one, all of them. Should the previous
+        response be gone by now (deleted meanwhile), the row keeps the whole history."""
         async with self.sessions.begin() as session:
+            if previous_id is not None and await session.get(StoredResponse, previous_id) is None:
+                messages, previous_id = [*(earlier or ()), *messages], None
             session.add(StoredResponse(id=response["id"], owner=owner, created_at=now(),
                                        body=response, input_items=input_items,
-                                       history=history))
+                                       history=messages, previous_id=previous_id))
 
     async def get(self, owner: str, response_id: str) -> StoredResponse | None:
         async with self.sessions() as session:
             row = await session.get(StoredResponse, response_id)
         return row if row is not None and row.owner == owner else None
 
+    async def history(self, row: StoredResponse) -> list[dict[str, Any]]:
+        """Every chat message of ``row``'s conversation, its answer last."""
+        if row.previous_id is None:
+            return row.history
+        link = select(StoredResponse.id, StoredResponse.previous_id,
+                      literal(0).label("depth")).where(
+            StoredResponse.id == row.id).cte("chain", recursive=True)
+        link = link.union_all(select(
+            StoredResponse.id, StoredResponse.previous_id, link.c.depth + 1).where(
+            StoredResponse.id == link.c.previous_id))
+        query = select(StoredResponse.history).join(link, StoredResponse.id == link.c.id) \
+            .order_by(link.c.depth.desc())
+        async with self.sessions() as session:
+            parts = (await session.execute(query)).scalars().all()
+        return [message for part in parts for message in part]
+
     async def delete(self, owner: str, response_id: str) -> bool:
         async with self.sessions.begin() as session:
-            result = await session.execute(delete(StoredResponse).where(
-                StoredResponse.id == response_id, StoredResponse.owner == owner))
-        return bool(result.rowcount)
+            row = await session.get(StoredResponse, response_id)
+            if row is None or row.owner != owner:
+                return False
+            await _hand_on(session, row)
+            await session.delete(row)
+        return True
 
     async def purge(self, before: datetime) -> int:
-        """Delete the responses stored before ``before``; how many."""
-        async with self.sessions.begin() as session:
-            result = await session.execute(delete(StoredResponse).where(
-                StoredResponse.created_at < before))
-        return int(result.rowcount or 0)
+        """Delete the responses stored before ``before``, oldest first; how many."""
+        async with self.sessions() as session:
+            ids = (await session.execute(
+                select(StoredResponse.id).where(StoredResponse.created_at < before)
+                .order_by(StoredResponse.created_at))).scalars().all()
+        removed = 0
+        for response_id in ids:  # one at a time: each hands its messages on first
+            async with self.sessions.begin() as session:
+                row = await session.get(StoredResponse, response_id)
+                if row is not None:
+                    await _hand_on(session, row)
+                    await session.delete(row)
+                    removed += 1
+        return removed
+
+
+async def _hand_on(session: Any, row: StoredResponse) -> None:
+    """Before ``row`` goes: the responses continuing it take its messages, and continue the
+    one it continued (a response continued by several hands its messages to each)."""
+    children = (await session.execute(select(StoredResponse).where(
+        StoredResponse.previous_id == row.id))).scalars().all()
+    for child in children:
+        await session.execute(update(StoredResponse).where(StoredResponse.id == child.id)
+                              .values(history=[*row.history, *child.history],
+                                      previous_id=row.previous_id))
 
 
 async def purge_every_hour(tables: ResponseTables, days: float) -> None:

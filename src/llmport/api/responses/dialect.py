@@ -120,7 +120,7 @@ class ResponsesDialect:
             if previous is None:
                 raise NotFoundError(f"No response with id {previous_id!r}.",
                                     param="previous_response_id", code="response_not_found")
-            turn.history = previous.history
+            turn.history = await self.tables.history(previous)
         elif conversation and self.conversations is not None:
             if await self.conversations.get(owner, conversation["id"]) is None:
                 raise NotFoundError(f"No conversation with id {conversation['id']!r}.",
@@ -142,8 +142,11 @@ class ResponsesDialect:
         items = stored_items(turn.body["input"])
         try:
             if turn.body.get("store", True):
+                previous = turn.body.get("previous_response_id") or None
+                messages = [*turn.new_messages, turn.message]  # after the previous's
                 await self.tables.save(owner, turn.response, items,
-                                       [*turn.history, *turn.new_messages, turn.message])
+                                       messages if previous else [*turn.history, *messages],
+                                       previous, earlier=turn.history)
             conversation = turn.body.get("conversation")
             if conversation and self.conversations is not None:
                 await self.conversations.append(owner, conversation["id"],
