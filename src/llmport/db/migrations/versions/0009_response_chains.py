@@ -6,7 +6,9 @@ Revises: 0008
 Create Date: 2026-12-07
 
 Written by hand, types spelled out (see 0001). Rows from before keep their whole history
-(``previous_id`` NULL), which is what a chain's first link holds.
+(``previous_id`` NULL), which is what a chain's first link holds. A downgrade leaves the
+rows stored since then with their own turn only (continuing one then sends that turn
+alone).
 """
 
 from __future__ import annotations
