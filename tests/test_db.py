@@ -694,12 +694,15 @@ async def test_a_chain_of_responses_stores_each_turn_once_and_outlives_deletes_a
     assert await history("r6") == turns(1, 2, 3, 4, 5, 6)
     assert await history("r3b") == turns(1, 2, 3, 9)
 
-    async with db.sessions.begin() as session:  # r1 and r2 are a month old
-        for old in ("r1", "r2"):
+    await tables.save("me", {"id": "solo"}, [], turn(8))  # continued by nothing
+    await tables.save("me", {"id": "tip"}, [], turn(10), "solo", earlier=turn(8))
+    async with db.sessions.begin() as session:  # these are old: r1 and r2 are continued
+        for old in ("r1", "r2", "solo", "tip"):  # by newer ones, tip by none
             row = await session.get(StoredResponse, old)
             assert row is not None
             row.created_at = T0
-    assert await tables.purge(T0 + timedelta(days=1)) == 2
+    assert await tables.purge(T0 + timedelta(days=1)) == 4
+    assert await tables.get("me", "solo") is None and await tables.get("me", "tip") is None
     assert await history("r6") == turns(1, 2, 3, 4, 5, 6)
     assert await history("r3b") == turns(1, 2, 3, 9)
 

@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import literal, select, update
+from sqlalchemy import delete, exists, literal, select, update
+from sqlalchemy.orm import aliased
 
 from llmport.db.job_models import StoredResponse
 from llmport.db.jobs import now
@@ -73,12 +74,17 @@ class ResponseTables:
         return True
 
     async def purge(self, before: datetime) -> int:
-        """Delete the responses stored before ``before``, oldest first; how many."""
+        """Delete the responses stored before ``before``; how many."""
+        continuation = aliased(StoredResponse)
+        async with self.sessions.begin() as session:  # those nothing continues: at once
+            result = await session.execute(delete(StoredResponse).where(
+                StoredResponse.created_at < before,
+                ~exists().where(continuation.previous_id == StoredResponse.id)))
+        removed = int(result.rowcount or 0)
         async with self.sessions() as session:
             ids = (await session.execute(
                 select(StoredResponse.id).where(StoredResponse.created_at < before)
                 .order_by(StoredResponse.created_at))).scalars().all()
-        removed = 0
         for response_id in ids:  # one at a time: each hands its messages on first
             async with self.sessions.begin() as session:
                 row = await session.get(StoredResponse, response_id)
