@@ -94,18 +94,8 @@ def cost_of(ctx: CallContext, prices: Prices) -> float:
     if usage is None or (state and (state.get("cache") == "hit" or state.get("replayed"))):
         value = 0.0
     else:
-        # Prices.for_call and pricing.cost, inlined for the usual call (a known deployment,
-        # no cached tokens): every request is priced, and the two calls cost more than this.
-        price = prices._by_deployment.get(ctx.deployment, _UNKNOWN)  # type: ignore[arg-type]
-        if price is _UNKNOWN:
-            price = prices.for_call(ctx.deployment, ctx.served_model or ctx.model)
-        prompt, completion = usage.prompt_tokens, usage.completion_tokens
-        if price is None:
-            value = 0.0
-        elif usage.cached_tokens <= 0 and prompt >= 0 and completion >= 0:
-            value = (prompt * price.input + completion * price.output) / 1_000_000
-        else:
-            value = cost(price, prompt, completion, usage.cached_tokens)
+        price = prices.for_call(ctx.deployment, ctx.served_model or ctx.model)
+        value = cost(price, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     ctx.cost = value
     return value
 

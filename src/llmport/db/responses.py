@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, exists, literal, select, update
+from sqlalchemy import delete, exists, literal, select
 from sqlalchemy.orm import aliased
 
 from llmport.db.job_models import StoredResponse
@@ -33,12 +33,14 @@ class ResponseTables:
     async def save(self, owner: str, response: dict[str, Any], input_items: list[dict[str, Any]],
                    messages: list[dict[str, Any]], previous_id: str | None = None,
                    earlier: list[dict[str, Any]] | None = None) -> None:
-        """``messages``: the turn's, after those of ``previous_id`` (``earlier``: what that
-        chain held when the turn began); without one, all of them. Should the previous
-        response be gone by now (deleted meanwhile), the row keeps the whole history."""
+        """``messages``: the turn's, after ``earlier`` (the conversation before it). A
+        response continuing ``previous_id`` (which holds ``earlier``) stores the turn's
+        alone; any other, or one whose previous is gone by now (deleted meanwhile), both."""
         async with self.sessions.begin() as session:
             if previous_id is not None and await session.get(StoredResponse, previous_id) is None:
-                messages, previous_id = [*(earlier or ()), *messages], None
+                previous_id = None
+            if previous_id is None:
+                messages = [*(earlier or ()), *messages]
             session.add(StoredResponse(id=response["id"], owner=owner, created_at=now(),
                                        body=response, input_items=input_items,
                                        history=messages, previous_id=previous_id))
@@ -101,9 +103,8 @@ async def _hand_on(session: Any, row: StoredResponse) -> None:
     children = (await session.execute(select(StoredResponse).where(
         StoredResponse.previous_id == row.id))).scalars().all()
     for child in children:
-        await session.execute(update(StoredResponse).where(StoredResponse.id == child.id)
-                              .values(history=[*row.history, *child.history],
-                                      previous_id=row.previous_id))
+        child.history = [*row.history, *child.history]
+        child.previous_id = row.previous_id
 
 
 async def purge_every_hour(tables: ResponseTables, days: float) -> None:

@@ -142,11 +142,10 @@ class ResponsesDialect:
         items = stored_items(turn.body["input"])
         try:
             if turn.body.get("store", True):
-                previous = turn.body.get("previous_response_id") or None
-                messages = [*turn.new_messages, turn.message]  # after the previous's
                 await self.tables.save(owner, turn.response, items,
-                                       messages if previous else [*turn.history, *messages],
-                                       previous, earlier=turn.history)
+                                       [*turn.new_messages, turn.message],
+                                       turn.body.get("previous_response_id") or None,
+                                       earlier=turn.history)
             conversation = turn.body.get("conversation")
             if conversation and self.conversations is not None:
                 await self.conversations.append(owner, conversation["id"],
@@ -158,10 +157,11 @@ class ResponsesDialect:
         turn: Turn = ctx.state[TURN]
         turn.response, turn.message = finished(turn.frame, result.data)
         if turn.search_item is not None:
+            citations = Citations(turn.found)
             for item in turn.response["output"]:
                 if item["type"] == "message":
                     for part in item["content"]:
-                        part["annotations"] = Citations(turn.found).of(part["text"])
+                        part["annotations"] = citations.of(part["text"])
             turn.response["output"].insert(0, turn.search_item)
         return orjson.dumps(turn.response)
 

@@ -184,9 +184,10 @@ class Citations:
         self._kept = 0
 
     def of(self, text: str) -> list[dict[str, Any]]:
-        if self._pattern is None:
-            return []
-        return [self._citation(match) for match in self._pattern.finditer(text)]
+        """The citations of a whole text (a text fed before is forgotten)."""
+        self.start()
+        self._text = text
+        return self._scan(final=True)
 
     def start(self) -> None:
         """A new message's text begins."""
@@ -218,6 +219,6 @@ class Citations:
         self._text, self._kept = text[drop:], kept + drop
         return found
 
-    def _citation(self, match: re.Match[str], offset: int = 0) -> dict[str, Any]:
+    def _citation(self, match: re.Match[str], offset: int) -> dict[str, Any]:
         return {"type": "file_citation", "file_id": self._by_name[match.group()],
                 "filename": match.group(), "index": offset + match.start()}
