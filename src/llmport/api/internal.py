@@ -23,6 +23,7 @@ from llmport.api.proxy import Dialect, run_cleanups
 from llmport.errors import AuthenticationError, InvalidRequestError, LLMPortError
 from llmport.gateway.context import CallContext
 from llmport.policies.auth import MASTER
+from llmport.policies.idempotency import KEEP_FOR
 from llmport.tenancy.jwt_config import JWTIdentity
 from llmport.types import ANONYMOUS, Endpoint, JSONResult, Principal, Usage
 
@@ -57,13 +58,17 @@ class Answer:
 async def call(gateway: Gateway, endpoint: Endpoint, body: dict[str, Any],
                principal: Principal | dict[str, Any],
                headers: list[tuple[bytes, bytes]] | None = None,
-               dialect: Dialect | None = None) -> Answer:
+               dialect: Dialect | None = None, keep_answer_s: float | None = None) -> Answer:
     """``body`` sent to ``endpoint`` as ``principal`` (or as a ``run_as`` record, resolved
     here: a revoked key's request is refused like any other), in ``dialect``'s wire form
-    (OpenAI's by default; the answer, or the error, comes in it too). Never streamed."""
+    (OpenAI's by default; the answer, or the error, comes in it too). Never streamed.
+    ``keep_answer_s``: with an ``Idempotency-Key`` header, how long its answer is needed
+    (at most the configured ``idempotency.ttl``)."""
     dialect = dialect or DIALECTS[endpoint]
     ctx = CallContext(f"req_{secrets.token_hex(12)}", endpoint, {}, None, "",
                       headers=headers or [], dialect=dialect.name)
+    if keep_answer_s is not None:
+        ctx.state[KEEP_FOR] = keep_answer_s
     status: int = 200
     error: BaseException | None = None
     gateway.start_request(ctx)

@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import random
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +28,16 @@ import structlog
 
 from llmport.api import internal
 from llmport.api.anthropic.dialect import MessagesDialect
-from llmport.batches.input import ENDPOINTS, Line, batch_error, off_loop, parse_input
+from llmport.batches.input import (
+    ENDPOINTS,
+    InputCheck,
+    Line,
+    batch_error,
+    check_input,
+    requests,
+)
 from llmport.batches.settings import BatchesConfig
-from llmport.db.jobs import ACTIVE, MESSAGES, Answered, JobTables, NewFile, now
+from llmport.db.jobs import ACTIVE, MESSAGES, Answered, JobTables, now
 from llmport.types import Endpoint
 
 if TYPE_CHECKING:
@@ -44,6 +51,10 @@ RETRY_AFTER_S = 30.0  # a failed run's batch waits this long times its failures
 REFUSALS = frozenset({429, 503})  # the gateway's limits and queues: wait and send again
 UPSTREAM_FAILURES = frozenset({502, 504})  # after the router's own retries: twice more
 MAX_RETRY_DELAY_S = 60.0
+# A line's answer is kept for replay (its Idempotency-Key) this many leases: long enough for
+# another replica to take over a dead one's batch and find it, where the configured
+# idempotency.ttl (a day) would keep every line's answer a day.
+KEEP_ANSWER_LEASES = 10
 
 
 class BatchRunner:
@@ -121,46 +132,49 @@ class BatchRunner:
                 await self.tables.hold(batch.id, lease, attempts, RETRY_AFTER_S * attempts)
                 return
             message = f"The batch could not be run ({type(exc).__name__}: {exc})."[:500]
-            await self._finish(batch, [], "failed", lease,
+            await self._finish(batch, "failed", lease,
                                [batch_error("server_error", message)])
         except Exception:  # the lease runs out by itself; the next run counts again
             log.exception("recording a failed batch run failed", batch_id=batch.id)
 
     async def _run(self, batch: Batch, lease: str) -> None:
-        data = await self.tables.file_data(batch.owner, batch.input_file_id)
-        lines: list[Line]
-        if data is None:
-            lines, errors = [], [batch_error("input_file_missing", "The input file "
-                                             f"{batch.input_file_id} no longer exists.")]
-        else:
-            lines, errors = await off_loop(len(data), parse_input, data, batch.endpoint,
-                                           self.config.max_lines)
         if batch.status in ("cancelling", "finalizing"):  # finish as it was to finish
             outcome = "cancelled" if batch.status == "cancelling" else batch.ending
-            await self._finish(batch, lines, outcome or "completed", lease)
+            await self._finish(batch, outcome or "completed", lease)
             return
-        if errors:  # what was answered (if the file vanished mid-run) is kept
-            await self._finish(batch, [], "failed", lease, errors)
-            log.info("batch failed", batch_id=batch.id, errors=len(errors))
+        check = await self._check(batch)
+        if check.errors:  # what was answered (if the file vanished mid-run) is kept
+            await self._finish(batch, "failed", lease, check.errors)
+            log.info("batch failed", batch_id=batch.id, errors=len(check.errors))
             return
         if batch.status == "validating":
             if not await self.tables.set_state(batch.id, lease, ("validating",),
                                                status="in_progress", in_progress_at=now(),
-                                               total=len(lines),
-                                               model=lines[0].body.get("model")):
+                                               total=check.count, model=check.model):
                 return  # cancelled meanwhile: the next look finishes it
             batch.status = "in_progress"
-        outcome = await self._answer(batch, lines, lease)
+        outcome = await self._answer(batch, lease)
         if outcome == "lost":
             log.warning("batch lease lost to another replica", batch_id=batch.id)
         if outcome not in ("lost", "stopped"):
-            await self._finish(batch, lines, outcome, lease)
+            await self._finish(batch, outcome, lease)
 
-    async def _answer(self, batch: Batch, lines: list[Line], lease: str) -> str:
+    async def _check(self, batch: Batch) -> InputCheck:
+        """The batch's input file checked whole (read part by part), before any request."""
+        if not await self.tables.file_exists(batch.owner, batch.input_file_id):
+            check = InputCheck()
+            check.errors = [batch_error("input_file_missing", "The input file "
+                                        f"{batch.input_file_id} no longer exists.")]
+            return check
+        return await check_input(self.tables.file_parts(batch.owner, batch.input_file_id),
+                                 batch.endpoint, self.config.max_lines)
+
+    async def _answer(self, batch: Batch, lease: str) -> str:
         """Send the unanswered requests; how it ended: completed, cancelled, expired, lost
         (another replica holds it now) or stopped (this replica is stopping)."""
         answered = await self.tables.answered_lines(batch.id)
-        pending: Iterator[Line] = (line for line in lines if line.index not in answered)
+        lines = requests(self.tables.file_parts(batch.owner, batch.input_file_id))
+        taking = asyncio.Lock()  # the workers share one reader of the file
         stop: list[str] = []  # the first reason to stop, once there is one
         endpoint = ENDPOINTS[batch.endpoint]
 
@@ -171,10 +185,15 @@ class BatchRunner:
                 stop.append("expired")
             return bool(stop)
 
+        async def pending() -> Line | None:
+            async with taking:
+                async for line in lines:
+                    if line.index not in answered:
+                        return line
+            return None
+
         async def work() -> None:
-            for line in pending:
-                if stopped():
-                    return
+            while not stopped() and (line := await pending()) is not None:
                 answer = await self._call(batch, endpoint, line, stopped)
                 if answer is not None and not await self.tables.record(batch.id, lease, answer):
                     stop.append("lost")
@@ -209,6 +228,7 @@ class BatchRunner:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await lines.aclose()
         return stop[0] if stop else "completed"
 
     async def _call(self, batch: Batch, endpoint: Endpoint, line: Line,
@@ -223,7 +243,8 @@ class BatchRunner:
         delay, upstream_failures = 1.0, 0
         while True:
             answer = await internal.call(self.gateway, endpoint, line.body, batch.run_as,
-                                         headers, dialect)
+                                         headers, dialect, keep_answer_s=KEEP_ANSWER_LEASES
+                                         * self.config.lease_seconds)
             if answer.status in UPSTREAM_FAILURES:
                 upstream_failures += 1
             if answer.status not in REFUSALS and not (
@@ -243,37 +264,55 @@ class BatchRunner:
                         usage.completion_tokens if usage else 0,
                         usage.cached_tokens if usage else 0)
 
-    async def _finish(self, batch: Batch, lines: list[Line], outcome: str, lease: str,
+    async def _finish(self, batch: Batch, outcome: str, lease: str,
                       errors: list[dict[str, Any]] | None = None) -> None:
         """Write the output and error files and make the batch final (``errors``: why it
-        failed). The outcome is kept first, so a replica resuming it finishes it alike."""
+        failed). The outcome is kept first, so a replica resuming it finishes it alike.
+        The files are written as the kept answers are read, a page at a time."""
         if not await self.tables.set_state(batch.id, lease, ACTIVE, status="finalizing",
                                            finalizing_at=now(), ending=outcome):
             return
-        answers = await self.tables.answers(batch.id)
-        output = [_output_line(a.custom_id, a.status_code, a.request_id, a.body)
-                  for a in answers if 200 <= a.status_code < 300]
-        failures = [_output_line(a.custom_id, a.status_code, a.request_id, a.body)
-                    for a in answers if not 200 <= a.status_code < 300]
-        fields: dict[str, Any] = {"status": outcome, f"{outcome}_at": now(),
-                                  "completed": len(output)}
-        if outcome == "expired":  # the requests never sent are failures, in the error file
-            done = {a.line for a in answers}
-            unsent = [line for line in lines if line.index not in done]
-            failures += [_expired_line(line.custom_id) for line in unsent]
-            fields["expired"] = len(unsent)
-        fields["failed"] = len(failures)  # exact, from the answers kept
-        if errors:
-            fields["errors"] = errors
-        files = {}
-        if output:
-            files["output_file_id"] = NewFile("batch_output", f"{batch.id}_output.jsonl",
-                                              b"".join(output), batch.output_expires_in)
-        if failures:
-            files["error_file_id"] = NewFile("batch_output", f"{batch.id}_error.jsonl",
-                                             b"".join(failures), batch.output_expires_in)
-        if await self.tables.finish(batch, lease, batch.owner, files, fields):
-            log.info("batch finished", batch_id=batch.id, status=outcome, answered=len(answers))
+        unsent = await self._unsent(batch) if outcome == "expired" else []
+        async with self.tables.finishing(batch.id, lease) as end:
+            if end is None:
+                return
+            output = end.file(batch.owner, "batch_output", f"{batch.id}_output.jsonl",
+                              batch.output_expires_in)
+            failures = end.file(batch.owner, "batch_output", f"{batch.id}_error.jsonl",
+                                batch.output_expires_in)
+            completed = failed = 0
+            async for answer in end.answers():
+                line = _output_line(answer.custom_id, answer.status_code, answer.request_id,
+                                    answer.body)
+                if 200 <= answer.status_code < 300:
+                    completed += 1
+                    await output.write(line)
+                else:
+                    failed += 1
+                    await failures.write(line)
+            for custom_id in unsent:  # the requests never sent are failures, in the error file
+                await failures.write(_expired_line(custom_id))
+            fields = end.fields
+            fields.update({"status": outcome, f"{outcome}_at": now(), "completed": completed,
+                           "failed": failed + len(unsent)})  # exact, from the answers kept
+            if outcome == "expired":
+                fields["expired"] = len(unsent)
+            if errors:
+                fields["errors"] = errors
+            for column, writer in (("output_file_id", output), ("error_file_id", failures)):
+                row = await writer.close()
+                if row is not None:
+                    fields[column] = row.id
+        log.info("batch finished", batch_id=batch.id, status=outcome,
+                 answered=completed + failed)
+
+    async def _unsent(self, batch: Batch) -> list[str]:
+        """The custom ids of the requests never answered (the input read again)."""
+        answered = await self.tables.answered_lines(batch.id)
+        if not await self.tables.file_exists(batch.owner, batch.input_file_id):
+            return []
+        lines = requests(self.tables.file_parts(batch.owner, batch.input_file_id))
+        return [line.custom_id async for line in lines if line.index not in answered]
 
 
 def _expired(expires_at: datetime) -> bool:

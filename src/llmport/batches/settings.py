@@ -16,7 +16,8 @@ class BatchesConfig(BaseModel):
         "the most a key (or token subject) may keep in files: an upload past it is refused "
         "(batch outputs count toward it, and are always written; null: no limit)"))
     concurrent_uploads: int = Field(default=4, ge=1, description=(
-        "uploads read at once per process (each holds its file in memory); more wait"))
+        "uploads read at once per process (each spools its file to a temporary file, then "
+        "stores it a part at a time); more wait"))
     max_lines: int = Field(default=50_000, ge=1, description="requests in one batch, at most")
     concurrency: int = Field(default=4, ge=1, le=1024, description=(
         "requests of one batch in flight at once, per replica"))

@@ -32,8 +32,9 @@ class StoredFile(Base):
 
 
 class FileContent(Base):
-    """A file's bytes in parts of at most 8 MB: no row nears a database's value limit
-    (PostgreSQL's ``bytea``: 1 GB), and a download streams part by part."""
+    """A file's bytes in parts (``file_writer.PART``, 1 MB; 8 MB before files were written
+    as they came): no row nears a database's value limit (PostgreSQL's ``bytea``: 1 GB),
+    and a download streams part by part."""
 
     __tablename__ = "file_contents"
 

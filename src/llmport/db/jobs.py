@@ -9,24 +9,24 @@ another took the batch over) changes nothing.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from llmport.db.file_writer import PART, FileWriter
 from llmport.db.job_models import Batch, BatchItem, FileContent, StoredFile
 
+__all__ = ["PART", "JobTables", "NewFile"]  # PART: file_writer's, where files are cut
+
 MESSAGES = "/v1/messages"  # the endpoint of Anthropic's Message Batches
-PART = 8 << 20  # bytes of a file per file_contents row
 # The states a runner has work in; the rest are final.
 ACTIVE = ("validating", "in_progress", "cancelling", "finalizing")
-
-
-def new_file_id() -> str:
-    return f"file-{secrets.token_hex(12)}"
+ANSWERS_PAGE = 64  # a finishing batch's answers read this many at a time (each may be large)
 
 
 def new_batch_id() -> str:
@@ -59,7 +59,7 @@ class Answered:
 class NewFile:
     purpose: str
     filename: str
-    data: bytes
+    content: bytes | AsyncIterable[bytes]  # the bytes, or pieces of them as they are read
     expires_in: int | None = None  # seconds after its creation (``expires_after``)
 
 
@@ -75,22 +75,17 @@ class JobTables:
     # files
 
     async def create_file(self, owner: str, new: NewFile) -> StoredFile:
+        """Store a file (an empty one too), part by part as its pieces come."""
         async with self.sessions.begin() as session:
-            return await self._add_file(session, owner, new)
-
-    @staticmethod
-    async def _add_file(session: AsyncSession, owner: str, new: NewFile) -> StoredFile:
-        created = now()
-        row = StoredFile(id=new_file_id(), owner=owner, purpose=new.purpose,
-                         filename=new.filename, bytes=len(new.data), created_at=created,
-                         expires_at=None if new.expires_in is None
-                         else created + timedelta(seconds=new.expires_in))
-        session.add(row)
-        await session.flush()  # the row before its contents (no ORM relationship orders them)
-        data = new.data
-        session.add_all(FileContent(file_id=row.id, part=index, data=data[start:start + PART])
-                        for index, start in enumerate(range(0, max(len(data), 1), PART)))
-        return row
+            writer = FileWriter(session, owner, new.purpose, new.filename, new.expires_in)
+            if isinstance(new.content, bytes):
+                await writer.write(new.content)
+            else:
+                async for piece in new.content:
+                    await writer.write(piece)
+            row = await writer.close(keep_empty=True)
+            assert row is not None
+            return row
 
     async def stored_bytes(self, owner: str) -> int:
         """What ``owner`` keeps in files, in bytes."""
@@ -119,6 +114,13 @@ class JobTables:
         the API's routes find the file first)."""
         parts = [part async for part in self.file_parts(owner, file_id)]
         return b"".join(parts) if parts else None
+
+    async def file_exists(self, owner: str, file_id: str) -> bool:
+        """Whether ``owner`` has the file, expired or not (a batch reads its input to the end)."""
+        async with self.sessions() as session:
+            found = await session.scalar(select(StoredFile.id).where(
+                StoredFile.id == file_id, StoredFile.owner == owner))
+        return found is not None
 
     async def file_parts(self, owner: str, file_id: str) -> AsyncIterator[bytes]:
         """The file's bytes part by part, each read when wanted (a download of a large
@@ -322,28 +324,54 @@ class JobTables:
                                   request_id=answer.request_id, body=answer.body))
         return True
 
-    async def answers(self, batch_id: str) -> list[BatchItem]:
-        async with self.sessions() as session:
-            rows = await session.scalars(select(BatchItem).where(BatchItem.batch_id == batch_id)
-                                         .order_by(BatchItem.line))
-            return list(rows.all())
-
-    async def finish(self, batch: Batch, runner: str, owner: str, files: dict[str, NewFile],
-                     fields: dict[str, Any]) -> bool:
-        """End a batch in one transaction: its output files stored (``files``: column name,
-        ``output_file_id`` or ``error_file_id``, → file), its final state set, its kept
-        answers dropped. False (nothing changed) when the lease was lost."""
+    @asynccontextmanager
+    async def finishing(self, batch_id: str, runner: str) -> AsyncIterator[Finishing | None]:
+        """End a batch in one transaction: inside, write its output files from its kept
+        answers and set its final fields (``Finishing``); at the end its lease is dropped
+        and its answers deleted. None (nothing to do) when the lease was lost."""
         async with self.sessions.begin() as session:
             leased = await session.scalar(select(Batch).where(
-                Batch.id == batch.id, Batch.lease_owner == runner).with_for_update())
+                Batch.id == batch_id, Batch.lease_owner == runner).with_for_update())
             if leased is None:
-                return False
-            for column, new in files.items():
-                fields[column] = (await self._add_file(session, owner, new)).id
-            for name, value in {**fields, "lease_owner": None, "lease_until": None}.items():
+                yield None
+                return
+            end = Finishing(session, batch_id)
+            yield end
+            for name, value in {**end.fields, "lease_owner": None, "lease_until": None}.items():
                 setattr(leased, name, value)
-            await session.execute(delete(BatchItem).where(BatchItem.batch_id == batch.id))
-        return True
+            await session.execute(delete(BatchItem).where(BatchItem.batch_id == batch_id))
+
+
+@dataclass(slots=True)
+class Finishing:
+    """A batch being ended (``JobTables.finishing``): its answers to read, files to write,
+    and ``fields``, the batch's columns to set."""
+
+    session: AsyncSession
+    batch_id: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    async def answers(self) -> AsyncIterator[Any]:
+        """The kept answers in line order (rows of line, custom_id, status_code, request_id,
+        body), ``ANSWERS_PAGE`` at a time: not ORM objects, which the session would keep
+        until the commit."""
+        columns = (BatchItem.line, BatchItem.custom_id, BatchItem.status_code,
+                   BatchItem.request_id, BatchItem.body)
+        after = -1
+        while True:
+            page = (await self.session.execute(
+                select(*columns).where(BatchItem.batch_id == self.batch_id,
+                                       BatchItem.line > after)
+                .order_by(BatchItem.line).limit(ANSWERS_PAGE))).all()
+            for row in page:
+                yield row
+            if len(page) < ANSWERS_PAGE:
+                return
+            after = page[-1].line
+
+    def file(self, owner: str, purpose: str, filename: str,
+             expires_in: int | None) -> FileWriter:
+        return FileWriter(self.session, owner, purpose, filename, expires_in)
 
 
 def _beyond(model: Any, anchor: Any, newest_first: bool) -> Any:

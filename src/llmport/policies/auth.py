@@ -72,18 +72,35 @@ class Authenticator:
     async def check_signature(self, ctx: CallContext, method: str, path: str,
                               body: bytes) -> None:
         """Refuse a signing key's request whose signature is missing, stale, wrong or replayed."""
+        verifier = self.signature(ctx, method, path)
+        if verifier is not None:
+            verifier.update(body)
+            await self.check_signed(ctx, verifier)
+
+    def signature(self, ctx: CallContext, method: str, path: str) -> signing.Verifier | None:
+        """A signing key's signature, its headers checked, to be fed the body as it is read
+        (then ``check_signed``); None for a key that does not sign."""
         secret = ctx.principal.signing_secret
         if secret is None:
-            return
+            return None
         try:
-            token = signing.verify(secret, method, path, body, ctx.header(signing.TIMESTAMP_HEADER),
-                                   ctx.header(signing.SIGNATURE_HEADER), now=time.time(),
-                                   max_skew_s=self.max_skew_s)
+            return signing.Verifier(secret, method, path, ctx.header(signing.TIMESTAMP_HEADER),
+                                    ctx.header(signing.SIGNATURE_HEADER), now=time.time(),
+                                    max_skew_s=self.max_skew_s)
         except signing.SignatureError as exc:
-            raise AuthenticationError(f"Request signature rejected: {exc}",
-                                      code="invalid_signature") from None
+            raise _refused(exc) from None
+
+    async def check_signed(self, ctx: CallContext, verifier: signing.Verifier) -> None:
+        """The body fed to ``verifier`` was signed, and not seen before (a replay)."""
+        try:
+            token = verifier.finish()
+        except signing.SignatureError as exc:
+            raise _refused(exc) from None
         if self.store is not None and not await self.store.add_if_absent(
                 f"sig:{token}", 2 * self.max_skew_s):
             raise AuthenticationError("Request signature rejected: this request was already "
                                       "received (replay).", code="invalid_signature")
 
+
+def _refused(exc: signing.SignatureError) -> AuthenticationError:
+    return AuthenticationError(f"Request signature rejected: {exc}", code="invalid_signature")

@@ -29,6 +29,10 @@ from llmport.types import Chunk, JSONResult, Result, StreamResult, Usage
 
 HEADER = b"idempotency-key"
 POLL_SECONDS = 0.05
+# ``ctx.state`` key: seconds to keep this request's answer, when less than ``ttl`` will do
+# (set by the gateway's own callers, never from a header: a batch line's answer is needed
+# only until the batch has kept it).
+KEEP_FOR = "idempotency_keep_for"
 
 
 class IdempotencyConfig(BaseModel):
@@ -56,9 +60,10 @@ class IdempotencyPolicy:
                                       param="Idempotency-Key", code="invalid_idempotency_key")
         key = f"idem:{ctx.principal.id}:{hashlib.sha256(given).hexdigest()}"
         fingerprint = _fingerprint(ctx)
+        ttl = min(self.config.ttl, ctx.state.get(KEEP_FOR, self.config.ttl))
         deadline = time.monotonic() + self.config.wait_timeout
         while True:
-            claim = await self.store.claim(key, fingerprint, self.config.ttl, self.running_ttl)
+            claim = await self.store.claim(key, fingerprint, ttl, self.running_ttl)
             if claim.state == "new":
                 break
             if claim.state == "conflict":
@@ -79,15 +84,14 @@ class IdempotencyPolicy:
             raise
         if isinstance(result, JSONResult):
             stored = {"status": result.status, "data": result.data}
-            await self.store.complete(key, fingerprint, orjson.dumps(stored), self.config.ttl)
+            await self.store.complete(key, fingerprint, orjson.dumps(stored), ttl)
             return result
         kept: list[dict[str, Any]] = []
         finished = [False]
 
         async def settle() -> None:
             if finished[0]:
-                await self.store.complete(key, fingerprint, orjson.dumps({"chunks": kept}),
-                                          self.config.ttl)
+                await self.store.complete(key, fingerprint, orjson.dumps({"chunks": kept}), ttl)
             else:
                 await self.store.abandon(key, fingerprint)
 

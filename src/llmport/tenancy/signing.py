@@ -65,21 +65,41 @@ def verify(secret: str, method: str, path: str, body: bytes, timestamp: bytes | 
     ``2 * max_skew_s`` and rejects a request whose token it has seen. The
     digest comparison is constant-time.
     """
-    if timestamp is None or signature is None:
-        raise SignatureError("missing")
-    ts = _parse_timestamp(timestamp)
-    given = signature.strip().lower()
-    if not given.startswith(_VERSION):
-        raise SignatureError("malformed")
-    given_hex = given[len(_VERSION):]
-    if len(given_hex) != 2 * hashlib.sha256().digest_size or not _HEX_DIGITS.issuperset(given_hex):
-        raise SignatureError("malformed")
-    if abs(now - ts) > max_skew_s:
-        raise SignatureError("skew")
-    expected = _digest(secret, method, path, body, ts).encode()
-    if not hmac.compare_digest(expected, given_hex):
-        raise SignatureError("mismatch")
-    return given_hex.decode()
+    verifier = Verifier(secret, method, path, timestamp, signature, now=now,
+                        max_skew_s=max_skew_s)
+    verifier.update(body)
+    return verifier.finish()
+
+
+class Verifier:
+    """``verify`` for a body read in pieces (a large upload, never whole in memory): the
+    headers are checked when it is made (``SignatureError``), each piece of the body is
+    fed to ``update`` as it arrives, and ``finish`` compares and returns the token."""
+
+    def __init__(self, secret: str, method: str, path: str, timestamp: bytes | None,
+                 signature: bytes | None, *, now: float, max_skew_s: float) -> None:
+        if timestamp is None or signature is None:
+            raise SignatureError("missing")
+        ts = _parse_timestamp(timestamp)
+        given = signature.strip().lower()
+        if not given.startswith(_VERSION):
+            raise SignatureError("malformed")
+        given_hex = given[len(_VERSION):]
+        if (len(given_hex) != 2 * hashlib.sha256().digest_size
+                or not _HEX_DIGITS.issuperset(given_hex)):
+            raise SignatureError("malformed")
+        if abs(now - ts) > max_skew_s:
+            raise SignatureError("skew")
+        self._given = given_hex
+        self._mac = _mac(secret, method, path, ts)
+
+    def update(self, piece: bytes) -> None:
+        self._mac.update(piece)
+
+    def finish(self) -> str:
+        if not hmac.compare_digest(self._mac.hexdigest().encode(), self._given):
+            raise SignatureError("mismatch")
+        return self._given.decode()
 
 
 def _parse_timestamp(value: bytes) -> int:
@@ -91,5 +111,12 @@ def _parse_timestamp(value: bytes) -> int:
 
 
 def _digest(secret: str, method: str, path: str, body: bytes, timestamp: int) -> str:
-    message = f"{timestamp}\n{method.upper()}\n{path}\n".encode() + body
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    mac = _mac(secret, method, path, timestamp)
+    mac.update(body)
+    return mac.hexdigest()
+
+
+def _mac(secret: str, method: str, path: str, timestamp: int) -> hmac.HMAC:
+    """The signature's HMAC, before the body."""
+    return hmac.new(secret.encode(), f"{timestamp}\n{method.upper()}\n{path}\n".encode(),
+                    hashlib.sha256)

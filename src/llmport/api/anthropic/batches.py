@@ -11,16 +11,18 @@ the error, ``canceled`` or ``expired`` for requests never sent).
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 
 from llmport.api.internal import run_as
 from llmport.api.jobs.caller import caller, caller_owner, owner_of, signed_body
 from llmport.api.openai.validation import parse_json_object
-from llmport.batches.input import off_loop
+from llmport.batches.input import lines_of, off_loop
 from llmport.batches.runner import BatchRunner, expires_after
 from llmport.batches.settings import BatchesConfig
 from llmport.db.job_models import Batch
@@ -122,18 +124,13 @@ def message_batches_router(gateway: Gateway, tables: JobTables, runner: BatchRun
         return {"id": batch_id, "type": "message_batch_deleted"}
 
     @router.get("/{batch_id}/results", summary="A Message Batch's results (JSON lines)")
-    async def results(request: Request, batch_id: str) -> Response:
+    async def results(request: Request, batch_id: str) -> StreamingResponse:
         owner, row = await found(request, batch_id)
         if STATUS.get(row.status) != "ended":
             raise InvalidRequestError("The batch is still processing; its results are ready "
                                       "once processing_status is 'ended'.",
                                       code="invalid_request_error")
-        files = {file_id: await tables.file_data(owner, file_id) or b""
-                 for file_id in (row.output_file_id, row.error_file_id, row.input_file_id)
-                 if file_id is not None}
-        size = sum(len(data) for data in files.values())
-        return Response(await off_loop(size, _results, row, files),
-                        media_type="application/binary")
+        return StreamingResponse(_results(tables, owner, row), media_type="application/binary")
 
     return router
 
@@ -172,27 +169,32 @@ def _checked_requests(body: dict[str, Any], max_lines: int) -> list[bytes]:
     return lines
 
 
-def _results(row: Batch, files: dict[str, bytes]) -> bytes:
-    """Anthropic's result lines: one per request, those never sent ``canceled``/``expired``."""
-    out: list[bytes] = []
+async def _results(tables: JobTables, owner: str, row: Batch) -> AsyncIterator[bytes]:
+    """Anthropic's result lines: one per request, those never sent ``canceled``/``expired``;
+    read from the runner's files and sent a slice at a time, never whole in memory."""
     answered: set[str] = set()
     for file_id in (row.output_file_id, row.error_file_id):
-        for raw in files.get(file_id or "", b"").splitlines():
-            line = orjson.loads(raw)
-            answered.add(line["custom_id"])
-            response = line.get("response")
-            if response is None:
-                result: dict[str, Any] = {"type": "expired"}
-            elif 200 <= response["status_code"] < 300:
-                result = {"type": "succeeded", "message": response["body"]}
-            else:
-                result = {"type": "errored", "error": response["body"]}
-            out.append(orjson.dumps({"custom_id": line["custom_id"], "result": result},
-                                    option=orjson.OPT_APPEND_NEWLINE))
+        if file_id is not None:
+            async for some in lines_of(tables.file_parts(owner, file_id)):
+                yield b"".join(_result(raw, answered) for _, raw in some)
     if row.status == "cancelled":
-        for raw in files.get(row.input_file_id, b"").splitlines():
-            custom_id = orjson.loads(raw)["custom_id"]
-            if custom_id not in answered:
-                out.append(orjson.dumps({"custom_id": custom_id, "result": {"type": "canceled"}},
-                                        option=orjson.OPT_APPEND_NEWLINE))
-    return b"".join(out)
+        async for some in lines_of(tables.file_parts(owner, row.input_file_id)):
+            unsent = (orjson.loads(raw)["custom_id"] for _, raw in some)
+            yield b"".join(orjson.dumps({"custom_id": custom_id, "result": {"type": "canceled"}},
+                                        option=orjson.OPT_APPEND_NEWLINE)
+                           for custom_id in unsent if custom_id not in answered)
+
+
+def _result(raw: bytes, answered: set[str]) -> bytes:
+    """The result line of one line of the runner's output or error file."""
+    line = orjson.loads(raw)
+    answered.add(line["custom_id"])
+    response = line.get("response")
+    if response is None:
+        result: dict[str, Any] = {"type": "expired"}
+    elif 200 <= response["status_code"] < 300:
+        result = {"type": "succeeded", "message": response["body"]}
+    else:
+        result = {"type": "errored", "error": response["body"]}
+    return orjson.dumps({"custom_id": line["custom_id"], "result": result},
+                        option=orjson.OPT_APPEND_NEWLINE)

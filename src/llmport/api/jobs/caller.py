@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import MutableMapping
+from typing import Any
 
 from fastapi import Request
+from starlette.datastructures import FormData
 
 from llmport.api.asgi import read_body, request_target
+from llmport.errors import InvalidRequestError, LLMPortError, PayloadTooLargeError
 from llmport.gateway.context import CallContext
 from llmport.gateway.gateway import Gateway
 from llmport.types import Endpoint, Principal
@@ -31,6 +36,48 @@ async def signed_body(gateway: Gateway, request: Request, ctx: CallContext,
         await gateway.authenticator.check_signature(ctx, request.method,
                                                     request_target(request.scope), body)
     return body
+
+
+async def signed_form(gateway: Gateway, request: Request, ctx: CallContext, limit: int,
+                      max_fields: int) -> FormData:
+    """The request's multipart form (one file), parsed as the body arrives: the file is
+    spooled to a temporary file, never held whole in memory (413 past ``limit`` bytes of
+    body, counted as they arrive); a signing key's request must be signed over the body,
+    fed to the signature piece by piece. Close the form when done with its file."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequestError("Upload a file as multipart/form-data with the fields "
+                                  "'file' and 'purpose'.", code="invalid_content_type")
+    verifier = gateway.authenticator.signature(ctx, request.method,
+                                               request_target(request.scope))
+    size = 0
+
+    async def receive() -> MutableMapping[str, Any]:
+        nonlocal size
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError("client disconnected while sending the body")
+        piece = message.get("body", b"")
+        size += len(piece)
+        if size > limit:
+            raise PayloadTooLargeError(f"Request body exceeds {limit} bytes.")
+        if verifier is not None:
+            verifier.update(piece)
+        return message
+
+    try:
+        form = await Request(request.scope, receive).form(max_files=1, max_fields=max_fields)
+    except LLMPortError:
+        raise
+    except Exception as exc:  # python-multipart's and Starlette's parse errors
+        raise InvalidRequestError(f"The multipart body could not be read: {exc}",
+                                  code="invalid_multipart") from None
+    if verifier is not None:
+        try:
+            await gateway.authenticator.check_signed(ctx, verifier)
+        except BaseException:
+            await form.close()
+            raise
+    return form
 
 
 async def caller_owner(gateway: Gateway, request: Request) -> str:

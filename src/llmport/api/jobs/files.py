@@ -11,18 +11,19 @@ than failing its batch later.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
-from llmport.api.jobs.caller import caller, caller_owner, owner_of, signed_body
+from llmport.api.jobs.caller import caller, caller_owner, owner_of, signed_form
 from llmport.api.jobs.params import checked_expiry, list_page
-from llmport.batches.input import json_lines, off_loop
+from llmport.batches.input import check_input
 from llmport.batches.settings import BatchesConfig
 from llmport.db.job_models import StoredFile
-from llmport.db.jobs import JobTables, NewFile
+from llmport.db.jobs import PART, JobTables, NewFile
 from llmport.errors import (
     ConflictError,
     InvalidRequestError,
@@ -63,25 +64,33 @@ def files_router(gateway: Gateway, tables: JobTables, config: BatchesConfig) -> 
     @router.post("", summary="Upload a file (multipart: file, purpose)")
     async def upload(request: Request) -> dict[str, Any]:
         ctx = await caller(gateway, request)
-        async with reading:  # each upload holds its file in memory: a few at a time
-            body = await signed_body(gateway, request, ctx, limit + FORM_OVERHEAD)
-            new = await _read_form(request, body)
-            del body
-        owner = owner_of(ctx.principal)
-        if quota is not None and await tables.stored_bytes(owner) + len(new.data) > quota:
+        async with reading:  # a few at a time: each spools its file to disk, then stores it
+            form = await signed_form(gateway, request, ctx, limit + FORM_OVERHEAD,
+                                     max_fields=8)
+            try:
+                return file_object(await _store(form, owner_of(ctx.principal)))
+            finally:
+                await form.close()
+
+    async def _store(form: FormData, owner: str) -> StoredFile:
+        """The form's file stored, once its fields, size and (for a batch) lines are sound."""
+        upload, purpose, expires_in = _fields(form)
+        size = upload.size or 0
+        if quota is not None and await tables.stored_bytes(owner) + size > quota:
             raise PayloadTooLargeError(
                 f"Storing this file would take your files past {quota} bytes; delete some "
                 "first.", param="file", code="storage_quota_exceeded")
-        if len(new.data) > limit:
-            raise InvalidRequestError(f"The file is {len(new.data)} bytes; files may have at "
+        if size > limit:
+            raise InvalidRequestError(f"The file is {size} bytes; files may have at "
                                       f"most {limit}.", param="file", code="file_too_large")
-        if new.purpose == "batch":
-            _, errors = await off_loop(len(new.data), json_lines, new.data, False)
-            if errors:
+        if purpose == "batch":
+            check = await check_input(_pieces(upload), first_error=True)
+            if check.errors:
                 raise InvalidRequestError(
-                    f"Not a batch input file (JSON lines): {errors[0]['message']}",
+                    f"Not a batch input file (JSON lines): {check.errors[0]['message']}",
                     param="file", code="invalid_file_format")
-        return file_object(await tables.create_file(owner, new))
+        return await tables.create_file(owner, NewFile(
+            purpose, upload.filename or "upload", _pieces(upload), expires_in))
 
     @router.get("", summary="List your files, newest first")
     async def list_files(request: Request, purpose: str | None = None,
@@ -119,25 +128,8 @@ def files_router(gateway: Gateway, tables: JobTables, config: BatchesConfig) -> 
     return router
 
 
-async def _read_form(request: Request, body: bytes) -> NewFile:
-    """The ``file`` and ``purpose`` fields of a multipart body already read."""
-    delivered = False
-
-    async def replay() -> dict[str, Any]:
-        nonlocal delivered
-        if delivered:
-            return {"type": "http.disconnect"}
-        delivered = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequestError("Upload a file as multipart/form-data with the fields "
-                                  "'file' and 'purpose'.", code="invalid_content_type")
-    try:
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
-    except Exception as exc:  # python-multipart's and Starlette's parse errors
-        raise InvalidRequestError(f"The multipart body could not be read: {exc}",
-                                  code="invalid_multipart") from None
+def _fields(form: FormData) -> tuple[UploadFile, str, int | None]:
+    """The form's file, purpose and expiry (seconds after the upload), checked."""
     unknown = sorted(set(form.keys()) - FIELDS)
     if unknown:
         raise InvalidRequestError(f"Unsupported parameter: {unknown[0]}.", param=unknown[0],
@@ -149,10 +141,16 @@ async def _read_form(request: Request, body: bytes) -> NewFile:
         raise InvalidRequestError(f"purpose must be one of {', '.join(PURPOSES)}.",
                                   param="purpose", code="invalid_purpose")
     expires_in = _expiry(form.get("expires_after[anchor]"), form.get("expires_after[seconds]"))
-    data = await upload.read()
-    if not data:
+    if not upload.size:
         raise InvalidRequestError("The file is empty.", param="file", code="empty_file")
-    return NewFile(str(purpose), upload.filename or "upload", data, expires_in)
+    return upload, str(purpose), expires_in
+
+
+async def _pieces(upload: UploadFile) -> AsyncIterator[bytes]:
+    """The uploaded file's bytes from its start, a stored part at a time."""
+    await upload.seek(0)
+    while piece := await upload.read(PART):
+        yield piece
 
 
 def _expiry(anchor: Any, seconds: Any) -> int | None:
