@@ -68,14 +68,21 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     size = len(body)
     while message.get("more_body", False):
         message = await receive()
-        if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError("client disconnected while sending the body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"Request body exceeds {limit} bytes.")
+        chunk, size = body_piece(message, size, limit)
         parts.append(chunk)
     return b"".join(parts)
+
+
+def body_piece(message: Message, size: int, limit: int) -> tuple[bytes, int]:
+    """A body message's bytes, and the body's size with them: 413 past ``limit`` (counted
+    as the body arrives); a client gone mid-body cancels the request."""
+    if message["type"] == "http.disconnect":
+        raise asyncio.CancelledError("client disconnected while sending the body")
+    piece: bytes = message.get("body", b"")
+    size += len(piece)
+    if size > limit:
+        raise PayloadTooLargeError(f"Request body exceeds {limit} bytes.")
+    return piece, size
 
 
 async def send_response(send: Send, status: int, body: bytes, headers: RawHeaders,

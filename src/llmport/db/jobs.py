@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from llmport.db.file_writer import PART, FileWriter
@@ -303,25 +303,32 @@ class JobTables:
                                          .where(BatchItem.batch_id == batch_id))
             return set(rows.all())
 
-    async def record(self, batch_id: str, runner: str, answer: Answered) -> bool:
-        """Keep one line's answer and count it, in one transaction; False (nothing kept)
-        when the lease was lost or the line was already answered."""
+    async def record(self, batch_id: str, runner: str, answers: list[Answered]) -> bool:
+        """Keep answers and count them, in one transaction; False (nothing kept) when the
+        lease was lost or a line was already answered (another runner had it)."""
+        ok = [answer for answer in answers if answer.ok]
         async with self.sessions.begin() as session:
             counted = await session.execute(
                 update(Batch).where(Batch.id == batch_id, Batch.lease_owner == runner)
-                .values(completed=Batch.completed + (1 if answer.ok else 0),
-                        failed=Batch.failed + (0 if answer.ok else 1),
-                        input_tokens=Batch.input_tokens + answer.input_tokens,
-                        output_tokens=Batch.output_tokens + answer.output_tokens,
-                        cached_tokens=Batch.cached_tokens + answer.cached_tokens))
+                .values(completed=Batch.completed + len(ok),
+                        failed=Batch.failed + len(answers) - len(ok),
+                        input_tokens=Batch.input_tokens + sum(a.input_tokens for a in answers),
+                        output_tokens=Batch.output_tokens
+                        + sum(a.output_tokens for a in answers),
+                        cached_tokens=Batch.cached_tokens
+                        + sum(a.cached_tokens for a in answers)))
             if not counted.rowcount:
                 return False
-            if await session.get(BatchItem, (batch_id, answer.line)) is not None:
+            answered = await session.scalar(select(BatchItem.line).where(
+                BatchItem.batch_id == batch_id,
+                BatchItem.line.in_([answer.line for answer in answers])).limit(1))
+            if answered is not None:
                 await session.rollback()
                 return False
-            session.add(BatchItem(batch_id=batch_id, line=answer.line,
-                                  custom_id=answer.custom_id, status_code=answer.status_code,
-                                  request_id=answer.request_id, body=answer.body))
+            await session.execute(insert(BatchItem), [
+                {"batch_id": batch_id, "line": a.line, "custom_id": a.custom_id,
+                 "status_code": a.status_code, "request_id": a.request_id, "body": a.body}
+                for a in answers])
         return True
 
     @asynccontextmanager

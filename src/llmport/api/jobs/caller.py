@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import MutableMapping
 from typing import Any
@@ -10,8 +9,8 @@ from typing import Any
 from fastapi import Request
 from starlette.datastructures import FormData
 
-from llmport.api.asgi import read_body, request_target
-from llmport.errors import InvalidRequestError, LLMPortError, PayloadTooLargeError
+from llmport.api.asgi import body_piece, read_body, request_target
+from llmport.errors import InvalidRequestError, LLMPortError
 from llmport.gateway.context import CallContext
 from llmport.gateway.gateway import Gateway
 from llmport.types import Endpoint, Principal
@@ -54,12 +53,7 @@ async def signed_form(gateway: Gateway, request: Request, ctx: CallContext, limi
     async def receive() -> MutableMapping[str, Any]:
         nonlocal size
         message = await request.receive()
-        if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError("client disconnected while sending the body")
-        piece = message.get("body", b"")
-        size += len(piece)
-        if size > limit:
-            raise PayloadTooLargeError(f"Request body exceeds {limit} bytes.")
+        piece, size = body_piece(message, size, limit)
         if verifier is not None:
             verifier.update(piece)
         return message
