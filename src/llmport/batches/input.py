@@ -4,10 +4,10 @@ A file with any malformed line fails its batch before any request is made (as Op
 Batch API does): nothing is spent on half a batch. Each request body is checked later,
 as the gateway checks any request; a bad body fails that request only.
 
-A file is read as it is stored, in parts (up to 200 MB of JSON parsed at once took five
-times the file's size in memory): ``InputCheck`` is fed the parts and keeps only what the
-checks need (the custom ids seen, the errors), and ``requests`` parses each request when
-its turn comes.
+A file is read as it is stored, part by part, its lines a slice at a time (``lines_of``;
+up to 200 MB of JSON parsed at once took five times the file's size in memory):
+``InputCheck`` keeps only what the checks need (the custom ids seen, the errors), and
+``requests`` parses each request when its turn comes.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ OPENAI_ENDPOINTS = {"/v1/chat/completions": Endpoint.CHAT,
                     "/v1/embeddings": Endpoint.EMBEDDINGS}
 ENDPOINTS = {**OPENAI_ENDPOINTS, MESSAGES: Endpoint.CHAT}
 MAX_ERRORS = 100  # a file's errors reported, at most (a broken file could have thousands)
-OFF_LOOP_BYTES = 1 << 20  # larger pieces are parsed in a worker thread, off the event loop
+OFF_LOOP_BYTES = 1 << 20  # work on more bytes goes to a worker thread, off the event loop
 SLICE = 1 << 20  # a file's lines are checked and parsed this many bytes at a time
 
 

@@ -21,6 +21,7 @@ from llmport.db.job_models import (
 from llmport.db.jobs import now
 
 STATUSES = ("in_progress", "completed", "failed", "cancelled")
+MIN_EXPIRY_DAYS = 1  # the shortest expires_after a store may have (api/jobs/params.py)
 
 
 def new_store_id() -> str:
@@ -93,12 +94,16 @@ class RagTables:
 
     async def purge_expired_stores(self) -> int:
         """Delete the stores whose ``expires_after`` has run out; how many went."""
+        at, removed = now(), 0
+        # Only a store idle for a day (the shortest expiry) can have run out: the others,
+        # however many, are not read every time this runs.
+        idle_since = func.coalesce(VectorStore.last_active_at, VectorStore.created_at)
         async with self.sessions() as session:
             rows = (await session.execute(select(
                 VectorStore.id, VectorStore.owner, VectorStore.expires_days,
                 VectorStore.last_active_at, VectorStore.created_at).where(
-                VectorStore.expires_days.is_not(None)))).all()
-        at, removed = now(), 0
+                VectorStore.expires_days.is_not(None),
+                idle_since <= at - timedelta(days=MIN_EXPIRY_DAYS)))).all()
         for store_id, owner, days, active, created in rows:
             if (active or created) + timedelta(days=days) <= at:
                 removed += await self.delete_store(owner, store_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmport.db.rag import MIN_EXPIRY_DAYS
 from llmport.errors import InvalidRequestError
 
 
@@ -34,7 +35,7 @@ def checked_metadata(metadata: Any) -> dict[str, str] | None:
 
 
 EXPIRY_SECONDS = (3600, 30 * 86400)  # an hour to 30 days, as OpenAI allows files
-STORE_EXPIRY_DAYS = (1, 365)
+STORE_EXPIRY_DAYS = (MIN_EXPIRY_DAYS, 365)  # the purge relies on the least (db/rag.py)
 
 
 def checked_expiry(value: Any, param: str) -> int | None:
