@@ -68,7 +68,7 @@ def run(part: str, iterations: int) -> None:
 
     def attempt_events(ctx: CallContext) -> tuple[AttemptStarted, AttemptFinished]:
         return (AttemptStarted(ctx, 1, model, model, model, "openai"),
-                AttemptFinished(ctx, model, model, False, True, None, 200, 0.001, False, 1))
+                AttemptFinished(ctx, model, model, True, None, 200, 0.001, False, 1))
 
     attempts: list[AttemptFinished] = []
     ends: list[RequestFinished] = []

@@ -35,7 +35,7 @@ def _finished_and_attempt(request_id: str) -> tuple[object, object]:
     from llmport.types import Endpoint
 
     ctx = CallContext(request_id, Endpoint.CHAT, {}, None, "m")
-    return (AttemptFinished(ctx, "m", "d", False, True, None, 200, 0.01, attempt=1),
+    return (AttemptFinished(ctx, "m", "d", True, None, 200, 0.01, attempt=1),
             RequestFinished(ctx, 200, None, None, 0.02, 0.001))
 
 

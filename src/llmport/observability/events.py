@@ -281,7 +281,6 @@ class AttemptFinished:
     ctx: CallContext
     model: str
     deployment: str
-    stream: bool
     ok: bool
     error_type: str | None
     status: int | None
@@ -292,6 +291,10 @@ class AttemptFinished:
     @property
     def request_id(self) -> str:
         return self.ctx.request_id
+
+    @property
+    def stream(self) -> bool:
+        return self.ctx.stream
 
 
 @dataclass(slots=True)

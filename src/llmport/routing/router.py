@@ -333,7 +333,7 @@ class Router:
         if not subscribers and not batch.handlers:
             return
         status = getattr(error, "status_code", None) if error is not None else 200
-        queued: Any = (ctx, model, deployment.name, ctx.stream, error is None,
+        queued: Any = (ctx, model, deployment.name, error is None,
                        type(error).__name__ if error is not None else None, status, elapsed,
                        hedged, number)
         if subscribers:  # built here only for them (as Gateway.finish)
