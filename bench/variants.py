@@ -21,7 +21,9 @@ policy marks of tracing, the metrics route); ``no-marks`` — the pipeline folde
 tracing's policy marks; ``bus-delay-S`` — the event bus's batches delivered S seconds after
 their first event instead of ``EventBus.DELAY`` (``bus-delay-0``: at the loop's next turn);
 ``gc-times`` — the time the garbage collector takes, written every second to
-/tmp/gc-times-PID.txt as ``nanoseconds gen0 gen1 gen2 collected``. Never for production:
+/tmp/gc-times-PID.txt as ``nanoseconds gen0 gen1 gen2 collected``; ``arenas-2`` — glibc's
+malloc held to two arenas (``mallopt(M_ARENA_MAX, 2)``, as ``MALLOC_ARENA_MAX=2`` does; the
+Docker image sets it): what that costs in time, not an attribution. Never for production:
 the gateway then observes nothing, or everything twice, of what it does.
 """
 
@@ -40,7 +42,8 @@ VARIANTS = set(filter(None, os.environ.get("LLMPORT_VARIANT", "").split(",")))
 SUBSCRIBERS = {"noop-tracing": "Tracing", "noop-metrics": "Metrics",
                "noop-access-log": "AccessLog"}
 KNOWN = {"noop-subscribers", "double-subscribers", "time-subscribers", "callgrind-timers",
-         "unsubscribed", "no-marks", "gc-times", *SUBSCRIBERS}
+         "unsubscribed", "no-marks", "gc-times", "arenas-2", *SUBSCRIBERS}
+M_ARENA_MAX = -8  # glibc's mallopt parameter
 TIMER_STRETCH = 50
 TIMES: dict[str, list[int]] = {}  # subscriber method → [nanoseconds, calls]
 _subscribe = EventBus.subscribe
@@ -145,6 +148,10 @@ if "callgrind-timers" in VARIANTS:
     EventBus.DELAY *= TIMER_STRETCH
 if "gc-times" in VARIANTS:
     _gc_times()
+if "arenas-2" in VARIANTS:
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 2)
 if "no-marks" in VARIANTS:
     from llmport.gateway import gateway, pipeline
 
