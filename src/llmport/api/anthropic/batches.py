@@ -76,9 +76,10 @@ def message_batches_router(gateway: Gateway, tables: JobTables, runner: BatchRun
         ctx = await caller(gateway, request)
         raw = await signed_body(gateway, request, ctx, limit_bytes)
         lines = await off_loop(len(raw), _checked_body, raw, config.max_lines)
+        del raw  # the lines hold the requests now; stored without a joined copy of them all
         owner = owner_of(ctx.principal)
         stored = await tables.create_file(owner, NewFile(
-            "batch", "message_batch_requests.jsonl", b"".join(lines)))
+            "batch", "message_batch_requests.jsonl", _each(lines)))
         created = now()
         row = await tables.create_batch(Batch(
             id=f"msgbatch_{stored.id.removeprefix('file-')}", owner=owner,
@@ -133,6 +134,11 @@ def message_batches_router(gateway: Gateway, tables: JobTables, runner: BatchRun
         return StreamingResponse(_results(tables, owner, row), media_type="application/binary")
 
     return router
+
+
+async def _each(lines: list[bytes]) -> AsyncIterator[bytes]:
+    for line in lines:
+        yield line
 
 
 def _checked_body(raw: bytes, max_lines: int) -> list[bytes]:
