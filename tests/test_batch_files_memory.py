@@ -7,8 +7,10 @@ import random
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import httpx
+import openai
 import orjson
 import pytest
 
@@ -102,9 +104,9 @@ def test_a_line_that_is_not_utf8_is_named_in_the_batch_errors(
     server = start_gateway(config(fake, tmp_path))
     api = client(server, MASTER_KEY)
     bad = jsonl(line("a")) + b'{"custom_id": "b\xff"}\n' + jsonl(line("c"))
-    with pytest.raises(Exception) as refused:
+    with pytest.raises(openai.BadRequestError) as refused:
         api.files.create(file=("input.jsonl", bad), purpose="batch")
-    body = refused.value.body  # type: ignore[attr-defined]
+    body: Any = refused.value.body
     assert body["code"] == "invalid_file_format"
     assert "Line 2 is not UTF-8 text (byte 17)" in body["message"]
     assert chat_calls(fake) == []

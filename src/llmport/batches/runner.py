@@ -20,7 +20,7 @@ import contextlib
 import itertools
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -160,6 +160,10 @@ class BatchRunner:
         if outcome not in ("lost", "stopped"):
             await self._finish(batch, outcome, lease)
 
+    def _input(self, batch: Batch) -> AsyncIterator[bytes]:
+        """The batch's input file, a stored part at a time (read afresh each time)."""
+        return self.tables.file_parts(batch.owner, batch.input_file_id)
+
     async def _check(self, batch: Batch) -> InputCheck:
         """The batch's input file checked whole (read part by part), before any request."""
         if not await self.tables.file_exists(batch.owner, batch.input_file_id):
@@ -167,14 +171,13 @@ class BatchRunner:
             check.errors = [batch_error("input_file_missing", "The input file "
                                         f"{batch.input_file_id} no longer exists.")]
             return check
-        return await check_input(self.tables.file_parts(batch.owner, batch.input_file_id),
-                                 batch.endpoint, self.config.max_lines)
+        return await check_input(self._input(batch), batch.endpoint, self.config.max_lines)
 
     async def _answer(self, batch: Batch, lease: str) -> str:
         """Send the unanswered requests; how it ended: completed, cancelled, expired, lost
         (another replica holds it now) or stopped (this replica is stopping)."""
         answered = await self.tables.answered_lines(batch.id)
-        lines = requests(self.tables.file_parts(batch.owner, batch.input_file_id))
+        lines = requests(self._input(batch))
         taking = asyncio.Lock()  # the workers share one reader of the file
         stop: list[str] = []  # the first reason to stop, once there is one
         endpoint = ENDPOINTS[batch.endpoint]
@@ -314,7 +317,7 @@ class BatchRunner:
         answered = await self.tables.answered_lines(batch.id)
         if not await self.tables.file_exists(batch.owner, batch.input_file_id):
             return []
-        lines = requests(self.tables.file_parts(batch.owner, batch.input_file_id))
+        lines = requests(self._input(batch))
         return [line.custom_id async for line in lines if line.index not in answered]
 
 
